@@ -1,0 +1,426 @@
+"""Typed run configuration: frozen dataclasses per section, loaded from TOML with dotted overrides.
+
+A config file has the sections ``[run]``, ``[data]``, ``[tokenizer]``, ``[model]``,
+``[objective]``, ``[annealing]`` and ``[train]``; every key is a field below with a default, so a
+file names only what differs. ``load_config(path, ["model.latent_dim=32"])`` applies command-line
+overrides after the file. An unknown section or key, a value of the wrong type, or a name outside
+a field's choices raises :class:`~seqvae.errors.SeqVAEError` naming the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seqvae.errors import SeqVAEError
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Where the run lives and how it is seeded."""
+
+    dir: str = "runs/default"
+    """Run directory: resolved config, tokenizer, checkpoints, metrics."""
+    seed: int = 0
+    """One seed for parameters, data order, sampling and word dropout."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Where the sentences come from and how long they may be."""
+
+    source: str = "text"
+    """``text``: local plain-text files, one sentence per line; ``hub``: a Hugging Face dataset."""
+    train: str = ""
+    """Training file (``text``); relative paths are taken from the config file's folder."""
+    valid: str = ""
+    """Validation file (``text``)."""
+    test: str = ""
+    """Test file (``text``); optional."""
+    hub_name: str = ""
+    """Dataset name on the Hugging Face hub (``hub``)."""
+    hub_config: str = ""
+    """Dataset configuration name on the hub (``hub``), if it has several."""
+    text_column: str = "text"
+    """Column holding the sentence (``hub``)."""
+    train_split: str = "train"
+    valid_split: str = "validation"
+    test_split: str = "test"
+    lowercase: bool = False
+    """Lower-case every sentence before tokenization."""
+    max_length: int = 0
+    """Longest sentence in tokens (EOS not counted); 0 for no limit."""
+    length_policy: str = "truncate"
+    """What happens to longer sentences: ``truncate`` to max_length tokens or ``drop`` them."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizerConfig:
+    """Word vocabulary or SentencePiece, built from the training split."""
+
+    kind: str = "word"
+    """``word`` (whitespace-split vocabulary) or ``sentencepiece``."""
+    min_frequency: int = 1
+    """Word vocabulary: words seen fewer times map to ``<unk>``."""
+    max_size: int = 0
+    """Word vocabulary: keep the most frequent words, specials included; 0 for no limit."""
+    model_type: str = "unigram"
+    """SentencePiece algorithm: ``unigram`` or ``bpe``."""
+    vocab_size: int = 8000
+    """SentencePiece vocabulary size, specials included."""
+    character_coverage: float = 1.0
+    """SentencePiece: share of characters covered by the model."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Encoder, posterior and decoder sizes and choices."""
+
+    encoder: str = "lstm"
+    decoder: str = "lstm"
+    embedding_dim: int = 256
+    hidden_dim: int = 256
+    latent_dim: int = 32
+    encoder_layers: int = 1
+    bidirectional: bool = False
+    """Bidirectional LSTM encoder (both final states feed the posterior)."""
+    decoder_layers: int = 1
+    injection: tuple[str, ...] = ("initial_state", "concat")
+    """How z enters the decoder: any of ``initial_state``, ``concat`` (see seqvae.models.decoders)."""
+    tie_embeddings: bool = False
+    """Share the decoder's input embedding with its output projection."""
+    dropout: float = 0.0
+    """Dropout on embeddings and decoder outputs (not word dropout)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectiveConfig:
+    """Remedies against posterior collapse inside the loss."""
+
+    word_dropout: float = 0.0
+    """Probability of replacing a decoder input token by <unk> in training (Bowman et al. 2016)."""
+    free_bits: str = "none"
+    """``none``, ``per_dimension`` (Kingma et al. 2016) or ``total_hinge`` (the notes, 4.3)."""
+    free_bits_lambda: float = 0.0
+    """Free-bits target in nats: per dimension, or for the total KL with ``total_hinge``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnnealingConfig:
+    """The KL weight beta as a pure function of the global step (seqvae.annealing)."""
+
+    schedule: str = "constant"
+    """``constant``, ``linear``, ``logistic`` or ``cyclical``."""
+    beta: float = 1.0
+    """The constant weight, or the value the other schedules rise to."""
+    start: float = 0.0
+    """Linear: the weight at step 0."""
+    warmup_steps: int = 10000
+    """Linear: steps from start to beta."""
+    logistic_rate: float = 0.0025
+    """Logistic: slope k of beta / (1 + exp(-k (step - midpoint)))."""
+    logistic_midpoint: int = 2500
+    """Logistic: the step at which the weight is beta / 2."""
+    cycle_steps: int = 10000
+    """Cyclical: steps in one cycle."""
+    cycle_ratio: float = 0.5
+    """Cyclical: share of each cycle spent rising from 0 to beta."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Optimisation, batching and checkpointing."""
+
+    epochs: int = 10
+    max_steps: int = 0
+    """Stop after this many optimizer steps in all; 0 for no limit."""
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    learning_rate: float = 1e-3
+    grad_clip: float = 5.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+    lr_decay: str = "none"
+    """``none`` or ``plateau`` (multiply the rate by lr_decay_factor when validation stalls)."""
+    lr_decay_factor: float = 0.5
+    lr_patience: int = 2
+    """Epochs without validation improvement before the rate decays."""
+    min_learning_rate: float = 1e-5
+    bucket_batches: int = 50
+    """Length buckets are drawn from pools of this many batches of shuffled sentences."""
+    log_every: int = 50
+    """Write training metrics every this many steps."""
+    checkpoint_every: int = 0
+    """Also write the last checkpoint every this many steps; 0 for epoch ends only."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The whole resolved configuration of a run."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    annealing: AnnealingConfig = field(default_factory=AnnealingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "run.device": ("auto", "cpu", "cuda"),
+    "data.source": ("text", "hub"),
+    "data.length_policy": ("truncate", "drop"),
+    "tokenizer.kind": ("word", "sentencepiece"),
+    "tokenizer.model_type": ("unigram", "bpe"),
+    "model.encoder": ("lstm",),
+    "model.decoder": ("lstm",),
+    "model.injection": ("initial_state", "concat"),
+    "objective.free_bits": ("none", "per_dimension", "total_hinge"),
+    "annealing.schedule": ("constant", "linear", "logistic", "cyclical"),
+    "train.lr_decay": ("none", "plateau"),
+}
+"""Names a string field (or each item of a tuple field) may take."""
+
+PATH_KEYS = ("data.train", "data.valid", "data.test")
+"""Keys holding file paths, resolved against the config file's folder."""
+
+
+def _section_types(section_cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(section_cls)
+
+
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
+
+
+def _coerce(key: str, value: Any, expected: Any) -> Any:
+    """Check a TOML value against the field type; ints are accepted where floats are."""
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+    elif expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif expected is str:
+        if isinstance(value, str):
+            return value
+    elif typing.get_origin(expected) is tuple:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+    type_name = getattr(expected, "__name__", str(expected))
+    if typing.get_origin(expected) is tuple:
+        type_name = "list of strings"
+    raise SeqVAEError(f"config key '{key}': expected {type_name}, got {value!r}")
+
+
+def _parse_override_value(key: str, text: str, expected: Any) -> Any:
+    """Turn the text after '=' into a value of the field's type."""
+    if expected is bool:
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise SeqVAEError(f"override '{key}={text}': expected true or false")
+    if expected is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise SeqVAEError(f"override '{key}={text}': expected an integer") from None
+    if expected is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise SeqVAEError(f"override '{key}={text}': expected a number") from None
+    if typing.get_origin(expected) is tuple:
+        return tuple(item.strip() for item in text.split(",") if item.strip())
+    return text
+
+
+def _check_choices(key: str, value: Any) -> None:
+    choices = CHOICES.get(key)
+    if choices is None:
+        return
+    values = value if isinstance(value, tuple) else (value,)
+    for item in values:
+        if item not in choices:
+            raise SeqVAEError(f"config key '{key}': '{item}' is not one of {', '.join(choices)}")
+
+
+def _check_ranges(config: Config) -> None:
+    checks = [
+        ("model.embedding_dim", config.model.embedding_dim >= 1),
+        ("model.hidden_dim", config.model.hidden_dim >= 1),
+        ("model.latent_dim", config.model.latent_dim >= 1),
+        ("model.encoder_layers", config.model.encoder_layers >= 1),
+        ("model.decoder_layers", config.model.decoder_layers >= 1),
+        ("model.dropout", 0.0 <= config.model.dropout < 1.0),
+        ("objective.word_dropout", 0.0 <= config.objective.word_dropout <= 1.0),
+        ("objective.free_bits_lambda", config.objective.free_bits_lambda >= 0.0),
+        ("annealing.beta", config.annealing.beta >= 0.0 and math.isfinite(config.annealing.beta)),
+        ("annealing.warmup_steps", config.annealing.warmup_steps >= 0),
+        ("annealing.cycle_steps", config.annealing.cycle_steps >= 1),
+        ("annealing.cycle_ratio", 0.0 < config.annealing.cycle_ratio <= 1.0),
+        ("train.epochs", config.train.epochs >= 1),
+        ("train.max_steps", config.train.max_steps >= 0),
+        ("train.batch_size", config.train.batch_size >= 1),
+        ("train.eval_batch_size", config.train.eval_batch_size >= 1),
+        ("train.learning_rate", config.train.learning_rate > 0.0),
+        ("train.grad_clip", config.train.grad_clip >= 0.0),
+        ("train.bucket_batches", config.train.bucket_batches >= 1),
+        ("train.log_every", config.train.log_every >= 1),
+        ("train.checkpoint_every", config.train.checkpoint_every >= 0),
+        ("data.max_length", config.data.max_length >= 0),
+        ("tokenizer.min_frequency", config.tokenizer.min_frequency >= 1),
+        ("tokenizer.max_size", config.tokenizer.max_size == 0 or config.tokenizer.max_size > 4),
+        ("tokenizer.vocab_size", config.tokenizer.vocab_size > 4),
+    ]
+    for key, ok in checks:
+        if not ok:
+            section, name = key.split(".")
+            value = getattr(getattr(config, section), name)
+            raise SeqVAEError(f"config key '{key}': value {value!r} is out of range")
+    if not config.model.injection:
+        raise SeqVAEError("config key 'model.injection': name at least one of initial_state, concat")
+
+
+def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> Config:
+    """Build a checked :class:`Config` from nested dicts (``{"model": {"latent_dim": 32}}``)."""
+    sections: dict[str, Any] = {}
+    for section_name, values in raw.items():
+        if section_name not in SECTIONS:
+            raise SeqVAEError(
+                f"{source}: unknown section '{section_name}'; valid sections: {', '.join(SECTIONS)}"
+            )
+        if not isinstance(values, dict):
+            raise SeqVAEError(f"{source}: '{section_name}' must be a table of keys")
+        section_cls = SECTIONS[section_name]
+        types = _section_types(section_cls)
+        checked = {}
+        for key, value in values.items():
+            dotted = f"{section_name}.{key}"
+            if key not in types:
+                raise SeqVAEError(
+                    f"{source}: unknown key '{dotted}'; valid keys in [{section_name}]: {', '.join(types)}"
+                )
+            checked[key] = _coerce(dotted, value, types[key])
+            _check_choices(dotted, checked[key])
+        sections[section_name] = section_cls(**checked)
+    config = Config(**sections)
+    _check_ranges(config)
+    return config
+
+
+def config_to_dict(config: Config) -> dict[str, dict[str, Any]]:
+    """Nested plain-type dicts (tuples become lists), the inverse of :func:`config_from_dict`."""
+    result: dict[str, dict[str, Any]] = {}
+    for section in dataclasses.fields(config):
+        values = dataclasses.asdict(getattr(config, section.name))
+        result[section.name] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+    return result
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings to nested dicts, parsing each value by its field type."""
+    raw = {name: dict(values) for name, values in raw.items()}
+    for override in overrides:
+        if "=" not in override:
+            raise SeqVAEError(f"override '{override}': expected section.key=value")
+        dotted, text = override.split("=", 1)
+        dotted = dotted.strip()
+        if dotted.count(".") != 1:
+            raise SeqVAEError(f"override '{override}': expected section.key=value, e.g. model.latent_dim=32")
+        section_name, key = dotted.split(".")
+        if section_name not in SECTIONS:
+            raise SeqVAEError(
+                f"override '{override}': unknown section '{section_name}'; valid sections: {', '.join(SECTIONS)}"
+            )
+        types = _section_types(SECTIONS[section_name])
+        if key not in types:
+            raise SeqVAEError(
+                f"override '{override}': unknown key '{dotted}'; valid keys in [{section_name}]: {', '.join(types)}"
+            )
+        raw.setdefault(section_name, {})[key] = _parse_override_value(dotted, text, types[key])
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a TOML config (or start from defaults when ``path`` is None), then apply overrides.
+
+    Relative data paths in the file are taken from the file's folder; those given as overrides
+    from the current directory. The returned config holds absolute paths.
+    """
+    raw: dict[str, Any] = {}
+    base = Path.cwd()
+    source = "config"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise SeqVAEError(f"{path}: config file not found")
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise SeqVAEError(f"{path}: not UTF-8 text") from None
+        except tomllib.TOMLDecodeError as error:
+            raise SeqVAEError(f"{path}: invalid TOML: {error}") from None
+        base = path.resolve().parent
+        raw = _resolve_paths(raw, base)
+    raw = apply_overrides(raw, overrides or [])
+    raw = _resolve_paths(raw, Path.cwd())
+    return config_from_dict(raw, source=source)
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return raw
+    data = dict(data)
+    for dotted in PATH_KEYS:
+        key = dotted.split(".")[1]
+        value = data.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            data[key] = str((base / value).resolve())
+    return {**raw, "data": data}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def config_to_toml(config: Config) -> str:
+    """The resolved config as a TOML document that :func:`load_config` reads back unchanged."""
+    lines: list[str] = []
+    for section_name, values in config_to_dict(config).items():
+        lines.append(f"[{section_name}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def replace(config: Config, **sections: dict[str, Any]) -> Config:
+    """A copy of ``config`` with some fields changed: ``replace(c, train={"epochs": 2})``."""
+    raw = config_to_dict(config)
+    for section_name, values in sections.items():
+        raw.setdefault(section_name, {}).update(values)
+    return config_from_dict(raw)

@@ -1,0 +1,1 @@
+"""Text in: corpora, tokenizers, batching, and the embedded synthetic corpus."""

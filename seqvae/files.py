@@ -1,0 +1,48 @@
+"""Safe file writing and checked file reading shared by the run directory's writers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from seqvae.errors import SeqVAEError
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder and rename it over ``path``, so a reader
+    (or a crash half-way) never leaves half a file behind."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, value: Any) -> None:
+    atomic_write_text(path, json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+
+
+def read_utf8_text(path: str | Path, *, what: str = "file") -> str:
+    """The whole text of a file, or a one-line :class:`SeqVAEError` naming it when it is missing,
+    a folder, or not UTF-8 text."""
+    path = Path(path)
+    if not path.exists():
+        raise SeqVAEError(f"{path}: {what} not found")
+    if not path.is_file():
+        raise SeqVAEError(f"{path}: {what} is not a regular file")
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise SeqVAEError(f"{path}: not UTF-8 text (it contains NUL bytes; is it a binary file?)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise SeqVAEError(f"{path}: not UTF-8 text (invalid byte at line {line})") from None

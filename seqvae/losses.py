@@ -1,0 +1,120 @@
+"""The objective's terms: reconstruction, KL, free bits, and word dropout on decoder inputs.
+
+Units: reconstruction and KL are nats per sentence (summed over a sentence's predicted tokens or
+latent dimensions, averaged over sentences), as in ../METRICS.md; padding never counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from seqvae.data.batching import Batch
+from seqvae.models.vae import VAEOutput
+
+FREE_BITS = ("none", "per_dimension", "total_hinge")
+
+
+def sequence_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) per sentence, (B,): token cross-entropy summed over real targets (words + EOS).
+
+    logits (B, T, V), targets (B, T), mask (B, T) with True = real token.
+    """
+    token_nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, T)
+    return (token_nll * mask).sum(dim=1)
+
+
+def free_bits_per_dimension(kl_per_dimension: torch.Tensor, free_bits: float) -> torch.Tensor:
+    """sum_i max(lambda, mean_batch KL_i): free bits of Kingma et al. 2016 (IAF paper, eq. 15),
+    with the batch mean inside the max. kl_per_dimension is (B, Z); returns a scalar.
+
+    A dimension whose batch-mean KL is under lambda contributes the constant lambda: no gradient.
+    """
+    return torch.clamp(kl_per_dimension.mean(dim=0), min=free_bits).sum()
+
+
+def free_bits_total_hinge(kl: torch.Tensor, free_bits: float) -> torch.Tensor:
+    """mean_batch max(KL(q(z|x) || p(z)) - lambda, 0): the total-KL hinge of the notes, section 4.3.
+    kl is the per-sentence total KL, (B,); returns a scalar, zero (with zero gradient) below lambda."""
+    return torch.clamp(kl - free_bits, min=0.0).mean()
+
+
+def kl_penalty(kl_per_dimension: torch.Tensor, *, variant: str = "none", free_bits: float = 0.0) -> torch.Tensor:
+    """The KL term that beta multiplies: the batch-mean total KL, or one of the free-bits variants."""
+    if variant == "none":
+        return kl_per_dimension.sum(dim=1).mean()
+    if variant == "per_dimension":
+        return free_bits_per_dimension(kl_per_dimension, free_bits)
+    if variant == "total_hinge":
+        return free_bits_total_hinge(kl_per_dimension.sum(dim=1), free_bits)
+    raise ValueError(f"unknown free-bits variant '{variant}'; choices: {', '.join(FREE_BITS)}")
+
+
+def word_dropout(
+    inputs: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    rate: float,
+    unk_id: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Replace decoder input tokens by <unk> with probability ``rate`` (Bowman et al. 2016).
+
+    inputs (B, T) begin with <bos>, which is never replaced, nor is padding; the targets and the
+    encoder input are separate tensors and untouched. rate = 1 gives the inputless decoder.
+    Call it in training only.
+    """
+    if rate <= 0.0:
+        return inputs
+    droppable = mask.clone()
+    droppable[:, 0] = False  # the begin token
+    if rate >= 1.0:
+        drop = droppable
+    else:
+        noise = torch.rand(inputs.shape, generator=generator, device=inputs.device)
+        drop = droppable & (noise < rate)
+    return inputs.masked_fill(drop, unk_id)
+
+
+@dataclass
+class LossTerms:
+    """The terms of one batch. ``total`` is what is minimised; the others are detached.
+
+    reconstruction and kl are means per sentence (nats); kl_penalty is the KL term after free
+    bits; the sums let callers aggregate exactly over many batches.
+    """
+
+    total: torch.Tensor
+    reconstruction: float
+    kl: float
+    kl_penalty: float
+    kl_weight: float
+    reconstruction_sum: float
+    kl_sum: float
+    num_sentences: int
+    num_tokens: int
+
+
+def elbo_loss(
+    output: VAEOutput, batch: Batch, *, kl_weight: float, free_bits: str = "none", free_bits_lambda: float = 0.0
+) -> LossTerms:
+    """mean_batch[-log p(x|z)] + beta * KL term: the negative ELBO when beta = 1 and no free bits."""
+    nll = sequence_nll(output.logits, batch.targets, batch.mask)  # (B,)
+    kl_dims = output.posterior.kl_per_dimension()  # (B, Z)
+    penalty = kl_penalty(kl_dims, variant=free_bits, free_bits=free_bits_lambda)
+    total = nll.mean() + kl_weight * penalty
+    kl = kl_dims.sum(dim=1)
+    sentences = batch.num_sentences
+    return LossTerms(
+        total=total,
+        reconstruction=float(nll.mean()),
+        kl=float(kl.mean()),
+        kl_penalty=float(penalty),
+        kl_weight=kl_weight,
+        reconstruction_sum=float(nll.sum()),
+        kl_sum=float(kl.sum()),
+        num_sentences=sentences,
+        num_tokens=batch.num_tokens,
+    )

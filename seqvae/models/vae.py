@@ -1,0 +1,88 @@
+"""The sentence VAE: encoder -> posterior q(z|x) -> z -> decoder p(x|z), composed, plus its builder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from seqvae.data.batching import Batch
+from seqvae.models.decoders import DECODERS
+from seqvae.models.encoders import ENCODERS
+from seqvae.models.posterior import DiagonalGaussian, GaussianPosterior
+
+
+@dataclass
+class VAEOutput:
+    """One forward pass: logits (B, T, V), the posterior (B, Z) and the z decoded from (B, Z)."""
+
+    logits: torch.Tensor
+    posterior: DiagonalGaussian
+    z: torch.Tensor
+
+
+class SeqVAE(nn.Module):
+    """Encoder, posterior and decoder composed; each part can be used on its own."""
+
+    def __init__(self, *, encoder: nn.Module, posterior: GaussianPosterior, decoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.posterior = posterior
+        self.decoder = decoder
+
+    @property
+    def latent_dim(self) -> int:
+        return self.posterior.latent_dim
+
+    def encode(self, batch: Batch) -> DiagonalGaussian:
+        """q(z|x) for every sentence of the batch; the encoder reads x_1 ... x_n <eos>."""
+        return self.posterior(self.encoder(batch.targets, batch.lengths))
+
+    def forward(
+        self,
+        batch: Batch,
+        *,
+        decoder_inputs: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        use_mean: bool = False,
+    ) -> VAEOutput:
+        """Encode, draw z ~ q(z|x) (or take its mean), and score the targets with the decoder.
+
+        ``decoder_inputs`` replaces ``batch.inputs`` for the decoder only (word dropout does this).
+        """
+        posterior = self.encode(batch)
+        z = posterior.mean if use_mean else posterior.rsample(generator)
+        inputs = batch.inputs if decoder_inputs is None else decoder_inputs
+        logits, _ = self.decoder(inputs, z)
+        return VAEOutput(logits=logits, posterior=posterior, z=z)
+
+
+def build_model(config, *, vocab_size: int, pad_id: int = 0) -> SeqVAE:
+    """Build a :class:`SeqVAE` from a :class:`~seqvae.config.ModelConfig`."""
+    if config.encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder '{config.encoder}'; choices: {', '.join(ENCODERS)}")
+    if config.decoder not in DECODERS:
+        raise ValueError(f"unknown decoder '{config.decoder}'; choices: {', '.join(DECODERS)}")
+    encoder = ENCODERS[config.encoder](
+        vocab_size=vocab_size,
+        embedding_dim=config.embedding_dim,
+        hidden_dim=config.hidden_dim,
+        num_layers=config.encoder_layers,
+        bidirectional=config.bidirectional,
+        dropout=config.dropout,
+        pad_id=pad_id,
+    )
+    posterior = GaussianPosterior(input_dim=encoder.output_dim, latent_dim=config.latent_dim)
+    decoder = DECODERS[config.decoder](
+        vocab_size=vocab_size,
+        embedding_dim=config.embedding_dim,
+        hidden_dim=config.hidden_dim,
+        latent_dim=config.latent_dim,
+        num_layers=config.decoder_layers,
+        injection=config.injection,
+        tie_embeddings=config.tie_embeddings,
+        dropout=config.dropout,
+        pad_id=pad_id,
+    )
+    return SeqVAE(encoder=encoder, posterior=posterior, decoder=decoder)
