@@ -40,7 +40,7 @@ class DataConfig:
     source: str = "text"
     """``text``: local plain-text files, one sentence per line; ``hub``: a Hugging Face dataset."""
     train: str = ""
-    """Training file (``text``); relative paths are taken from the config file's folder."""
+    """Training file (``text``); relative paths are taken from the current directory."""
     valid: str = ""
     """Validation file (``text``)."""
     test: str = ""
@@ -190,7 +190,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 """Names a string field (or each item of a tuple field) may take."""
 
 PATH_KEYS = ("data.train", "data.valid", "data.test")
-"""Keys holding file paths, resolved against the config file's folder."""
+"""Keys holding file paths, made absolute (from the current directory) when a config is loaded."""
 
 
 def _section_types(section_cls: type) -> dict[str, Any]:
@@ -359,11 +359,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Read a TOML config (or start from defaults when ``path`` is None), then apply overrides.
 
-    Relative data paths in the file are taken from the file's folder; those given as overrides
-    from the current directory. The returned config holds absolute paths.
+    Relative paths (``run.dir`` and the data files) are taken from the current directory, like
+    every path on the command line; the returned config holds absolute data paths so that a
+    saved run can be evaluated from anywhere.
     """
     raw: dict[str, Any] = {}
-    base = Path.cwd()
     source = "config"
     if path is not None:
         path = Path(path)
@@ -376,8 +376,6 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise SeqVAEError(f"{path}: not UTF-8 text") from None
         except tomllib.TOMLDecodeError as error:
             raise SeqVAEError(f"{path}: invalid TOML: {error}") from None
-        base = path.resolve().parent
-        raw = _resolve_paths(raw, base)
     raw = apply_overrides(raw, overrides or [])
     raw = _resolve_paths(raw, Path.cwd())
     return config_from_dict(raw, source=source)

@@ -105,15 +105,16 @@ def elbo_loss(
     kl_dims = output.posterior.kl_per_dimension()  # (B, Z)
     penalty = kl_penalty(kl_dims, variant=free_bits, free_bits=free_bits_lambda)
     total = nll.mean() + kl_weight * penalty
-    kl = kl_dims.sum(dim=1)
+    kl = kl_dims.detach().sum(dim=1)
+    nll_detached = nll.detach()
     sentences = batch.num_sentences
     return LossTerms(
         total=total,
-        reconstruction=float(nll.mean()),
+        reconstruction=float(nll_detached.mean()),
         kl=float(kl.mean()),
-        kl_penalty=float(penalty),
+        kl_penalty=float(penalty.detach()),
         kl_weight=kl_weight,
-        reconstruction_sum=float(nll.sum()),
+        reconstruction_sum=float(nll_detached.sum()),
         kl_sum=float(kl.sum()),
         num_sentences=sentences,
         num_tokens=batch.num_tokens,

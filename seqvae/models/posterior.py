@@ -25,8 +25,9 @@ class DiagonalGaussian:
 
     def rsample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """Reparametrised sample z = mu + sigma * eps, eps ~ N(0, I) (Kingma & Welling 2014)."""
-        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
-        return self.mean + self.std * eps
+        device = generator.device if generator is not None else self.mean.device
+        eps = torch.randn(self.mean.shape, generator=generator, device=device, dtype=self.mean.dtype)
+        return self.mean + self.std * eps.to(self.mean.device)
 
     def kl_per_dimension(self) -> torch.Tensor:
         """KL(q(z|x) || N(0, I)) per dimension, (B, Z):

@@ -1,0 +1,63 @@
+"""Quickstart recipe: write the embedded corpus, train, then print validation metrics, five prior
+samples and one interpolation.
+
+    python recipes/quickstart/run.py [--overwrite | --resume] [section.key=value ...]
+
+Overrides go to the config (recipes/quickstart/config.toml), e.g. ``train.epochs=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from seqvae import SeqVAEError, load_config, load_run, train, write_corpus
+
+CONFIG = Path(__file__).with_name("config.toml")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    parser.add_argument("--corpus-size", type=int, default=10000, help="training sentences to generate")
+    args = parser.parse_args(argv)
+    try:
+        config = _load(args)
+        result = train(config, resume=args.resume, overwrite=args.overwrite, echo=tqdm.write)
+        run = load_run(result.run_dir, device=config.run.device)
+        print()
+        print(f"validation (best checkpoint, epoch {result.epoch}, {result.seconds:.0f} s):")
+        for key, value in run.evaluate("valid").items():
+            print(f"  {key:<10} {value:.4f}" if isinstance(value, float) else f"  {key:<10} {value}")
+        print("\nfive sentences decoded from z ~ N(0, I):")
+        for sentence in run.sample(5, seed=config.run.seed):
+            print(f"  {sentence}")
+        valid = Path(config.data.valid).read_text(encoding="utf-8").splitlines()
+        first, second = valid[0], valid[1]
+        print(f"\ninterpolation between the posterior means of\n  A: {first}\n  B: {second}")
+        for t, sentence in run.interpolate(first, second, steps=6):
+            print(f"  {t:.1f}  {sentence}")
+    except SeqVAEError as error:
+        print(f"quickstart: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _load(args):
+    """Load the config; write the embedded corpus where it points unless it is already there."""
+    config = load_config(CONFIG, args.overrides)
+    corpus_dir = Path(config.data.train).parent
+    if not all(Path(path).is_file() for path in (config.data.train, config.data.valid, config.data.test)):
+        sizes = {"train": args.corpus_size, "valid": 1000, "test": 1000}
+        write_corpus(corpus_dir, seed=0, sizes=sizes)
+        print(f"wrote the embedded corpus to {corpus_dir} ({sizes['train']} training sentences)")
+    return config
+
+
+if __name__ == "__main__":
+    sys.exit(main())

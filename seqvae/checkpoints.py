@@ -1,0 +1,57 @@
+"""Checkpoint files: state_dicts and plain values only, written atomically, loaded with
+``weights_only=True``, and checked against the run's vocabulary before use."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqvae.errors import SeqVAEError
+from seqvae.files import atomic_write_bytes
+
+FORMAT = "seqvae-checkpoint-1"
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Serialise to memory, then write through a temporary file and rename."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **payload}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, or raise a one-line SeqVAEError."""
+    path = Path(path)
+    if not path.is_file():
+        raise SeqVAEError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError, OSError):
+        raise SeqVAEError(f"{path}: truncated or corrupt checkpoint (it cannot be read)") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise SeqVAEError(f"{path}: not a seqvae checkpoint")
+    return payload
+
+
+def check_vocabulary(path: str | Path, payload: dict[str, Any], tokenizer) -> None:
+    """Refuse a checkpoint trained with another vocabulary than ``tokenizer``."""
+    if payload.get("vocab_fingerprint") != tokenizer.fingerprint or payload.get("vocab_size") != tokenizer.vocab_size:
+        raise SeqVAEError(
+            f"{path}: checkpoint was trained with another vocabulary "
+            f"({payload.get('vocab_size')} tokens, fingerprint {payload.get('vocab_fingerprint')}) "
+            f"than the run's tokenizer ({tokenizer.vocab_size} tokens, fingerprint {tokenizer.fingerprint})"
+        )
+
+
+def load_model_state(path: str | Path, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """load_state_dict, with a mismatch reported as a one-line error naming the checkpoint."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise SeqVAEError(f"{path}: checkpoint does not fit the configured model: {first}") from None

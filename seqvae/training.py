@@ -1,0 +1,412 @@
+"""The one training loop, used by the CLI and the recipes, with checkpoints and exact resume.
+
+A run directory holds:
+
+- ``config.toml``: the resolved configuration (``seqvae train RUN/config.toml`` repeats the run)
+- ``tokenizer.json`` (and ``tokenizer.model`` for SentencePiece)
+- ``data.json``: sentence, token, blank-line, truncation and drop counts per split
+- ``metrics.jsonl``: one JSON record per logged training window and per validation pass
+- ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (best validation ELBO)
+
+Exact resume: the last checkpoint holds the model, optimizer and learning-rate scheduler
+state_dicts, the global step, the position in the epoch, the RNG states and the partial metric
+window. Batch order is a pure function of (seed, epoch) and the KL weight of the step, so a resumed
+run computes the same updates and metrics as an uninterrupted one. Validation draws its z from
+its own generator seeded by (seed, epoch), so it never perturbs training randomness.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from seqvae.annealing import kl_weight
+from seqvae.checkpoints import check_vocabulary, load_checkpoint, load_model_state, save_checkpoint
+from seqvae.config import Config, config_to_dict, config_to_toml, load_config
+from seqvae.data.batching import EncodedSplit, bucketed_batches, collate, encode_split, sorted_batches
+from seqvae.data.corpus import Corpus, load_corpus
+from seqvae.data.tokenizers import build_tokenizer, load_tokenizer
+from seqvae.errors import SeqVAEError
+from seqvae.evaluation import evaluate_elbo
+from seqvae.files import atomic_write_json, atomic_write_text
+from seqvae.losses import elbo_loss, word_dropout
+from seqvae.models.vae import SeqVAE, build_model
+
+CONFIG_FILE = "config.toml"
+DATA_FILE = "data.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last.pt"
+BEST = "best.pt"
+
+RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps"), ("run", "device")}
+"""Config keys a resumed run may change: how long to train, and where."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when it is available; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SeqVAEError("run.device=cuda: CUDA is not available on this machine (use auto or cpu)")
+    return torch.device(name)
+
+
+@dataclass
+class PreparedData:
+    """A corpus tokenized under the run's length policy."""
+
+    tokenizer: Any
+    splits: dict[str, EncodedSplit]
+    summary: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def batches(self, split: str, batch_size: int):
+        """Evaluation batches of a split: sorted by length, no shuffling."""
+        sequences = self.splits[split].sequences
+        for indices in sorted_batches(self.splits[split].lengths, batch_size=batch_size):
+            yield collate([sequences[i] for i in indices])
+
+
+def prepare_data(config: Config, corpus: Corpus, tokenizer) -> PreparedData:
+    """Tokenize every split and count what the length policy did."""
+    prepared = PreparedData(tokenizer=tokenizer, splits={})
+    for split, sentences in corpus.splits.items():
+        encoded = encode_split(
+            tokenizer, sentences, max_length=config.data.max_length, policy=config.data.length_policy
+        )
+        if not encoded.sequences:
+            raise SeqVAEError(
+                f"{corpus.sources.get(split, split)}: no {split} sentence is left after "
+                f"data.length_policy={config.data.length_policy} with data.max_length={config.data.max_length}"
+            )
+        prepared.splits[split] = encoded
+        prepared.summary[split] = {
+            "sentences": len(encoded.sequences),
+            "tokens_with_eos": encoded.num_tokens,
+            "blank_lines_skipped": corpus.blank_lines.get(split, 0),
+            "truncated": encoded.truncated,
+            "dropped": encoded.dropped,
+        }
+    return prepared
+
+
+def _validation_generator(seed: int, epoch: int) -> torch.Generator:
+    generator = torch.Generator()
+    generator.manual_seed(seed * 7_919 + epoch + 1)
+    return generator
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) training call leaves behind."""
+
+    run_dir: Path
+    step: int
+    epoch: int
+    valid: dict[str, float] | None
+    best_valid_elbo: float
+    data: dict[str, dict[str, int]]
+    resumed_from_step: int | None = None
+    seconds: float = 0.0
+
+
+def _prepare_run_dir(config: Config, run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    exists = run_dir.exists() and any(run_dir.iterdir())
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SeqVAEError(f"{run_dir}: run directory path is a file")
+    if resume:
+        if not (run_dir / CHECKPOINT_DIR / LAST).is_file():
+            raise SeqVAEError(f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/{LAST})")
+        saved = load_config(run_dir / CONFIG_FILE)
+        _check_resumable(run_dir, saved, config)
+        return
+    if exists:
+        if not overwrite:
+            raise SeqVAEError(f"{run_dir}: run directory exists; pass --resume to continue it or --overwrite to replace it")
+        shutil.rmtree(run_dir)
+    (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+
+
+def _check_resumable(run_dir: Path, saved: Config, given: Config) -> None:
+    saved_dict, given_dict = config_to_dict(saved), config_to_dict(given)
+    for section, values in saved_dict.items():
+        for key, value in values.items():
+            if (section, key) in RESUMABLE_CHANGES:
+                continue
+            if given_dict[section][key] != value:
+                raise SeqVAEError(
+                    f"{run_dir / CONFIG_FILE}: cannot resume with {section}.{key}={given_dict[section][key]!r}; "
+                    f"the run was started with {value!r} (only train.epochs, train.max_steps, run.device may change)"
+                )
+
+
+def _read_metrics(path: Path, up_to_step: int) -> list[str]:
+    """The metric lines a checkpoint at ``up_to_step`` had seen; later ones are recomputed."""
+    if not path.is_file():
+        return []
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and json.loads(line)["step"] <= up_to_step:
+            kept.append(line)
+    return kept
+
+
+class _MetricsLog:
+    def __init__(self, path: Path, lines: list[str]) -> None:
+        self.path = path
+        atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.6g}")
+
+
+def train(
+    config: Config,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train the VAE the config describes into ``config.run.dir``; see the module docstring."""
+    started = time.perf_counter()
+    say = echo or (lambda message: None)
+    run_dir = Path(config.run.dir)
+    device = resolve_device(config.run.device)
+    _prepare_run_dir(config, run_dir, resume=resume, overwrite=overwrite)
+
+    corpus = load_corpus(config.data)
+    if resume:
+        tokenizer = load_tokenizer(run_dir)
+    else:
+        tokenizer = build_tokenizer(config.tokenizer, corpus.splits["train"], seed=config.run.seed)
+        tokenizer.save(run_dir)
+        atomic_write_text(run_dir / CONFIG_FILE, config_to_toml(config))
+    data = prepare_data(config, corpus, tokenizer)
+    atomic_write_json(run_dir / DATA_FILE, data.summary)
+    for split, counts in data.summary.items():
+        if counts["truncated"] or counts["dropped"] or counts["blank_lines_skipped"]:
+            say(
+                f"{split}: {counts['blank_lines_skipped']} blank lines skipped, "
+                f"{counts['truncated']} sentences truncated, {counts['dropped']} dropped "
+                f"(data.max_length={config.data.max_length}, data.length_policy={config.data.length_policy})"
+            )
+
+    torch.manual_seed(config.run.seed)
+    model = build_model(config.model, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate)
+    scheduler = None
+    if config.train.lr_decay == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="min",
+            factor=config.train.lr_decay_factor,
+            patience=config.train.lr_patience,
+            min_lr=config.train.min_learning_rate,
+        )
+
+    step, epoch, batch_in_epoch = 0, 0, 0
+    best = float("inf")
+    window = {"loss": 0.0, "rec": 0.0, "kl": 0.0, "kl_penalty": 0.0, "steps": 0}
+    resumed_from = None
+    last_path = run_dir / CHECKPOINT_DIR / LAST
+    if resume:
+        payload = load_checkpoint(last_path, map_location=device)
+        check_vocabulary(last_path, payload, tokenizer)
+        load_model_state(last_path, model, payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        if scheduler is not None and payload.get("lr_scheduler"):
+            scheduler.load_state_dict(payload["lr_scheduler"])
+        step, epoch, batch_in_epoch = payload["step"], payload["epoch"], payload["batch_in_epoch"]
+        best = payload["best_valid_elbo"]
+        window = dict(payload["window"])
+        torch.set_rng_state(payload["rng_cpu"])
+        if device.type == "cuda" and payload.get("rng_cuda"):
+            torch.cuda.set_rng_state_all(payload["rng_cuda"])
+        resumed_from = step
+        say(f"resumed {run_dir} at step {step} (epoch {epoch + 1}, batch {batch_in_epoch})")
+        # The config of a resumed run may extend epochs or max_steps: record what now applies.
+        atomic_write_text(run_dir / CONFIG_FILE, config_to_toml(config))
+    metrics = _MetricsLog(run_dir / METRICS_FILE, _read_metrics(run_dir / METRICS_FILE, step))
+
+    def checkpoint(path: Path) -> None:
+        save_checkpoint(
+            path,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "lr_scheduler": scheduler.state_dict() if scheduler is not None else {},
+                "step": step,
+                "epoch": epoch,
+                "batch_in_epoch": batch_in_epoch,
+                "best_valid_elbo": best,
+                "window": window,
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+                "config": config_to_dict(config),
+                "vocab_fingerprint": tokenizer.fingerprint,
+                "vocab_size": tokenizer.vocab_size,
+            },
+        )
+
+    train_split = data.splits["train"]
+    lengths = train_split.lengths
+    objective = config.objective
+    valid_result: dict[str, float] | None = None
+    stopped = False
+    while epoch < config.train.epochs:
+        batches = bucketed_batches(
+            lengths,
+            batch_size=config.train.batch_size,
+            seed=config.run.seed,
+            epoch=epoch,
+            pool_batches=config.train.bucket_batches,
+        )
+        bar = tqdm(
+            total=len(batches),
+            initial=batch_in_epoch,
+            desc=f"epoch {epoch + 1}/{config.train.epochs}",
+            disable=not progress,
+            dynamic_ncols=True,
+            mininterval=0.1 if sys.stderr.isatty() else 5.0,
+            leave=False,
+        )
+        model.train()
+        while batch_in_epoch < len(batches):
+            if config.train.max_steps and step >= config.train.max_steps:
+                stopped = True
+                break
+            batch = collate([train_split.sequences[i] for i in batches[batch_in_epoch]]).to(device)
+            decoder_inputs = word_dropout(
+                batch.inputs, batch.mask, rate=objective.word_dropout, unk_id=tokenizer.unk_id
+            )
+            beta = kl_weight(step, config.annealing)
+            output = model(batch, decoder_inputs=decoder_inputs)
+            terms = elbo_loss(
+                output,
+                batch,
+                kl_weight=beta,
+                free_bits=objective.free_bits,
+                free_bits_lambda=objective.free_bits_lambda,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            terms.total.backward()
+            if config.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+            optimizer.step()
+            step += 1
+            batch_in_epoch += 1
+            loss = float(terms.total.detach())
+            window["loss"] += loss
+            window["rec"] += terms.reconstruction
+            window["kl"] += terms.kl
+            window["kl_penalty"] += terms.kl_penalty
+            window["steps"] += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.2f}", rec=f"{terms.reconstruction:.2f}", kl=f"{terms.kl:.2f}", beta=f"{beta:.3f}")
+            if step % config.train.log_every == 0:
+                count = window["steps"]
+                metrics.write(
+                    {
+                        "split": "train",
+                        "step": step,
+                        "epoch": epoch + 1,
+                        "loss": _round(window["loss"] / count),
+                        "rec": _round(window["rec"] / count),
+                        "kl": _round(window["kl"] / count),
+                        "kl_penalty": _round(window["kl_penalty"] / count),
+                        "beta": _round(beta),
+                        "lr": optimizer.param_groups[0]["lr"],
+                    }
+                )
+                window = {"loss": 0.0, "rec": 0.0, "kl": 0.0, "kl_penalty": 0.0, "steps": 0}
+            every = config.train.checkpoint_every
+            if every and step % every == 0 and batch_in_epoch < len(batches):
+                checkpoint(last_path)  # an epoch's end is checkpointed after its validation
+        bar.close()
+        if stopped:
+            checkpoint(last_path)
+            say(f"stopped at train.max_steps={config.train.max_steps} (step {step}); continue with --resume")
+            break
+        valid_result = evaluate_elbo(
+            model,
+            data.batches("valid", config.train.eval_batch_size),
+            generator=_validation_generator(config.run.seed, epoch),
+        )
+        record = {"split": "valid", "step": step, "epoch": epoch + 1}
+        record.update({key: _round(value) for key, value in valid_result.items()})
+        metrics.write(record)
+        say(
+            f"epoch {epoch + 1}: valid rec {valid_result['rec']:.3f} kl {valid_result['kl']:.3f} "
+            f"elbo {valid_result['elbo']:.3f} ppl_elbo {valid_result['ppl_elbo']:.2f}"
+        )
+        if scheduler is not None:
+            scheduler.step(valid_result["elbo"])
+        epoch, batch_in_epoch = epoch + 1, 0  # checkpoints record the next batch to run
+        if valid_result["elbo"] < best:
+            best = valid_result["elbo"]
+            checkpoint(run_dir / CHECKPOINT_DIR / BEST)
+        checkpoint(last_path)
+    return TrainResult(
+        run_dir=run_dir,
+        step=step,
+        epoch=epoch,
+        valid=valid_result,
+        best_valid_elbo=best,
+        data=data.summary,
+        resumed_from_step=resumed_from,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def load_run_config(run_dir: str | Path) -> Config:
+    """The resolved config saved in a run directory."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise SeqVAEError(f"{run_dir}: run directory not found")
+    return load_config(run_dir / CONFIG_FILE)
+
+
+def load_trained_model(
+    run_dir: str | Path, *, checkpoint: str = "best", device: torch.device | str = "cpu"
+) -> tuple[SeqVAE, Any, Config]:
+    """Rebuild the model of a run from its config, tokenizer and a checkpoint (``best`` or ``last``)."""
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    tokenizer = load_tokenizer(run_dir)
+    name = {"best": BEST, "last": LAST}.get(checkpoint)
+    if name is None:
+        raise SeqVAEError(f"checkpoint '{checkpoint}': choose best or last")
+    path = run_dir / CHECKPOINT_DIR / name
+    if checkpoint == "best" and not path.is_file() and (run_dir / CHECKPOINT_DIR / LAST).is_file():
+        path = run_dir / CHECKPOINT_DIR / LAST  # stopped before its first validation
+    payload = load_checkpoint(path, map_location=device)
+    check_vocabulary(path, payload, tokenizer)
+    model = build_model(config.model, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
+    load_model_state(path, model, payload["model"])
+    model.to(device).eval()
+    return model, tokenizer, config
+
+
+__all__ = [
+    "TrainResult",
+    "load_run_config",
+    "load_trained_model",
+    "prepare_data",
+    "resolve_device",
+    "train",
+]
