@@ -1,4 +1,4 @@
-"""The objective's terms: reconstruction, KL, free bits, and word dropout on decoder inputs.
+"""The objective's terms: reconstruction, KL, and the free-bits variants of the KL term.
 
 Units: reconstruction and KL are nats per sentence (summed over a sentence's predicted tokens or
 latent dimensions, averaged over sentences), as in ../METRICS.md; padding never counts.
@@ -50,32 +50,6 @@ def kl_penalty(kl_per_dimension: torch.Tensor, *, variant: str = "none", free_bi
     if variant == "total_hinge":
         return free_bits_total_hinge(kl_per_dimension.sum(dim=1), free_bits)
     raise ValueError(f"unknown free-bits variant '{variant}'; choices: {', '.join(FREE_BITS)}")
-
-
-def word_dropout(
-    inputs: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    rate: float,
-    unk_id: int,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Replace decoder input tokens by <unk> with probability ``rate`` (Bowman et al. 2016).
-
-    inputs (B, T) begin with <bos>, which is never replaced, nor is padding; the targets and the
-    encoder input are separate tensors and untouched. rate = 1 gives the inputless decoder.
-    Call it in training only.
-    """
-    if rate <= 0.0:
-        return inputs
-    droppable = mask.clone()
-    droppable[:, 0] = False  # the begin token
-    if rate >= 1.0:
-        drop = droppable
-    else:
-        noise = torch.rand(inputs.shape, generator=generator, device=inputs.device)
-        drop = droppable & (noise < rate)
-    return inputs.masked_fill(drop, unk_id)
 
 
 @dataclass

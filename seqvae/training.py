@@ -38,7 +38,7 @@ from seqvae.data.tokenizers import build_tokenizer, load_tokenizer
 from seqvae.errors import SeqVAEError
 from seqvae.evaluation import evaluate_elbo
 from seqvae.files import atomic_write_json, atomic_write_text
-from seqvae.losses import elbo_loss, word_dropout
+from seqvae.losses import elbo_loss
 from seqvae.models.vae import SeqVAE, build_model
 
 CONFIG_FILE = "config.toml"
@@ -193,7 +193,7 @@ def train(
     if resume:
         tokenizer = load_tokenizer(run_dir)
     else:
-        tokenizer = build_tokenizer(config.tokenizer, corpus.splits["train"], seed=config.run.seed)
+        tokenizer = build_tokenizer(config.tokenizer, corpus.splits["train"])
         tokenizer.save(run_dir)
         atomic_write_text(run_dir / CONFIG_FILE, config_to_toml(config))
     data = prepare_data(config, corpus, tokenizer)
@@ -207,7 +207,9 @@ def train(
             )
 
     torch.manual_seed(config.run.seed)
-    model = build_model(config.model, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id).to(device)
+    model = build_model(
+        config.model, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, unk_id=tokenizer.unk_id
+    ).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate)
     scheduler = None
     if config.train.lr_decay == "plateau":
@@ -291,11 +293,8 @@ def train(
                 stopped = True
                 break
             batch = collate([train_split.sequences[i] for i in batches[batch_in_epoch]]).to(device)
-            decoder_inputs = word_dropout(
-                batch.inputs, batch.mask, rate=objective.word_dropout, unk_id=tokenizer.unk_id
-            )
             beta = kl_weight(step, config.annealing)
-            output = model(batch, decoder_inputs=decoder_inputs)
+            output = model(batch, word_dropout_rate=objective.word_dropout)
             terms = elbo_loss(
                 output,
                 batch,
@@ -396,7 +395,9 @@ def load_trained_model(
         path = run_dir / CHECKPOINT_DIR / LAST  # stopped before its first validation
     payload = load_checkpoint(path, map_location=device)
     check_vocabulary(path, payload, tokenizer)
-    model = build_model(config.model, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
+    model = build_model(
+        config.model, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, unk_id=tokenizer.unk_id
+    )
     load_model_state(path, model, payload["model"])
     model.to(device).eval()
     return model, tokenizer, config

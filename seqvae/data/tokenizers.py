@@ -114,7 +114,6 @@ class SentencePieceTokenizer:
         vocab_size: int,
         model_type: str = "unigram",
         character_coverage: float = 1.0,
-        seed: int = 0,
     ) -> SentencePieceTokenizer:
         """Train on the training sentences; the literal ``<unk>`` is removed from the training text
         because it stands for an unknown word, not for characters to model."""
@@ -138,7 +137,6 @@ class SentencePieceTokenizer:
                     unk_piece=UNK,
                     bos_piece=BOS,
                     eos_piece=EOS,
-                    random_seed=seed,
                     minloglevel=2,
                 )
             except RuntimeError as error:
@@ -153,7 +151,9 @@ class SentencePieceTokenizer:
 
     @property
     def fingerprint(self) -> str:
-        return hashlib.sha256(self.model_proto).hexdigest()[:16]
+        """A hash of the pieces in id order (the model file also records training paths)."""
+        pieces = (self.processor.id_to_piece(i) for i in range(self.vocab_size))
+        return hashlib.sha256("\n".join(pieces).encode("utf-8")).hexdigest()[:16]
 
     def encode(self, sentence: str) -> list[int]:
         if UNK not in sentence:
@@ -188,7 +188,7 @@ class SentencePieceTokenizer:
         atomic_write_json(directory / TOKENIZER_FILE, {"kind": "sentencepiece", "model_file": SENTENCEPIECE_FILE})
 
 
-def build_tokenizer(config, train_sentences: list[str], *, seed: int = 0) -> Tokenizer:
+def build_tokenizer(config, train_sentences: list[str]) -> Tokenizer:
     """Build the tokenizer that ``config`` (a TokenizerConfig) names from the training split."""
     if config.kind == "word":
         return WordTokenizer.build(train_sentences, min_frequency=config.min_frequency, max_size=config.max_size)
@@ -198,7 +198,6 @@ def build_tokenizer(config, train_sentences: list[str], *, seed: int = 0) -> Tok
             vocab_size=config.vocab_size,
             model_type=config.model_type,
             character_coverage=config.character_coverage,
-            seed=seed,
         )
     raise ValueError(f"unknown tokenizer kind '{config.kind}'; choices: word, sentencepiece")
 

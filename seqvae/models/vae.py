@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 from seqvae.data.batching import Batch
+from seqvae.data.tokenizers import UNK_ID
 from seqvae.models.decoders import DECODERS
 from seqvae.models.encoders import ENCODERS
 from seqvae.models.posterior import DiagonalGaussian, GaussianPosterior
+from seqvae.models.word_dropout import word_dropout
 
 
 @dataclass
@@ -25,8 +27,11 @@ class VAEOutput:
 class SeqVAE(nn.Module):
     """Encoder, posterior and decoder composed; each part can be used on its own."""
 
-    def __init__(self, *, encoder: nn.Module, posterior: GaussianPosterior, decoder: nn.Module) -> None:
+    def __init__(
+        self, *, encoder: nn.Module, posterior: GaussianPosterior, decoder: nn.Module, unk_id: int = UNK_ID
+    ) -> None:
         super().__init__()
+        self.unk_id = unk_id
         self.encoder = encoder
         self.posterior = posterior
         self.decoder = decoder
@@ -43,22 +48,25 @@ class SeqVAE(nn.Module):
         self,
         batch: Batch,
         *,
-        decoder_inputs: torch.Tensor | None = None,
+        word_dropout_rate: float = 0.0,
         generator: torch.Generator | None = None,
         use_mean: bool = False,
     ) -> VAEOutput:
         """Encode, draw z ~ q(z|x) (or take its mean), and score the targets with the decoder.
 
-        ``decoder_inputs`` replaces ``batch.inputs`` for the decoder only (word dropout does this).
+        Word dropout applies to the decoder's inputs in training mode only: a model in ``eval()``
+        mode ignores ``word_dropout_rate``. The encoder always reads the clean sentence.
         """
         posterior = self.encode(batch)
         z = posterior.mean if use_mean else posterior.rsample(generator)
-        inputs = batch.inputs if decoder_inputs is None else decoder_inputs
+        inputs = batch.inputs
+        if self.training and word_dropout_rate > 0.0:
+            inputs = word_dropout(inputs, batch.mask, rate=word_dropout_rate, unk_id=self.unk_id)
         logits, _ = self.decoder(inputs, z)
         return VAEOutput(logits=logits, posterior=posterior, z=z)
 
 
-def build_model(config, *, vocab_size: int, pad_id: int = 0) -> SeqVAE:
+def build_model(config, *, vocab_size: int, pad_id: int = 0, unk_id: int = UNK_ID) -> SeqVAE:
     """Build a :class:`SeqVAE` from a :class:`~seqvae.config.ModelConfig`."""
     if config.encoder not in ENCODERS:
         raise ValueError(f"unknown encoder '{config.encoder}'; choices: {', '.join(ENCODERS)}")
@@ -85,4 +93,4 @@ def build_model(config, *, vocab_size: int, pad_id: int = 0) -> SeqVAE:
         dropout=config.dropout,
         pad_id=pad_id,
     )
-    return SeqVAE(encoder=encoder, posterior=posterior, decoder=decoder)
+    return SeqVAE(encoder=encoder, posterior=posterior, decoder=decoder, unk_id=unk_id)

@@ -1,0 +1,402 @@
+"""Training throughput of the seqvae LSTM VAE against a plain PyTorch LSTM language model.
+
+What is measured
+----------------
+Tokens per second of *training steps*, where a batch's tokens are ``batch.num_tokens``: the
+predicted tokens, i.e. every word plus one end-of-sentence per sentence (padding never counts).
+
+1. **VAE**: exactly the step of ``seqvae.training.train`` with the default objective:
+   ``word_dropout`` (rate 0, the default) -> ``model(batch, decoder_inputs=...)`` (LSTM encoder on
+   packed sequences, Gaussian posterior, reparametrised z, LSTM decoder with z injected as initial
+   state and concatenated to every input) -> ``elbo_loss`` with KL weight 1 and no free bits ->
+   ``zero_grad(set_to_none=True)`` -> ``backward`` -> ``clip_grad_norm_(..., 5)`` -> Adam step,
+   plus the ``float(loss)`` the training loop takes for its log. The model comes from
+   ``seqvae.models.vae.build_model`` with ``ModelConfig`` defaults apart from the sizes given.
+2. **Floor**: a plain PyTorch LSTM language model of the same sizes, written here with no seqvae
+   model code: ``nn.Embedding(V, E) -> nn.LSTM(E, H, batch_first=True) -> nn.Linear(H, V)``,
+   reading ``batch.inputs`` and predicting ``batch.targets``; loss = token cross-entropy summed
+   over real tokens (``batch.mask``) divided by the batch size; the same zero_grad, backward,
+   clip 5, Adam (lr 1e-3) and ``float(loss)``. It is what one LSTM language model costs, so the
+   ratio VAE/floor shows what the encoder, the latent and seqvae's code add on top.
+
+How
+---
+The training split is tokenized with a word vocabulary (``WordTokenizer.build`` on the training
+sentences), encoded with ``encode_split`` and cut into length-bucketed batches with
+``bucketed_batches`` (seed, epoch 0, 50-batch pools as in training; later epochs are appended if
+more batches are asked for). The first W + N batches are collated once with ``collate`` and moved
+to the device *before* any timing, so the collate cost is excluded for both models; both models
+see the same batch sequence. Each repeat runs the VAE, then the floor (VAE, floor, VAE, floor, ...):
+W untimed warm-up steps, then N timed steps. The median over R repeats per model is reported,
+so slow drift on a shared machine hits both models alike. On CUDA, ``torch.cuda.synchronize``
+brackets each timed region. Both models keep training across repeats (their state carries over).
+
+Memory: on CPU the peak resident set size of the whole process (``resource.getrusage`` max RSS,
+a high-water mark that never goes down) is reported after the setup, after the first VAE
+repeat and at the end; since the VAE runs first, the floor's own peak is hidden unless it
+exceeds the VAE's. On CUDA the peak allocated GPU memory per model is reported as well.
+
+No timing is asserted anywhere; absolute numbers depend on the machine and its load.
+
+Usage (from the repository root)::
+
+    python benchmarks/throughput.py                                  # synthetic corpus
+    python benchmarks/throughput.py --data-dir ../shared/data/ptb    # PTB train split
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import platform
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqvae.annealing import kl_weight
+from seqvae.config import AnnealingConfig, ModelConfig, ObjectiveConfig, TrainConfig
+from seqvae.data.batching import Batch, bucketed_batches, collate, encode_split
+from seqvae.data.corpus import load_text_files
+from seqvae.data.synthetic import DEFAULT_SIZES, write_corpus
+from seqvae.data.tokenizers import WordTokenizer
+from seqvae.losses import elbo_loss
+from seqvae.models.vae import build_model
+
+try:  # older layout: the training loop applied word dropout itself, then passed decoder_inputs
+    from seqvae.losses import word_dropout as _loop_word_dropout
+except ImportError:  # newer layout: the model applies it, model(batch, word_dropout_rate=...)
+    _loop_word_dropout = None
+
+LEARNING_RATE = TrainConfig().learning_rate  # 1e-3, as in training
+GRAD_CLIP = 5.0
+KL_WEIGHT = 1.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def max_rss_mib() -> float:
+    """Peak resident set size of this process so far, in MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return value / (1024 * 1024) if sys.platform == "darwin" else value / 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# The floor: a plain LSTM language model, no seqvae model code.
+# ---------------------------------------------------------------------------------------------
+
+
+class LSTMLanguageModel(nn.Module):
+    def __init__(self, vocab_size: int, embedding_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.lstm = nn.LSTM(embedding_dim, hidden_dim, batch_first=True)
+        self.output = nn.Linear(hidden_dim, vocab_size)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        hidden, _ = self.lstm(self.embedding(inputs))  # (B, T, H)
+        return self.output(hidden)  # (B, T, V)
+
+
+class FloorStep:
+    """One training step of the plain language model."""
+
+    def __init__(self, model: LSTMLanguageModel) -> None:
+        self.model = model
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+
+    def __call__(self, batch: Batch) -> float:
+        logits = self.model(batch.inputs)
+        token_nll = F.cross_entropy(logits.transpose(1, 2), batch.targets, reduction="none")  # (B, T)
+        loss = (token_nll * batch.mask).sum() / batch.inputs.shape[0]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
+        self.optimizer.step()
+        return float(loss.detach())
+
+
+class VAEStep:
+    """One training step of seqvae.training.train (default objective, KL weight 1, clip 5, Adam).
+
+    Word dropout is applied where the installed seqvae applies it: inside the model
+    (``model(batch, word_dropout_rate=...)``) when its forward takes that argument, else in the
+    loop (``word_dropout`` -> ``model(batch, decoder_inputs=...)``). At the default rate 0 both
+    leave the decoder inputs unchanged.
+    """
+
+    def __init__(self, model: nn.Module, *, unk_id: int) -> None:
+        self.model = model
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+        self.objective = ObjectiveConfig()  # word_dropout 0, free_bits none
+        self.annealing = AnnealingConfig()  # constant beta = 1
+        self.unk_id = unk_id
+        self.step = 0
+        self.dropout_in_model = "word_dropout_rate" in inspect.signature(model.forward).parameters
+        if not self.dropout_in_model and _loop_word_dropout is None:
+            raise SystemExit("seqvae: neither SeqVAE.forward(word_dropout_rate=...) nor seqvae.losses.word_dropout exists")
+        if self.dropout_in_model:
+            self.description = "model(batch, word_dropout_rate=0) -> elbo_loss(beta=1) -> backward -> clip 5 -> Adam"
+        else:
+            self.description = (
+                "word_dropout(rate=0) -> model(batch, decoder_inputs=...) -> elbo_loss(beta=1) -> backward -> clip 5 -> Adam"
+            )
+
+    def __call__(self, batch: Batch) -> float:
+        objective = self.objective
+        beta = kl_weight(self.step, self.annealing)
+        if self.dropout_in_model:
+            output = self.model(batch, word_dropout_rate=objective.word_dropout)
+        else:
+            decoder_inputs = _loop_word_dropout(
+                batch.inputs, batch.mask, rate=objective.word_dropout, unk_id=self.unk_id
+            )
+            output = self.model(batch, decoder_inputs=decoder_inputs)
+        terms = elbo_loss(
+            output,
+            batch,
+            kl_weight=beta,
+            free_bits=objective.free_bits,
+            free_bits_lambda=objective.free_bits_lambda,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
+        self.optimizer.step()
+        self.step += 1
+        return float(terms.total.detach())
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+def load_train_sentences(data_dir: str | None, seed: int) -> tuple[list[str], str]:
+    """The training sentences and a description of where they came from."""
+    if data_dir:
+        path = Path(data_dir) / "ptb.train.txt"
+        if not path.is_file():
+            raise SystemExit(f"{path}: not found (--data-dir must hold ptb.train.txt)")
+        corpus = load_text_files({"train": str(path)})
+        return corpus.splits["train"], str(path)
+    with tempfile.TemporaryDirectory(prefix="seqvae-bench-") as workdir:
+        size = DEFAULT_SIZES["train"]
+        paths = write_corpus(workdir, seed=seed, sizes={"train": size})
+        corpus = load_text_files({"train": str(paths["train"])})
+        return corpus.splits["train"], f"synthetic (seqvae.data.synthetic.write_corpus, seed {seed}, {size} sentences)"
+
+
+def build_batches(sequences: list[list[int]], *, batch_size: int, count: int, seed: int) -> list[list[int]]:
+    """The first ``count`` index batches of training order (epoch 0, then epoch 1, ...)."""
+    lengths = [len(sequence) for sequence in sequences]
+    pool_batches = TrainConfig().bucket_batches
+    batches: list[list[int]] = []
+    epoch = 0
+    while len(batches) < count:
+        batches.extend(bucketed_batches(lengths, batch_size=batch_size, seed=seed, epoch=epoch, pool_batches=pool_batches))
+        epoch += 1
+    return batches[:count]
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------
+
+
+def run_once(step, batches: list[Batch], *, warmup: int, device: torch.device) -> float:
+    """W untimed steps, then the timed ones; returns the seconds of the timed steps."""
+    for batch in batches[:warmup]:
+        step(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for batch in batches[warmup:]:
+        step(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=None, help="folder holding ptb.train.txt; default: the synthetic corpus")
+    parser.add_argument("--embedding-dim", type=int, default=256)
+    parser.add_argument("--hidden-dim", type=int, default=256)
+    parser.add_argument("--latent-dim", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batches", type=int, default=100, help="timed batches per repeat (default 100)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up batches per repeat (default 10)")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats per model, alternating (default 5)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(T); default: torch's choice")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = parser.parse_args(argv)
+    for name in ("embedding_dim", "hidden_dim", "latent_dim", "batch_size", "batches", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.warmup < 0:
+        parser.error("--warmup must be 0 or more")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available on this machine")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    seed_everything(args.seed)
+
+    sentences, source = load_train_sentences(args.data_dir, args.seed)
+    tokenizer = WordTokenizer.build(sentences)
+    encoded = encode_split(tokenizer, sentences)
+    index_batches = build_batches(
+        encoded.sequences, batch_size=args.batch_size, count=args.warmup + args.batches, seed=args.seed
+    )
+    # Collated once and moved to the device before timing: collate is excluded for both models.
+    batches = [collate([encoded.sequences[i] for i in indices]).to(device) for indices in index_batches]
+    timed = batches[args.warmup :]
+    tokens_timed = sum(batch.num_tokens for batch in timed)
+    sentences_timed = sum(batch.num_sentences for batch in timed)
+    padded_positions = sum(batch.mask.numel() for batch in timed)
+
+    model_config = ModelConfig(
+        embedding_dim=args.embedding_dim, hidden_dim=args.hidden_dim, latent_dim=args.latent_dim
+    )
+    seed_everything(args.seed)
+    build_kwargs = {"vocab_size": tokenizer.vocab_size, "pad_id": tokenizer.pad_id}
+    if "unk_id" in inspect.signature(build_model).parameters:
+        build_kwargs["unk_id"] = tokenizer.unk_id
+    vae = build_model(model_config, **build_kwargs).to(device)
+    vae.train()
+    seed_everything(args.seed)
+    floor = LSTMLanguageModel(tokenizer.vocab_size, args.embedding_dim, args.hidden_dim).to(device)
+    floor.train()
+    steps = {"vae": VAEStep(vae, unk_id=tokenizer.unk_id), "floor": FloorStep(floor)}
+    parameters = {
+        "vae": sum(p.numel() for p in vae.parameters()),
+        "floor": sum(p.numel() for p in floor.parameters()),
+    }
+
+    rss_before = max_rss_mib()
+    rss_after_first_vae = None
+    seconds: dict[str, list[float]] = {"vae": [], "floor": []}
+    cuda_peak: dict[str, float] = {"vae": 0.0, "floor": 0.0}
+    seed_everything(args.seed)
+    for repeat in range(args.repeats):
+        for name in ("vae", "floor"):
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            seconds[name].append(run_once(steps[name], batches, warmup=args.warmup, device=device))
+            if device.type == "cuda":
+                cuda_peak[name] = max(cuda_peak[name], torch.cuda.max_memory_allocated(device) / 2**20)
+            if repeat == 0 and name == "vae":
+                rss_after_first_vae = max_rss_mib()
+    rss_after = max_rss_mib()
+
+    rates = {name: [tokens_timed / s for s in values] for name, values in seconds.items()}
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    result = {
+        "vae_tokens_per_s": median["vae"],
+        "floor_tokens_per_s": median["floor"],
+        "ratio": median["vae"] / median["floor"],
+        "vae_tokens_per_s_repeats": rates["vae"],
+        "floor_tokens_per_s_repeats": rates["floor"],
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "embedding_dim": args.embedding_dim,
+        "hidden_dim": args.hidden_dim,
+        "latent_dim": args.latent_dim,
+        "batch_size": args.batch_size,
+        "vocab_size": tokenizer.vocab_size,
+        "parameters": parameters,
+        "batches": args.batches,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "tokens_timed": tokens_timed,
+        "sentences_timed": sentences_timed,
+        "padding_share": 1.0 - tokens_timed / padded_positions,
+        "vae_step": steps["vae"].description,
+        "collate": "excluded (batches collated and moved to the device before timing, same batches for both)",
+        "data": source,
+        "train_sentences": len(encoded.sequences),
+        "seed": args.seed,
+        "max_rss_mib": {
+            "what": "peak resident set size of the whole process so far (resource.getrusage ru_maxrss)",
+            "before_timing": rss_before,
+            "after_first_vae_repeat": rss_after_first_vae,
+            "after_timing": rss_after,
+        },
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if device.type == "cuda":
+        result["cuda_peak_allocated_mib"] = cuda_peak
+
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_table(result)
+    return result
+
+
+def print_table(r: dict) -> None:
+    rss = r["max_rss_mib"]
+    print(f"data        {r['data']} ({r['train_sentences']} sentences, vocabulary {r['vocab_size']})")
+    print(
+        f"sizes       embedding {r['embedding_dim']}, hidden {r['hidden_dim']}, latent {r['latent_dim']}, "
+        f"batch {r['batch_size']}"
+    )
+    print(
+        f"device      {r['device']} ({r['device_name']}), threads {r['threads']}, torch {r['torch']}"
+    )
+    print(
+        f"timing      {r['repeats']} repeats x ({r['warmup']} warm-up + {r['batches']} timed batches), "
+        f"alternating VAE/floor; median reported"
+    )
+    print(
+        f"tokens      {r['tokens_timed']} per repeat (words + EOS; {r['sentences_timed']} sentences, "
+        f"padding {100 * r['padding_share']:.1f}% of positions)"
+    )
+    print(f"VAE step    {r['vae_step']}")
+    print(f"collate     {r['collate']}")
+    print()
+    print(f"{'model':<8}{'params':>12}{'tokens/s (median)':>20}{'min':>12}{'max':>12}")
+    for name in ("vae", "floor"):
+        values = r[f"{name}_tokens_per_s_repeats"]
+        print(
+            f"{name:<8}{r['parameters'][name]:>12,}{r[f'{name}_tokens_per_s']:>20,.0f}"
+            f"{min(values):>12,.0f}{max(values):>12,.0f}"
+        )
+    print(f"ratio VAE/floor: {r['ratio']:.3f}")
+    print()
+    print(
+        f"max RSS (process peak, getrusage): {rss['before_timing']:.0f} MiB before timing, "
+        f"{rss['after_first_vae_repeat']:.0f} MiB after the first VAE repeat, {rss['after_timing']:.0f} MiB at the end"
+    )
+    if "cuda_peak_allocated_mib" in r:
+        peak = r["cuda_peak_allocated_mib"]
+        print(f"CUDA peak allocated: VAE {peak['vae']:.0f} MiB, floor {peak['floor']:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

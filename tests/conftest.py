@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny embedded corpus and tiny configs, so the suite runs in minutes on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqvae.config import Config, config_from_dict, config_to_dict
+from seqvae.data.synthetic import write_corpus
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> dict[str, Path]:
+    """The embedded corpus at 300 / 60 / 60 sentences."""
+    directory = tmp_path_factory.mktemp("corpus")
+    return write_corpus(directory, seed=1, sizes={"train": 300, "valid": 60, "test": 60})
+
+
+def tiny_config(corpus: dict[str, Path], run_dir: Path, **sections) -> Config:
+    """A model small enough to train a few epochs in seconds; ``sections`` override fields."""
+    raw = config_to_dict(Config())
+    raw["run"].update(dir=str(run_dir), seed=0, device="cpu")
+    raw["data"].update(train=str(corpus["train"]), valid=str(corpus["valid"]), test=str(corpus["test"]))
+    raw["model"].update(embedding_dim=16, hidden_dim=24, latent_dim=4)
+    raw["annealing"].update(schedule="linear", warmup_steps=20)
+    raw["objective"].update(word_dropout=0.2)
+    raw["train"].update(epochs=2, batch_size=16, eval_batch_size=32, log_every=5)
+    for name, values in sections.items():
+        raw[name].update(values)
+    return config_from_dict(raw)
