@@ -6,11 +6,10 @@ Tokens per second of *training steps*, where a batch's tokens are ``batch.num_to
 predicted tokens, i.e. every word plus one end-of-sentence per sentence (padding never counts).
 
 1. **VAE**: exactly the step of ``seqvae.training.train`` with the default objective:
-   ``word_dropout`` (rate 0, the default) -> ``model(batch, decoder_inputs=...)`` (LSTM encoder on
-   packed sequences, Gaussian posterior, reparametrised z, LSTM decoder with z injected as initial
-   state and concatenated to every input) -> ``elbo_loss`` with KL weight 1 and no free bits ->
-   ``zero_grad(set_to_none=True)`` -> ``backward`` -> ``clip_grad_norm_(..., 5)`` -> Adam step,
-   plus the ``float(loss)`` the training loop takes for its log. The model comes from
+   ``seqvae.training.train_step`` itself (LSTM encoder on packed sequences, Gaussian posterior,
+   reparametrised z, LSTM decoder with z injected as initial state and concatenated to every
+   input, ``elbo_loss`` with KL weight 1 and no free bits, backward, ``clip_grad_norm_(..., 5)``,
+   Adam step), plus the ``float(loss)`` the training loop takes for its log. The model comes from
    ``seqvae.models.vae.build_model`` with ``ModelConfig`` defaults apart from the sizes given.
 2. **Floor**: a plain PyTorch LSTM language model of the same sizes, written here with no seqvae
    model code: ``nn.Embedding(V, E) -> nn.LSTM(E, H, batch_first=True) -> nn.Linear(H, V)``,
@@ -47,7 +46,6 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import platform
 import random
@@ -62,19 +60,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqvae.annealing import kl_weight
-from seqvae.config import AnnealingConfig, ModelConfig, ObjectiveConfig, TrainConfig
+from seqvae.config import ModelConfig, ObjectiveConfig, TrainConfig
 from seqvae.data.batching import Batch, bucketed_batches, collate, encode_split
 from seqvae.data.corpus import load_text_files
 from seqvae.data.synthetic import DEFAULT_SIZES, write_corpus
 from seqvae.data.tokenizers import WordTokenizer
-from seqvae.losses import elbo_loss
 from seqvae.models.vae import build_model
-
-try:  # older layout: the training loop applied word dropout itself, then passed decoder_inputs
-    from seqvae.losses import word_dropout as _loop_word_dropout
-except ImportError:  # newer layout: the model applies it, model(batch, word_dropout_rate=...)
-    _loop_word_dropout = None
+from seqvae.training import train_step
 
 LEARNING_RATE = TrainConfig().learning_rate  # 1e-3, as in training
 GRAD_CLIP = 5.0
@@ -130,53 +122,20 @@ class FloorStep:
 
 
 class VAEStep:
-    """One training step of seqvae.training.train (default objective, KL weight 1, clip 5, Adam).
+    """One step of seqvae.training.train: ``train_step`` with the default objective (no word
+    dropout, no free bits), KL weight 1, clipping at 5, Adam."""
 
-    Word dropout is applied where the installed seqvae applies it: inside the model
-    (``model(batch, word_dropout_rate=...)``) when its forward takes that argument, else in the
-    loop (``word_dropout`` -> ``model(batch, decoder_inputs=...)``). At the default rate 0 both
-    leave the decoder inputs unchanged.
-    """
+    description = "seqvae.training.train_step: model(batch) -> elbo_loss(beta=1) -> backward -> clip 5 -> Adam"
 
-    def __init__(self, model: nn.Module, *, unk_id: int) -> None:
+    def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-        self.objective = ObjectiveConfig()  # word_dropout 0, free_bits none
-        self.annealing = AnnealingConfig()  # constant beta = 1
-        self.unk_id = unk_id
-        self.step = 0
-        self.dropout_in_model = "word_dropout_rate" in inspect.signature(model.forward).parameters
-        if not self.dropout_in_model and _loop_word_dropout is None:
-            raise SystemExit("seqvae: neither SeqVAE.forward(word_dropout_rate=...) nor seqvae.losses.word_dropout exists")
-        if self.dropout_in_model:
-            self.description = "model(batch, word_dropout_rate=0) -> elbo_loss(beta=1) -> backward -> clip 5 -> Adam"
-        else:
-            self.description = (
-                "word_dropout(rate=0) -> model(batch, decoder_inputs=...) -> elbo_loss(beta=1) -> backward -> clip 5 -> Adam"
-            )
+        self.objective = ObjectiveConfig()
 
     def __call__(self, batch: Batch) -> float:
-        objective = self.objective
-        beta = kl_weight(self.step, self.annealing)
-        if self.dropout_in_model:
-            output = self.model(batch, word_dropout_rate=objective.word_dropout)
-        else:
-            decoder_inputs = _loop_word_dropout(
-                batch.inputs, batch.mask, rate=objective.word_dropout, unk_id=self.unk_id
-            )
-            output = self.model(batch, decoder_inputs=decoder_inputs)
-        terms = elbo_loss(
-            output,
-            batch,
-            kl_weight=beta,
-            free_bits=objective.free_bits,
-            free_bits_lambda=objective.free_bits_lambda,
+        terms = train_step(
+            self.model, self.optimizer, batch, kl_weight=KL_WEIGHT, objective=self.objective, grad_clip=GRAD_CLIP
         )
-        self.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
-        self.optimizer.step()
-        self.step += 1
         return float(terms.total.detach())
 
 
@@ -197,7 +156,7 @@ def load_train_sentences(data_dir: str | None, seed: int) -> tuple[list[str], st
         size = DEFAULT_SIZES["train"]
         paths = write_corpus(workdir, seed=seed, sizes={"train": size})
         corpus = load_text_files({"train": str(paths["train"])})
-        return corpus.splits["train"], f"synthetic (seqvae.data.synthetic.write_corpus, seed {seed}, {size} sentences)"
+        return corpus.splits["train"], f"synthetic (seqvae.data.synthetic.write_corpus, seed {seed})"
 
 
 def build_batches(sequences: list[list[int]], *, batch_size: int, count: int, seed: int) -> list[list[int]]:
@@ -282,15 +241,14 @@ def main(argv: list[str] | None = None) -> dict:
         embedding_dim=args.embedding_dim, hidden_dim=args.hidden_dim, latent_dim=args.latent_dim
     )
     seed_everything(args.seed)
-    build_kwargs = {"vocab_size": tokenizer.vocab_size, "pad_id": tokenizer.pad_id}
-    if "unk_id" in inspect.signature(build_model).parameters:
-        build_kwargs["unk_id"] = tokenizer.unk_id
-    vae = build_model(model_config, **build_kwargs).to(device)
+    vae = build_model(
+        model_config, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, unk_id=tokenizer.unk_id
+    ).to(device)
     vae.train()
     seed_everything(args.seed)
     floor = LSTMLanguageModel(tokenizer.vocab_size, args.embedding_dim, args.hidden_dim).to(device)
     floor.train()
-    steps = {"vae": VAEStep(vae, unk_id=tokenizer.unk_id), "floor": FloorStep(floor)}
+    steps = {"vae": VAEStep(vae), "floor": FloorStep(floor)}
     parameters = {
         "vae": sum(p.numel() for p in vae.parameters()),
         "floor": sum(p.numel() for p in floor.parameters()),

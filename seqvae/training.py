@@ -31,14 +31,14 @@ from tqdm.auto import tqdm
 
 from seqvae.annealing import kl_weight
 from seqvae.checkpoints import check_vocabulary, load_checkpoint, load_model_state, save_checkpoint
-from seqvae.config import Config, config_to_dict, config_to_toml, load_config
-from seqvae.data.batching import EncodedSplit, bucketed_batches, collate, encode_split, sorted_batches
+from seqvae.config import Config, ObjectiveConfig, config_to_dict, config_to_toml, load_config
+from seqvae.data.batching import Batch, EncodedSplit, bucketed_batches, collate, encode_split, sorted_batches
 from seqvae.data.corpus import Corpus, load_corpus
 from seqvae.data.tokenizers import build_tokenizer, load_tokenizer
 from seqvae.errors import SeqVAEError
 from seqvae.evaluation import evaluate_elbo
 from seqvae.files import atomic_write_json, atomic_write_text
-from seqvae.losses import elbo_loss
+from seqvae.losses import LossTerms, elbo_loss
 from seqvae.models.vae import SeqVAE, build_model
 
 CONFIG_FILE = "config.toml"
@@ -170,6 +170,28 @@ class _MetricsLog:
             handle.write(json.dumps(record) + "\n")
 
 
+def train_step(
+    model: SeqVAE,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    *,
+    kl_weight: float,
+    objective: ObjectiveConfig,
+    grad_clip: float,
+) -> LossTerms:
+    """One update: forward with word dropout, ELBO with free bits, backward, clipping, step."""
+    output = model(batch, word_dropout_rate=objective.word_dropout)
+    terms = elbo_loss(
+        output, batch, kl_weight=kl_weight, free_bits=objective.free_bits, free_bits_lambda=objective.free_bits_lambda
+    )
+    optimizer.zero_grad(set_to_none=True)
+    terms.total.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return terms
+
+
 def _round(value: float) -> float:
     return float(f"{value:.6g}")
 
@@ -294,19 +316,9 @@ def train(
                 break
             batch = collate([train_split.sequences[i] for i in batches[batch_in_epoch]]).to(device)
             beta = kl_weight(step, config.annealing)
-            output = model(batch, word_dropout_rate=objective.word_dropout)
-            terms = elbo_loss(
-                output,
-                batch,
-                kl_weight=beta,
-                free_bits=objective.free_bits,
-                free_bits_lambda=objective.free_bits_lambda,
+            terms = train_step(
+                model, optimizer, batch, kl_weight=beta, objective=objective, grad_clip=config.train.grad_clip
             )
-            optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
-            if config.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
-            optimizer.step()
             step += 1
             batch_in_epoch += 1
             loss = float(terms.total.detach())
@@ -410,4 +422,5 @@ __all__ = [
     "prepare_data",
     "resolve_device",
     "train",
+    "train_step",
 ]

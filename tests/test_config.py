@@ -1,0 +1,56 @@
+import pytest
+
+from seqvae.config import Config, config_to_toml, load_config
+from seqvae.errors import SeqVAEError
+
+
+def test_defaults_and_dotted_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[model]\nlatent_dim = 8\n[objective]\nword_dropout = 0.5\n', encoding="utf-8")
+    config = load_config(path, ["model.latent_dim=32", "model.injection=concat", "train.learning_rate=3e-4"])
+    assert config.model.latent_dim == 32
+    assert config.model.injection == ("concat",)
+    assert config.objective.word_dropout == 0.5
+    assert config.train.learning_rate == 3e-4
+    assert config.model.hidden_dim == Config().model.hidden_dim
+
+
+def test_saved_toml_reads_back_identically(tmp_path):
+    config = load_config(None, ["model.bidirectional=true", "data.train=x.txt", "annealing.beta=0.5"])
+    path = tmp_path / "saved.toml"
+    path.write_text(config_to_toml(config), encoding="utf-8")
+    assert load_config(path) == config
+    assert config.data.train.endswith("x.txt") and config.data.train.startswith("/")
+
+
+def test_unknown_key_names_the_valid_keys(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[model]\nlatent_size = 8\n", encoding="utf-8")
+    with pytest.raises(SeqVAEError, match="unknown key 'model.latent_size'.*latent_dim"):
+        load_config(path)
+    with pytest.raises(SeqVAEError, match="unknown key 'train.epoch'.*epochs"):
+        load_config(None, ["train.epoch=3"])
+    with pytest.raises(SeqVAEError, match="unknown section 'modle'.*model"):
+        load_config(None, ["modle.latent_dim=3"])
+
+
+def test_wrong_type_and_bad_choice_are_errors(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[model]\nlatent_dim = "big"\n', encoding="utf-8")
+    with pytest.raises(SeqVAEError, match="model.latent_dim.*expected int"):
+        load_config(path)
+    with pytest.raises(SeqVAEError, match="expected an integer"):
+        load_config(None, ["model.latent_dim=3.5"])
+    with pytest.raises(SeqVAEError, match="'cosine' is not one of constant, linear, logistic, cyclical"):
+        load_config(None, ["annealing.schedule=cosine"])
+    with pytest.raises(SeqVAEError, match="'prefix' is not one of initial_state, concat"):
+        load_config(None, ["model.injection=concat,prefix"])
+    with pytest.raises(SeqVAEError, match="objective.word_dropout"):
+        load_config(None, ["objective.word_dropout=1.5"])
+
+
+def test_invalid_toml_names_the_file(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[model\n", encoding="utf-8")
+    with pytest.raises(SeqVAEError, match="broken.toml: invalid TOML"):
+        load_config(path)

@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from seqvae.config import DataConfig
+from seqvae.data.corpus import load_corpus, load_hub_dataset, load_text_files
+from seqvae.errors import SeqVAEError
+
+
+def test_text_files_skip_and_count_blank_lines(tmp_path):
+    train = tmp_path / "train.txt"
+    train.write_text(" the cat sat \n\n   \nthe dog ran\n", encoding="utf-8")
+    valid = tmp_path / "valid.txt"
+    valid.write_text("a b\n", encoding="utf-8")
+    corpus = load_text_files({"train": str(train), "valid": str(valid), "test": ""})
+    assert corpus.splits["train"] == ["the cat sat", "the dog ran"]
+    assert corpus.blank_lines == {"train": 2, "valid": 0}
+    assert "test" not in corpus.splits
+
+
+def test_lowercase_option(tmp_path):
+    (tmp_path / "t.txt").write_text("The Cat\n", encoding="utf-8")
+    config = DataConfig(train=str(tmp_path / "t.txt"), valid=str(tmp_path / "t.txt"), lowercase=True)
+    assert load_corpus(config).splits["valid"] == ["the cat"]
+
+
+def _local_dataset(tmp_path):
+    """A dataset folder in the layout the hub uses, read by the same datasets.load_dataset call."""
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    for split, rows in {"train": ["a b c", "", "d e"], "validation": ["f g"], "test": ["h"]}.items():
+        lines = [json.dumps({"sentence": row, "label": 0}) for row in rows]
+        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_hub_loader_reads_a_dataset_and_text_column(tmp_path):
+    folder = _local_dataset(tmp_path)
+    corpus = load_hub_dataset(
+        str(folder), text_column="sentence", split_names={"train": "train", "valid": "validation", "test": "test"}
+    )
+    assert corpus.splits == {"train": ["a b c", "d e"], "valid": ["f g"], "test": ["h"]}
+    assert corpus.blank_lines["train"] == 1
+
+
+def test_hub_loader_names_missing_column_and_split(tmp_path):
+    folder = _local_dataset(tmp_path)
+    splits = {"train": "train", "valid": "validation", "test": "test"}
+    with pytest.raises(SeqVAEError, match="no column 'text'.*columns: sentence, label"):
+        load_hub_dataset(str(folder), text_column="text", split_names=splits)
+    with pytest.raises(SeqVAEError, match="no split 'dev'"):
+        load_hub_dataset(str(folder), text_column="sentence", split_names={**splits, "valid": "dev"})
+
+
+def test_unreachable_hub_dataset_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(SeqVAEError, match="dataset 'someone/no-such-dataset-xyz': could not be loaded") as error:
+        load_hub_dataset("someone/no-such-dataset-xyz", split_names={"train": "train"})
+    assert "\n" not in str(error.value)

@@ -1,0 +1,85 @@
+import torch
+
+from seqvae.config import ModelConfig
+from seqvae.data.batching import collate
+from seqvae.data.synthetic import generate_sentences
+from seqvae.data.tokenizers import WordTokenizer
+from seqvae.generation import greedy_decode
+from seqvae.losses import elbo_loss
+from seqvae.models.vae import build_model
+
+
+def _model(**overrides):
+    torch.manual_seed(0)
+    config = ModelConfig(embedding_dim=12, hidden_dim=20, latent_dim=6, **overrides)
+    return build_model(config, vocab_size=40)
+
+
+def _random_batch(lengths=(9, 4, 7), seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return collate([torch.randint(4, 40, (n,), generator=generator).tolist() for n in lengths])
+
+
+def test_shapes_with_unequal_dimensions():
+    model = _model(bidirectional=True, encoder_layers=2, decoder_layers=2)
+    batch = _random_batch()
+    output = model(batch)
+    assert output.logits.shape == (3, 10, 40)
+    assert output.posterior.mean.shape == (3, 6) and output.z.shape == (3, 6)
+
+
+def test_encoder_is_invariant_to_padding():
+    model = _model(bidirectional=True).eval()
+    batch = _random_batch((5, 12))
+    alone = collate([batch.targets[0, :5].tolist()])  # sentence 0 without the long neighbour
+    alone.targets = batch.targets[:1, :6]
+    alone.lengths = batch.lengths[:1]
+    torch.testing.assert_close(model.encode(alone).mean, model.encode(batch).mean[:1])
+
+
+def test_incremental_decoding_matches_the_full_pass():
+    for injection in (("initial_state",), ("concat",), ("initial_state", "concat")):
+        model = _model(injection=injection, decoder_layers=2).eval()
+        batch = _random_batch()
+        z = torch.randn(3, 6)
+        full, _ = model.decoder(batch.inputs, z)
+        state, steps = None, []
+        for position in range(batch.inputs.shape[1]):
+            logits, state = model.decoder(batch.inputs[:, position : position + 1], z, state)
+            steps.append(logits)
+        torch.testing.assert_close(torch.cat(steps, dim=1), full)
+
+
+def test_each_injection_conditions_on_z():
+    for injection in (("initial_state",), ("concat",)):
+        model = _model(injection=injection).eval()
+        batch = _random_batch()
+        first, _ = model.decoder(batch.inputs, torch.zeros(3, 6))
+        second, _ = model.decoder(batch.inputs, torch.ones(3, 6))
+        assert not torch.allclose(first, second)
+
+
+def test_tied_embeddings_share_the_matrix():
+    model = _model(tie_embeddings=True)
+    assert model.decoder.output.weight is model.decoder.embedding.weight
+    assert model(_random_batch()).logits.shape[-1] == 40
+
+
+def test_small_model_overfits_twenty_sentences():
+    sentences = [s.text for s in generate_sentences(20, seed=3)]
+    tokenizer = WordTokenizer.build(sentences)
+    batch = collate([tokenizer.encode(s) for s in sentences])
+    torch.manual_seed(0)
+    model = build_model(
+        ModelConfig(embedding_dim=32, hidden_dim=64, latent_dim=8), vocab_size=tokenizer.vocab_size
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(150):
+        output = model(batch)
+        loss = elbo_loss(output, batch, kl_weight=0.0).total
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    decoded = greedy_decode(model.decoder, model.encode(batch).mean, max_length=40)
+    assert [tokenizer.decode(ids) for ids in decoded] == sentences

@@ -1,0 +1,106 @@
+import json
+
+import pytest
+import torch
+
+from seqvae.config import load_config
+from seqvae.errors import SeqVAEError
+from seqvae.runs import load_run
+from seqvae.training import load_trained_model, train
+
+from conftest import tiny_config
+
+
+def _metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _weights(run_dir, name="last"):
+    return torch.load(run_dir / "checkpoints" / f"{name}.pt", weights_only=True)["model"]
+
+
+def test_run_directory_holds_config_tokenizer_checkpoints_and_metrics(tiny_corpus, tmp_path):
+    config = tiny_config(tiny_corpus, tmp_path / "run")
+    result = train(config, progress=False)
+    run_dir = tmp_path / "run"
+    assert load_config(run_dir / "config.toml") == config
+    assert (run_dir / "tokenizer.json").is_file()
+    assert (run_dir / "checkpoints" / "best.pt").is_file() and (run_dir / "checkpoints" / "last.pt").is_file()
+    records = _metrics(run_dir)
+    train_records = [r for r in records if r["split"] == "train"]
+    valid_records = [r for r in records if r["split"] == "valid"]
+    assert len(valid_records) == 2 and [r["epoch"] for r in valid_records] == [1, 2]
+    assert {"rec", "kl", "beta", "loss"} <= set(train_records[0])
+    assert {"rec", "kl", "elbo", "ppl_elbo"} <= set(valid_records[0])
+    assert valid_records[-1]["elbo"] == pytest.approx(valid_records[-1]["rec"] + valid_records[-1]["kl"], rel=1e-5)
+    assert result.valid["elbo"] == pytest.approx(valid_records[-1]["elbo"], rel=1e-5)
+    data = json.loads((run_dir / "data.json").read_text())
+    assert data["train"]["sentences"] == 300 and data["valid"]["tokens_with_eos"] == result.valid["tokens"]
+
+
+def test_resume_equals_an_uninterrupted_run(tiny_corpus, tmp_path):
+    settings = {"train": {"epochs": 3, "checkpoint_every": 4, "log_every": 3}}
+    whole = tiny_config(tiny_corpus, tmp_path / "whole", **settings)
+    train(whole, progress=False)
+    # 300 sentences / 16 = 19 batches an epoch: stop mid-way through epoch 2, then resume
+    parts = tiny_config(tiny_corpus, tmp_path / "parts", **{"train": {**settings["train"], "max_steps": 26}})
+    stopped = train(parts, progress=False)
+    assert stopped.step == 26 and stopped.epoch == 1
+    resumed_config = tiny_config(tiny_corpus, tmp_path / "parts", **settings)
+    resumed = train(resumed_config, resume=True, progress=False)
+    assert resumed.resumed_from_step == 26 and resumed.step == 57
+    for key, value in _weights(tmp_path / "whole").items():
+        assert torch.equal(value, _weights(tmp_path / "parts")[key]), key
+    assert _metrics(tmp_path / "whole") == _metrics(tmp_path / "parts")
+
+
+def test_resume_after_a_crash_drops_metrics_past_the_checkpoint(tiny_corpus, tmp_path):
+    settings = {"train": {"epochs": 2, "checkpoint_every": 5, "log_every": 2}}
+    whole = tiny_config(tiny_corpus, tmp_path / "whole", **settings)
+    train(whole, progress=False)
+    crashed = tiny_config(tiny_corpus, tmp_path / "crashed", **settings)
+    train(crashed, progress=False)
+    # simulate a crash after step 12: the last checkpoint on disk is the one from step 10
+    checkpoint = tmp_path / "crashed" / "checkpoints" / "last.pt"
+    payload = torch.load(checkpoint, weights_only=True)
+    partial = tiny_config(tiny_corpus, tmp_path / "partial", **{"train": {**settings["train"], "max_steps": 10}})
+    train(partial, progress=False)
+    partial_payload = torch.load(tmp_path / "partial" / "checkpoints" / "last.pt", weights_only=True)
+    assert partial_payload["step"] == 10 and payload["step"] == 38
+    torch.save(partial_payload, checkpoint)
+    train(crashed, resume=True, progress=False)
+    assert _metrics(tmp_path / "whole") == _metrics(tmp_path / "crashed")
+    for key, value in _weights(tmp_path / "whole").items():
+        assert torch.equal(value, _weights(tmp_path / "crashed")[key]), key
+
+
+def test_resume_refuses_a_changed_config(tiny_corpus, tmp_path):
+    config = tiny_config(tiny_corpus, tmp_path / "run", train={"epochs": 1})
+    train(config, progress=False)
+    changed = tiny_config(tiny_corpus, tmp_path / "run", model={"latent_dim": 8}, train={"epochs": 2})
+    with pytest.raises(SeqVAEError, match="cannot resume with model.latent_dim=8"):
+        train(changed, resume=True, progress=False)
+
+
+def test_save_then_load_gives_identical_logits(tiny_corpus, tmp_path):
+    config = tiny_config(tiny_corpus, tmp_path / "run", train={"epochs": 1})
+    train(config, progress=False)
+    first, tokenizer, _ = load_trained_model(tmp_path / "run", checkpoint="last")
+    second, _, _ = load_trained_model(tmp_path / "run", checkpoint="last")
+    from seqvae.data.batching import collate
+
+    batch = collate([tokenizer.encode("the coach will win the poor tournament .")])
+    z = torch.randn(1, config.model.latent_dim)
+    torch.testing.assert_close(first.decoder(batch.inputs, z)[0], second.decoder(batch.inputs, z)[0], rtol=0, atol=0)
+    torch.testing.assert_close(first.encode(batch).mean, second.encode(batch).mean, rtol=0, atol=0)
+
+
+def test_run_api_samples_reconstructs_and_interpolates(tiny_corpus, tmp_path):
+    train(tiny_config(tiny_corpus, tmp_path / "run", train={"epochs": 1}), progress=False)
+    run = load_run(tmp_path / "run", device="cpu")
+    samples = run.sample(4, seed=3)
+    assert len(samples) == 4 and samples == run.sample(4, seed=3)
+    path = run.interpolate("the coach will win the poor tournament .", "some violinists record a dreadful melody .", steps=4)
+    assert [t for t, _ in path] == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
+    metrics = run.evaluate("test")
+    assert metrics["sentences"] == 60 and metrics["elbo"] == pytest.approx(metrics["rec"] + metrics["kl"])
