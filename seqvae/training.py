@@ -119,21 +119,26 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _prepare_run_dir(config: Config, run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    exists = run_dir.exists() and any(run_dir.iterdir())
+def _check_run_dir(config: Config, run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse what would lose work, before anything is written."""
     if run_dir.exists() and not run_dir.is_dir():
         raise SeqVAEError(f"{run_dir}: run directory path is a file")
     if resume:
         if not (run_dir / CHECKPOINT_DIR / LAST).is_file():
             raise SeqVAEError(f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/{LAST})")
-        saved = load_config(run_dir / CONFIG_FILE)
-        _check_resumable(run_dir, saved, config)
-        return
-    if exists:
+        _check_resumable(run_dir, load_config(run_dir / CONFIG_FILE), config)
+    elif run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
             raise SeqVAEError(f"{run_dir}: run directory exists; pass --resume to continue it or --overwrite to replace it")
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise SeqVAEError(f"{run_dir}: exists and is not a seqvae run directory (no {CONFIG_FILE}); refusing to replace it")
+
+
+def _create_run_dir(run_dir: Path) -> None:
+    """A fresh run directory; an old one is removed only now that the new run's input is checked."""
+    if run_dir.exists():
         shutil.rmtree(run_dir)
-    (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+    (run_dir / CHECKPOINT_DIR).mkdir(parents=True)
 
 
 def _check_resumable(run_dir: Path, saved: Config, given: Config) -> None:
@@ -209,17 +214,14 @@ def train(
     say = echo or (lambda message: None)
     run_dir = Path(config.run.dir)
     device = resolve_device(config.run.device)
-    _prepare_run_dir(config, run_dir, resume=resume, overwrite=overwrite)
+    _check_run_dir(config, run_dir, resume=resume, overwrite=overwrite)
 
     corpus = load_corpus(config.data)
     if resume:
         tokenizer = load_tokenizer(run_dir)
     else:
         tokenizer = build_tokenizer(config.tokenizer, corpus.splits["train"])
-        tokenizer.save(run_dir)
-        atomic_write_text(run_dir / CONFIG_FILE, config_to_toml(config))
     data = prepare_data(config, corpus, tokenizer)
-    atomic_write_json(run_dir / DATA_FILE, data.summary)
     for split, counts in data.summary.items():
         if counts["truncated"] or counts["dropped"] or counts["blank_lines_skipped"]:
             say(
@@ -263,8 +265,12 @@ def train(
             torch.cuda.set_rng_state_all(payload["rng_cuda"])
         resumed_from = step
         say(f"resumed {run_dir} at step {step} (epoch {epoch + 1}, batch {batch_in_epoch})")
-        # The config of a resumed run may extend epochs or max_steps: record what now applies.
-        atomic_write_text(run_dir / CONFIG_FILE, config_to_toml(config))
+    else:
+        _create_run_dir(run_dir)
+        tokenizer.save(run_dir)
+    # A resumed run may extend epochs or max_steps: the saved config records what now applies.
+    atomic_write_text(run_dir / CONFIG_FILE, config_to_toml(config))
+    atomic_write_json(run_dir / DATA_FILE, data.summary)
     metrics = _MetricsLog(run_dir / METRICS_FILE, _read_metrics(run_dir / METRICS_FILE, step))
 
     def checkpoint(path: Path) -> None:

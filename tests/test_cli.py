@@ -1,0 +1,137 @@
+"""Every command and recipe end to end on tiny settings."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seqvae.cli import main
+from seqvae.config import config_to_toml
+
+from conftest import tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_corpus, tmp_path_factory):
+    """One tiny run trained through the CLI, shared by the commands that read a run."""
+    folder = tmp_path_factory.mktemp("cli")
+    config_path = folder / "config.toml"
+    config_path.write_text(config_to_toml(tiny_config(tiny_corpus, folder / "run")), encoding="utf-8")
+    assert main(["train", str(config_path), "train.epochs=1", "--no-progress"]) == 0
+    return folder / "run"
+
+
+def test_train_prints_validation_metrics(tiny_corpus, tmp_path, capsys):
+    config_path = tmp_path / "c.toml"
+    config_path.write_text(config_to_toml(tiny_config(tiny_corpus, tmp_path / "run")), encoding="utf-8")
+    assert main(["train", str(config_path), "train.epochs=1", "model.latent_dim=3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "validation after epoch 1" in out and "ppl_elbo" in out
+    assert "latent_dim = 3" in (tmp_path / "run" / "config.toml").read_text()
+
+
+def test_train_resume_continues_a_stopped_run(tiny_corpus, tmp_path, capsys):
+    config_path = tmp_path / "c.toml"
+    config_path.write_text(config_to_toml(tiny_config(tiny_corpus, tmp_path / "run")), encoding="utf-8")
+    assert main(["train", str(config_path), "train.max_steps=5", "--no-progress"]) == 0
+    assert main(["train", str(config_path), "--resume", "--no-progress"]) == 0
+    assert "validation after epoch 2" in capsys.readouterr().out
+
+
+def test_eval_prints_metrics_and_json(trained_run, capsys):
+    assert main(["eval", str(trained_run), "--split", "test"]) == 0
+    assert "elbo" in capsys.readouterr().out
+    assert main(["eval", str(trained_run), "--split", "valid", "--json", "--checkpoint", "last"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["split"] == "valid" and metrics["sentences"] == 60
+    assert metrics["elbo"] == pytest.approx(metrics["rec"] + metrics["kl"])
+
+
+def test_sample_prints_n_sentences(trained_run, capsys):
+    assert main(["sample", str(trained_run), "-n", "3", "--seed", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    assert main(["sample", str(trained_run), "-n", "3", "--seed", "1"]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == lines
+
+
+def test_interpolate_prints_the_homotopy(trained_run, capsys):
+    args = ["interpolate", str(trained_run), "the coach will win the game .", "those violinists record a melody .", "--steps", "5"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["0.00", "0.25", "0.50", "0.75", "1.00"]
+
+
+def test_corpus_writes_files_and_refuses_to_overwrite(tmp_path, capsys):
+    assert main(["corpus", str(tmp_path / "c"), "--train", "20", "--valid", "5", "--test", "5"]) == 0
+    assert len((tmp_path / "c" / "train.txt").read_text().splitlines()) == 20
+    assert len((tmp_path / "c" / "train.labels.jsonl").read_text().splitlines()) == 20
+    before = (tmp_path / "c" / "train.txt").read_bytes()
+    assert main(["corpus", str(tmp_path / "c"), "--train", "30"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert (tmp_path / "c" / "train.txt").read_bytes() == before
+
+
+def _run(args, cwd, timeout=600):
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_quickstart_recipe_end_to_end(tmp_path):
+    result = _run(
+        [
+            str(REPO / "recipes/quickstart/run.py"),
+            "--corpus-size", "200",
+            "train.epochs=1",
+            "model.hidden_dim=16",
+            "model.embedding_dim=8",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "validation (best checkpoint" in result.stdout
+    assert "five sentences decoded from z ~ N(0, I):" in result.stdout
+    assert "interpolation between the posterior means" in result.stdout
+    assert (tmp_path / "runs/quickstart/checkpoints/best.pt").is_file()
+    assert len((tmp_path / "runs/synthetic-corpus/train.txt").read_text().splitlines()) == 200
+
+
+def test_ptb_recipe_end_to_end_on_a_tiny_stand_in(tiny_corpus, tmp_path):
+    data = tmp_path / "ptb"
+    data.mkdir()
+    for split in ("train", "valid", "test"):
+        lines = tiny_corpus[split].read_text().splitlines()[:40]
+        # PTB style: a leading and trailing space and <unk> for rare words
+        (data / f"ptb.{split}.txt").write_text("".join(f" {line.replace('coach', '<unk>')} \n" for line in lines))
+    result = _run(
+        [str(REPO / "recipes/ptb/run.py"), "--data-dir", str(data), "train.epochs=1", "model.hidden_dim=16",
+         "model.embedding_dim=8", "model.latent_dim=4"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "test (best checkpoint):" in result.stdout and "ppl_elbo" in result.stdout
+    config = (tmp_path / "runs/ptb/config.toml").read_text()
+    assert 'free_bits = "per_dimension"' in config and "latent_dim = 4" in config
+
+
+def test_ptb_recipe_names_a_missing_file(tmp_path):
+    (tmp_path / "ptb").mkdir()
+    result = _run([str(REPO / "recipes/ptb/run.py"), "--data-dir", str(tmp_path / "ptb")], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "ptb.train.txt: missing" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_console_command_is_installed():
+    beside_python = Path(sys.executable).with_name("seqvae")
+    command = str(beside_python) if beside_python.exists() else shutil.which("seqvae")
+    assert command, "the seqvae console command is not installed"
+    result = subprocess.run([command, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("train", "eval", "sample", "interpolate", "corpus"):
+        assert command in result.stdout
