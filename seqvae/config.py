@@ -159,6 +159,9 @@ class TrainConfig:
     """Write training metrics every this many steps."""
     checkpoint_every: int = 0
     """Also write the last checkpoint every this many steps; 0 for epoch ends only."""
+    best_metric: str = "elbo"
+    """Validation measure that picks best.pt: ``elbo`` (rec + KL, the NLL bound) or ``rec``
+    (for autoencoders, beta = 0, whose KL is unbounded)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,6 +189,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "objective.free_bits": ("none", "per_dimension", "total_hinge"),
     "annealing.schedule": ("constant", "linear", "logistic", "cyclical"),
     "train.lr_decay": ("none", "plateau"),
+    "train.best_metric": ("elbo", "rec"),
 }
 """Names a string field (or each item of a tuple field) may take."""
 

@@ -6,7 +6,8 @@ A run directory holds:
 - ``tokenizer.json`` (and ``tokenizer.model`` for SentencePiece)
 - ``data.json``: sentence, token, blank-line, truncation and drop counts per split
 - ``metrics.jsonl``: one JSON record per logged training window and per validation pass
-- ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (best validation ELBO)
+- ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (best validation ELBO, or reconstruction
+  with ``train.best_metric = "rec"``)
 
 Exact resume: the last checkpoint holds the model, optimizer and learning-rate scheduler
 state_dicts, the global step, the position in the epoch, the RNG states and the partial metric
@@ -113,7 +114,7 @@ class TrainResult:
     step: int
     epoch: int
     valid: dict[str, float] | None
-    best_valid_elbo: float
+    best_valid: float
     data: dict[str, dict[str, int]]
     resumed_from_step: int | None = None
     seconds: float = 0.0
@@ -258,7 +259,7 @@ def train(
         if scheduler is not None and payload.get("lr_scheduler"):
             scheduler.load_state_dict(payload["lr_scheduler"])
         step, epoch, batch_in_epoch = payload["step"], payload["epoch"], payload["batch_in_epoch"]
-        best = payload["best_valid_elbo"]
+        best = payload["best_valid"]
         window = dict(payload["window"])
         torch.set_rng_state(payload["rng_cpu"])
         if device.type == "cuda" and payload.get("rng_cuda"):
@@ -283,7 +284,7 @@ def train(
                 "step": step,
                 "epoch": epoch,
                 "batch_in_epoch": batch_in_epoch,
-                "best_valid_elbo": best,
+                "best_valid": best,
                 "window": window,
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
@@ -372,10 +373,10 @@ def train(
             f"elbo {valid_result['elbo']:.3f} ppl_elbo {valid_result['ppl_elbo']:.2f}"
         )
         if scheduler is not None:
-            scheduler.step(valid_result["elbo"])
+            scheduler.step(valid_result[config.train.best_metric])
         epoch, batch_in_epoch = epoch + 1, 0  # checkpoints record the next batch to run
-        if valid_result["elbo"] < best:
-            best = valid_result["elbo"]
+        if valid_result[config.train.best_metric] < best:
+            best = valid_result[config.train.best_metric]
             checkpoint(run_dir / CHECKPOINT_DIR / BEST)
         checkpoint(last_path)
     return TrainResult(
@@ -383,7 +384,7 @@ def train(
         step=step,
         epoch=epoch,
         valid=valid_result,
-        best_valid_elbo=best,
+        best_valid=best,
         data=data.summary,
         resumed_from_step=resumed_from,
         seconds=time.perf_counter() - started,

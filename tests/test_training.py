@@ -104,3 +104,19 @@ def test_run_api_samples_reconstructs_and_interpolates(tiny_corpus, tmp_path):
     assert [t for t, _ in path] == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
     metrics = run.evaluate("test")
     assert metrics["sentences"] == 60 and metrics["elbo"] == pytest.approx(metrics["rec"] + metrics["kl"])
+
+
+@pytest.mark.parametrize("metric", ["elbo", "rec"])
+def test_best_checkpoint_follows_the_chosen_validation_measure(tiny_corpus, tmp_path, metric):
+    config = tiny_config(
+        tiny_corpus,
+        tmp_path / "run",
+        annealing={"schedule": "constant", "beta": 0.0},
+        train={"epochs": 3, "best_metric": metric},
+    )
+    train(config, progress=False)
+    valid = [r for r in _metrics(tmp_path / "run") if r["split"] == "valid"]
+    best_epoch = min(valid, key=lambda r: r[metric])["epoch"]
+    best = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
+    assert best["epoch"] == best_epoch  # the checkpoint records the next epoch to run
+    assert best["best_valid"] == pytest.approx(min(r[metric] for r in valid), rel=1e-5)
