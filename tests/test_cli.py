@@ -95,7 +95,8 @@ def test_quickstart_recipe_end_to_end(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert "validation (best checkpoint" in result.stdout
+    assert "validation, best checkpoint:" in result.stdout
+    assert "greedy decoding of their posterior means" in result.stdout
     assert "five sentences decoded from z ~ N(0, I):" in result.stdout
     assert "interpolation between the posterior means" in result.stdout
     assert (tmp_path / "runs/quickstart/checkpoints/best.pt").is_file()

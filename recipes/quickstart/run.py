@@ -31,13 +31,17 @@ def main(argv: list[str] | None = None) -> int:
         result = train(config, resume=args.resume, overwrite=args.overwrite, echo=tqdm.write)
         run = load_run(result.run_dir, device=config.run.device)
         print()
-        print(f"validation (best checkpoint, epoch {result.epoch}, {result.seconds:.0f} s):")
+        print(f"trained {result.epoch} epochs ({result.step} steps) in {result.seconds:.0f} s")
+        print("validation, best checkpoint:")
         for key, value in run.evaluate("valid").items():
             print(f"  {key:<10} {value:.4f}" if isinstance(value, float) else f"  {key:<10} {value}")
         print("\nfive sentences decoded from z ~ N(0, I):")
         for sentence in run.sample(5, seed=config.run.seed):
             print(f"  {sentence}")
         valid = Path(config.data.valid).read_text(encoding="utf-8").splitlines()
+        print("\nthree validation sentences and the greedy decoding of their posterior means:")
+        for sentence, decoded in zip(valid[2:5], run.reconstruct(valid[2:5])):
+            print(f"  {sentence}\n    -> {decoded}")
         first, second = valid[0], valid[1]
         print(f"\ninterpolation between the posterior means of\n  A: {first}\n  B: {second}")
         for t, sentence in run.interpolate(first, second, steps=6):
