@@ -136,7 +136,7 @@ class VAEStep:
         terms = train_step(
             self.model, self.optimizer, batch, kl_weight=KL_WEIGHT, objective=self.objective, grad_clip=GRAD_CLIP
         )
-        return float(terms.total.detach())
+        return terms.loss
 
 
 # ---------------------------------------------------------------------------------------------

@@ -418,11 +418,3 @@ def config_to_toml(config: Config) -> str:
         lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
         lines.append("")
     return "\n".join(lines)
-
-
-def replace(config: Config, **sections: dict[str, Any]) -> Config:
-    """A copy of ``config`` with some fields changed: ``replace(c, train={"epochs": 2})``."""
-    raw = config_to_dict(config)
-    for section_name, values in sections.items():
-        raw.setdefault(section_name, {}).update(values)
-    return config_from_dict(raw)

@@ -54,13 +54,15 @@ def kl_penalty(kl_per_dimension: torch.Tensor, *, variant: str = "none", free_bi
 
 @dataclass
 class LossTerms:
-    """The terms of one batch. ``total`` is what is minimised; the others are detached.
+    """The terms of one batch. ``total`` is what is minimised; the others are detached floats
+    (``loss`` is ``total``'s value).
 
     reconstruction and kl are means per sentence (nats); kl_penalty is the KL term after free
     bits; the sums let callers aggregate exactly over many batches.
     """
 
     total: torch.Tensor
+    loss: float
     reconstruction: float
     kl: float
     kl_penalty: float
@@ -84,6 +86,7 @@ def elbo_loss(
     sentences = batch.num_sentences
     return LossTerms(
         total=total,
+        loss=float(total.detach()),
         reconstruction=float(nll_detached.mean()),
         kl=float(kl.mean()),
         kl_penalty=float(penalty.detach()),

@@ -202,6 +202,159 @@ def _round(value: float) -> float:
     return float(f"{value:.6g}")
 
 
+class _MetricWindow:
+    """Running sums of the training terms between two log records."""
+
+    KEYS = ("loss", "rec", "kl", "kl_penalty")
+
+    def __init__(self, sums: dict[str, float] | None = None) -> None:
+        self.sums = dict(sums) if sums else {key: 0.0 for key in (*self.KEYS, "steps")}
+
+    def add(self, terms: LossTerms) -> None:
+        values = (terms.loss, terms.reconstruction, terms.kl, terms.kl_penalty)
+        for key, value in zip(self.KEYS, values):
+            self.sums[key] += value
+        self.sums["steps"] += 1
+
+    def means(self) -> dict[str, float]:
+        return {key: _round(self.sums[key] / self.sums["steps"]) for key in self.KEYS}
+
+
+def _build_optimization(config: Config, model: SeqVAE):
+    """Adam, and the plateau scheduler when ``train.lr_decay = "plateau"``."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate)
+    if config.train.lr_decay != "plateau":
+        return optimizer, None
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer,
+        mode="min",
+        factor=config.train.lr_decay_factor,
+        patience=config.train.lr_patience,
+        min_lr=config.train.min_learning_rate,
+    )
+    return optimizer, scheduler
+
+
+class _Trainer:
+    """The state of one training run and the steps that change it."""
+
+    def __init__(self, config: Config, data: PreparedData, device: torch.device, say: Callable[[str], None]) -> None:
+        self.config, self.data, self.device, self.say = config, data, device, say
+        self.tokenizer = data.tokenizer
+        torch.manual_seed(config.run.seed)
+        self.model = build_model(
+            config.model, vocab_size=self.tokenizer.vocab_size, pad_id=self.tokenizer.pad_id, unk_id=self.tokenizer.unk_id
+        ).to(device)
+        self.optimizer, self.scheduler = _build_optimization(config, self.model)
+        self.step = self.epoch = self.batch_in_epoch = 0  # checkpoints record the next batch to run
+        self.best = float("inf")
+        self.window = _MetricWindow()
+        self.valid: dict[str, float] | None = None
+
+    def restore(self, path: Path) -> None:
+        """Continue from a checkpoint: weights, optimizer, scheduler, position and RNG states."""
+        payload = load_checkpoint(path, map_location=self.device)
+        check_vocabulary(path, payload, self.tokenizer)
+        load_model_state(path, self.model, payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if self.scheduler is not None and payload.get("lr_scheduler"):
+            self.scheduler.load_state_dict(payload["lr_scheduler"])
+        self.step, self.epoch, self.batch_in_epoch = payload["step"], payload["epoch"], payload["batch_in_epoch"]
+        self.best = payload["best_valid"]
+        self.window = _MetricWindow(payload["window"])
+        torch.set_rng_state(payload["rng_cpu"])
+        if self.device.type == "cuda" and payload.get("rng_cuda"):
+            torch.cuda.set_rng_state_all(payload["rng_cuda"])
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(
+            path,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "lr_scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+                "step": self.step,
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "best_valid": self.best,
+                "window": self.window.sums,
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+                "config": config_to_dict(self.config),
+                "vocab_fingerprint": self.tokenizer.fingerprint,
+                "vocab_size": self.tokenizer.vocab_size,
+            },
+        )
+
+    def run_epoch(self, metrics: _MetricsLog, last_path: Path, *, progress: bool) -> bool:
+        """Train on the rest of the current epoch; False when train.max_steps stopped it early."""
+        config = self.config
+        sequences = self.data.splits["train"].sequences
+        batches = bucketed_batches(
+            self.data.splits["train"].lengths,
+            batch_size=config.train.batch_size,
+            seed=config.run.seed,
+            epoch=self.epoch,
+            pool_batches=config.train.bucket_batches,
+        )
+        bar = tqdm(
+            total=len(batches),
+            initial=self.batch_in_epoch,
+            desc=f"epoch {self.epoch + 1}/{config.train.epochs}",
+            disable=not progress,
+            dynamic_ncols=True,
+            mininterval=0.1 if sys.stderr.isatty() else 5.0,
+            leave=False,
+        )
+        self.model.train()
+        try:
+            while self.batch_in_epoch < len(batches):
+                if config.train.max_steps and self.step >= config.train.max_steps:
+                    return False
+                batch = collate([sequences[i] for i in batches[self.batch_in_epoch]]).to(self.device)
+                beta = kl_weight(self.step, config.annealing)
+                terms = train_step(
+                    self.model,
+                    self.optimizer,
+                    batch,
+                    kl_weight=beta,
+                    objective=config.objective,
+                    grad_clip=config.train.grad_clip,
+                )
+                self.step += 1
+                self.batch_in_epoch += 1
+                self.window.add(terms)
+                bar.set_postfix(
+                    loss=f"{terms.loss:.2f}",
+                    rec=f"{terms.reconstruction:.2f}",
+                    kl=f"{terms.kl:.2f}",
+                    beta=f"{beta:.3f}",
+                    refresh=False,  # drawn by update(), at most every mininterval seconds
+                )
+                bar.update(1)
+                if self.step % config.train.log_every == 0:
+                    record = {"split": "train", "step": self.step, "epoch": self.epoch + 1, **self.window.means()}
+                    metrics.write({**record, "beta": _round(beta), "lr": self.optimizer.param_groups[0]["lr"]})
+                    self.window = _MetricWindow()
+                every = config.train.checkpoint_every
+                if every and self.step % every == 0 and self.batch_in_epoch < len(batches):
+                    self.save(last_path)  # an epoch's end is checkpointed after its validation
+        finally:
+            bar.close()
+        return True
+
+    def validate(self, metrics: _MetricsLog) -> dict[str, float]:
+        """ELBO terms on the validation split, with z drawn from a generator of its own."""
+        self.valid = evaluate_elbo(
+            self.model,
+            self.data.batches("valid", self.config.train.eval_batch_size),
+            generator=_validation_generator(self.config.run.seed, self.epoch),
+        )
+        record = {"split": "valid", "step": self.step, "epoch": self.epoch + 1}
+        metrics.write({**record, **{key: _round(value) for key, value in self.valid.items()}})
+        return self.valid
+
+
 def train(
     config: Config,
     *,
@@ -218,10 +371,7 @@ def train(
     _check_run_dir(config, run_dir, resume=resume, overwrite=overwrite)
 
     corpus = load_corpus(config.data)
-    if resume:
-        tokenizer = load_tokenizer(run_dir)
-    else:
-        tokenizer = build_tokenizer(config.tokenizer, corpus.splits["train"])
+    tokenizer = load_tokenizer(run_dir) if resume else build_tokenizer(config.tokenizer, corpus.splits["train"])
     data = prepare_data(config, corpus, tokenizer)
     for split, counts in data.summary.items():
         if counts["truncated"] or counts["dropped"] or counts["blank_lines_skipped"]:
@@ -231,160 +381,44 @@ def train(
                 f"(data.max_length={config.data.max_length}, data.length_policy={config.data.length_policy})"
             )
 
-    torch.manual_seed(config.run.seed)
-    model = build_model(
-        config.model, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, unk_id=tokenizer.unk_id
-    ).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate)
-    scheduler = None
-    if config.train.lr_decay == "plateau":
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode="min",
-            factor=config.train.lr_decay_factor,
-            patience=config.train.lr_patience,
-            min_lr=config.train.min_learning_rate,
-        )
-
-    step, epoch, batch_in_epoch = 0, 0, 0
-    best = float("inf")
-    window = {"loss": 0.0, "rec": 0.0, "kl": 0.0, "kl_penalty": 0.0, "steps": 0}
-    resumed_from = None
+    trainer = _Trainer(config, data, device, say)
     last_path = run_dir / CHECKPOINT_DIR / LAST
     if resume:
-        payload = load_checkpoint(last_path, map_location=device)
-        check_vocabulary(last_path, payload, tokenizer)
-        load_model_state(last_path, model, payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        if scheduler is not None and payload.get("lr_scheduler"):
-            scheduler.load_state_dict(payload["lr_scheduler"])
-        step, epoch, batch_in_epoch = payload["step"], payload["epoch"], payload["batch_in_epoch"]
-        best = payload["best_valid"]
-        window = dict(payload["window"])
-        torch.set_rng_state(payload["rng_cpu"])
-        if device.type == "cuda" and payload.get("rng_cuda"):
-            torch.cuda.set_rng_state_all(payload["rng_cuda"])
-        resumed_from = step
-        say(f"resumed {run_dir} at step {step} (epoch {epoch + 1}, batch {batch_in_epoch})")
+        trainer.restore(last_path)
+        say(f"resumed {run_dir} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch_in_epoch})")
     else:
         _create_run_dir(run_dir)
         tokenizer.save(run_dir)
+    resumed_from = trainer.step if resume else None
     # A resumed run may extend epochs or max_steps: the saved config records what now applies.
     atomic_write_text(run_dir / CONFIG_FILE, config_to_toml(config))
     atomic_write_json(run_dir / DATA_FILE, data.summary)
-    metrics = _MetricsLog(run_dir / METRICS_FILE, _read_metrics(run_dir / METRICS_FILE, step))
+    metrics = _MetricsLog(run_dir / METRICS_FILE, _read_metrics(run_dir / METRICS_FILE, trainer.step))
 
-    def checkpoint(path: Path) -> None:
-        save_checkpoint(
-            path,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "lr_scheduler": scheduler.state_dict() if scheduler is not None else {},
-                "step": step,
-                "epoch": epoch,
-                "batch_in_epoch": batch_in_epoch,
-                "best_valid": best,
-                "window": window,
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-                "config": config_to_dict(config),
-                "vocab_fingerprint": tokenizer.fingerprint,
-                "vocab_size": tokenizer.vocab_size,
-            },
-        )
-
-    train_split = data.splits["train"]
-    lengths = train_split.lengths
-    objective = config.objective
-    valid_result: dict[str, float] | None = None
-    stopped = False
-    while epoch < config.train.epochs:
-        batches = bucketed_batches(
-            lengths,
-            batch_size=config.train.batch_size,
-            seed=config.run.seed,
-            epoch=epoch,
-            pool_batches=config.train.bucket_batches,
-        )
-        bar = tqdm(
-            total=len(batches),
-            initial=batch_in_epoch,
-            desc=f"epoch {epoch + 1}/{config.train.epochs}",
-            disable=not progress,
-            dynamic_ncols=True,
-            mininterval=0.1 if sys.stderr.isatty() else 5.0,
-            leave=False,
-        )
-        model.train()
-        while batch_in_epoch < len(batches):
-            if config.train.max_steps and step >= config.train.max_steps:
-                stopped = True
-                break
-            batch = collate([train_split.sequences[i] for i in batches[batch_in_epoch]]).to(device)
-            beta = kl_weight(step, config.annealing)
-            terms = train_step(
-                model, optimizer, batch, kl_weight=beta, objective=objective, grad_clip=config.train.grad_clip
-            )
-            step += 1
-            batch_in_epoch += 1
-            loss = float(terms.total.detach())
-            window["loss"] += loss
-            window["rec"] += terms.reconstruction
-            window["kl"] += terms.kl
-            window["kl_penalty"] += terms.kl_penalty
-            window["steps"] += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.2f}", rec=f"{terms.reconstruction:.2f}", kl=f"{terms.kl:.2f}", beta=f"{beta:.3f}")
-            if step % config.train.log_every == 0:
-                count = window["steps"]
-                metrics.write(
-                    {
-                        "split": "train",
-                        "step": step,
-                        "epoch": epoch + 1,
-                        "loss": _round(window["loss"] / count),
-                        "rec": _round(window["rec"] / count),
-                        "kl": _round(window["kl"] / count),
-                        "kl_penalty": _round(window["kl_penalty"] / count),
-                        "beta": _round(beta),
-                        "lr": optimizer.param_groups[0]["lr"],
-                    }
-                )
-                window = {"loss": 0.0, "rec": 0.0, "kl": 0.0, "kl_penalty": 0.0, "steps": 0}
-            every = config.train.checkpoint_every
-            if every and step % every == 0 and batch_in_epoch < len(batches):
-                checkpoint(last_path)  # an epoch's end is checkpointed after its validation
-        bar.close()
-        if stopped:
-            checkpoint(last_path)
-            say(f"stopped at train.max_steps={config.train.max_steps} (step {step}); continue with --resume")
+    selection = config.train.best_metric
+    while trainer.epoch < config.train.epochs:
+        if not trainer.run_epoch(metrics, last_path, progress=progress):
+            trainer.save(last_path)
+            say(f"stopped at train.max_steps={config.train.max_steps} (step {trainer.step}); continue with --resume")
             break
-        valid_result = evaluate_elbo(
-            model,
-            data.batches("valid", config.train.eval_batch_size),
-            generator=_validation_generator(config.run.seed, epoch),
-        )
-        record = {"split": "valid", "step": step, "epoch": epoch + 1}
-        record.update({key: _round(value) for key, value in valid_result.items()})
-        metrics.write(record)
+        valid = trainer.validate(metrics)
         say(
-            f"epoch {epoch + 1}: valid rec {valid_result['rec']:.3f} kl {valid_result['kl']:.3f} "
-            f"elbo {valid_result['elbo']:.3f} ppl_elbo {valid_result['ppl_elbo']:.2f}"
+            f"epoch {trainer.epoch + 1}: valid rec {valid['rec']:.3f} kl {valid['kl']:.3f} "
+            f"elbo {valid['elbo']:.3f} ppl_elbo {valid['ppl_elbo']:.2f}"
         )
-        if scheduler is not None:
-            scheduler.step(valid_result[config.train.best_metric])
-        epoch, batch_in_epoch = epoch + 1, 0  # checkpoints record the next batch to run
-        if valid_result[config.train.best_metric] < best:
-            best = valid_result[config.train.best_metric]
-            checkpoint(run_dir / CHECKPOINT_DIR / BEST)
-        checkpoint(last_path)
+        if trainer.scheduler is not None:
+            trainer.scheduler.step(valid[selection])
+        trainer.epoch, trainer.batch_in_epoch = trainer.epoch + 1, 0
+        if valid[selection] < trainer.best:
+            trainer.best = valid[selection]
+            trainer.save(run_dir / CHECKPOINT_DIR / BEST)
+        trainer.save(last_path)
     return TrainResult(
         run_dir=run_dir,
-        step=step,
-        epoch=epoch,
-        valid=valid_result,
-        best_valid=best,
+        step=trainer.step,
+        epoch=trainer.epoch,
+        valid=trainer.valid,
+        best_valid=trainer.best,
         data=data.summary,
         resumed_from_step=resumed_from,
         seconds=time.perf_counter() - started,
