@@ -120,3 +120,27 @@ def test_best_checkpoint_follows_the_chosen_validation_measure(tiny_corpus, tmp_
     best = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
     assert best["epoch"] == best_epoch  # the checkpoint records the next epoch to run
     assert best["best_valid"] == pytest.approx(min(r[metric] for r in valid), rel=1e-5)
+
+
+def test_sentencepiece_run_trains_saves_its_model_and_decodes(tiny_corpus, tmp_path):
+    config = tiny_config(
+        tiny_corpus, tmp_path / "run", tokenizer={"kind": "sentencepiece", "vocab_size": 90, "model_type": "bpe"},
+        train={"epochs": 1},
+    )
+    result = train(config, progress=False)
+    assert (tmp_path / "run" / "tokenizer.model").is_file()
+    run = load_run(tmp_path / "run", device="cpu")
+    assert run.tokenizer.vocab_size == 90
+    assert result.data["valid"]["tokens_with_eos"] == result.valid["tokens"]
+    assert all(isinstance(sentence, str) for sentence in run.sample(2))
+
+
+def test_cuda_request_is_an_error_without_a_gpu_and_works_with_one(tiny_corpus, tmp_path):
+    from seqvae.training import resolve_device
+
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(SeqVAEError, match="run.device=cuda: CUDA is not available"):
+            resolve_device("cuda")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
