@@ -94,11 +94,22 @@ class ModelConfig:
     """Bidirectional LSTM encoder (both final states feed the posterior)."""
     decoder_layers: int = 1
     injection: tuple[str, ...] = ("initial_state", "concat")
-    """How z enters the decoder: any of ``initial_state``, ``concat`` (see seqvae.models.decoders)."""
+    """How z enters the decoder (seqvae.models.decoders): for ``lstm`` any of ``initial_state``,
+    ``concat``, ``add``; for ``transformer`` any of ``add``, ``memory``, ``prefix``."""
     tie_embeddings: bool = False
     """Share the decoder's input embedding with its output projection."""
     dropout: float = 0.0
-    """Dropout on embeddings and decoder outputs (not word dropout)."""
+    """Dropout on embeddings and decoder outputs, and inside Transformer blocks (not word dropout)."""
+    num_heads: int = 4
+    """Transformer: attention heads (hidden_dim must be divisible by it)."""
+    ff_dim: int = 1024
+    """Transformer: width of the feed-forward layer of each block."""
+    positions: str = "learned"
+    """Transformer: ``learned`` position embeddings or ``sinusoidal`` encodings."""
+    max_positions: int = 512
+    """Transformer with learned positions: the longest sequence (prefix included)."""
+    pooling: str = "mean"
+    """Transformer encoder: sentence summary by ``mean`` over real tokens or a ``summary_token``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -183,9 +194,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.length_policy": ("truncate", "drop"),
     "tokenizer.kind": ("word", "sentencepiece"),
     "tokenizer.model_type": ("unigram", "bpe"),
-    "model.encoder": ("lstm",),
-    "model.decoder": ("lstm",),
-    "model.injection": ("initial_state", "concat"),
+    "model.encoder": ("lstm", "transformer"),
+    "model.decoder": ("lstm", "transformer"),
+    "model.injection": ("initial_state", "concat", "add", "memory", "prefix"),
+    "model.positions": ("learned", "sinusoidal"),
+    "model.pooling": ("mean", "summary_token"),
     "objective.free_bits": ("none", "per_dimension", "total_hinge"),
     "annealing.schedule": ("constant", "linear", "logistic", "cyclical"),
     "train.lr_decay": ("none", "plateau"),
@@ -271,6 +284,9 @@ def _check_ranges(config: Config) -> None:
         ("model.encoder_layers", config.model.encoder_layers >= 1),
         ("model.decoder_layers", config.model.decoder_layers >= 1),
         ("model.dropout", 0.0 <= config.model.dropout < 1.0),
+        ("model.num_heads", config.model.num_heads >= 1),
+        ("model.ff_dim", config.model.ff_dim >= 1),
+        ("model.max_positions", config.model.max_positions >= 2),
         ("objective.word_dropout", 0.0 <= config.objective.word_dropout <= 1.0),
         ("objective.free_bits_lambda", config.objective.free_bits_lambda >= 0.0),
         ("annealing.beta", config.annealing.beta >= 0.0 and math.isfinite(config.annealing.beta)),
@@ -296,8 +312,21 @@ def _check_ranges(config: Config) -> None:
             section, name = key.split(".")
             value = getattr(getattr(config, section), name)
             raise SeqVAEError(f"config key '{key}': value {value!r} is out of range")
-    if not config.model.injection:
-        raise SeqVAEError("config key 'model.injection': name at least one of initial_state, concat")
+    from seqvae.models.decoders import INJECTIONS
+
+    allowed = INJECTIONS[config.model.decoder]
+    wrong = [name for name in config.model.injection if name not in allowed]
+    if wrong or not config.model.injection:
+        raise SeqVAEError(
+            f"config key 'model.injection': {', '.join(wrong) or '(none)'} does not apply to the "
+            f"{config.model.decoder} decoder; choose from {', '.join(allowed)}"
+        )
+    uses_transformer = "transformer" in (config.model.encoder, config.model.decoder)
+    if uses_transformer and config.model.hidden_dim % config.model.num_heads:
+        raise SeqVAEError(
+            f"config key 'model.num_heads': hidden_dim {config.model.hidden_dim} is not divisible by "
+            f"{config.model.num_heads} heads"
+        )
 
 
 def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> Config:

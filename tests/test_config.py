@@ -43,8 +43,14 @@ def test_wrong_type_and_bad_choice_are_errors(tmp_path):
         load_config(None, ["model.latent_dim=3.5"])
     with pytest.raises(SeqVAEError, match="'cosine' is not one of constant, linear, logistic, cyclical"):
         load_config(None, ["annealing.schedule=cosine"])
-    with pytest.raises(SeqVAEError, match="'prefix' is not one of initial_state, concat"):
+    with pytest.raises(SeqVAEError, match="'sideways' is not one of initial_state, concat, add, memory, prefix"):
+        load_config(None, ["model.injection=concat,sideways"])
+    with pytest.raises(SeqVAEError, match="prefix does not apply to the lstm decoder; choose from initial_state, concat, add"):
         load_config(None, ["model.injection=concat,prefix"])
+    with pytest.raises(SeqVAEError, match="initial_state, concat does not apply to the transformer decoder; choose from add, memory, prefix"):
+        load_config(None, ["model.decoder=transformer"])
+    with pytest.raises(SeqVAEError, match="not divisible by 3 heads"):
+        load_config(None, ["model.encoder=transformer", "model.num_heads=3", "model.hidden_dim=256"])
     with pytest.raises(SeqVAEError, match="objective.word_dropout"):
         load_config(None, ["objective.word_dropout=1.5"])
 

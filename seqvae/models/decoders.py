@@ -1,24 +1,38 @@
-"""Autoregressive decoders p(x|z) and the ways z enters them.
+"""Autoregressive decoders p(x|z) (LSTM, Transformer) and the ways z enters them.
 
-Injection modes (any combination):
+Injection modes, named the same across decoders (a decoder takes any combination of its own):
 
-- ``initial_state``: z sets the LSTM's initial state through a linear map (c_0 = W z + b,
+- ``initial_state`` (LSTM): z sets the initial state through a linear map (c_0 = W z + b,
   h_0 = tanh(c_0)) for every layer, as in Bowman et al. 2016, "Generating Sentences from a
   Continuous Space".
-- ``concat``: z is concatenated to the input embedding at every step, as in the LSTM decoders of
-  Yang et al. 2017 and He et al. 2019, so z cannot be forgotten along the sentence.
+- ``concat`` (LSTM): z is concatenated to the input embedding at every step, as in the LSTM
+  decoders of Yang et al. 2017 and He et al. 2019, so z cannot be forgotten along the sentence.
+- ``add`` (LSTM, Transformer): a linear map of z is added to every input embedding, the
+  "embedding" injection of Optimus (Li et al. 2020) and of Fang et al. 2021's Transformer VAE.
+- ``memory`` (Transformer): z, mapped to one vector, is a memory that every block attends to by
+  cross-attention, as the encoder output in an encoder-decoder Transformer (Vaswani et al. 2017;
+  the "memory" variant of Optimus).
+- ``prefix`` (Transformer): z, mapped to one vector, is a position before <bos> that every token
+  attends to through causal self-attention, as in prefix-conditioned language models (Li & Liang
+  2021) and the latent-as-first-token Transformer VAEs.
 
 The same ``forward`` serves training (all positions at once) and incremental decoding (one
-position per call with the returned state), so the cached path and the full pass are one code
-path. Shapes: B sentences, T positions, E embedding, H hidden, Z latent, V vocabulary.
+position per call with the returned state: the LSTM state, or the cached attention keys and
+values), so the cached path and the full pass are one code path. Shapes: B sentences,
+T positions, E embedding, H hidden, Z latent, V vocabulary.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-INJECTIONS = ("initial_state", "concat")
+from seqvae.models.attention import KeyValue, Positions, TransformerBlock
+
+INJECTIONS = {"lstm": ("initial_state", "concat", "add"), "transformer": ("add", "memory", "prefix")}
+"""The injection modes each decoder accepts."""
 
 LSTMState = tuple[torch.Tensor, torch.Tensor]
 
@@ -40,9 +54,7 @@ class LSTMDecoder(nn.Module):
         pad_id: int = 0,
     ) -> None:
         super().__init__()
-        unknown = [name for name in injection if name not in INJECTIONS]
-        if unknown or not injection:
-            raise ValueError(f"unknown injection {unknown or injection}; choices: {', '.join(INJECTIONS)}")
+        _check_injection("lstm", injection)
         self.injection = tuple(injection)
         self.num_layers = num_layers
         self.hidden_dim = hidden_dim
@@ -54,6 +66,8 @@ class LSTMDecoder(nn.Module):
         )
         if "initial_state" in self.injection:
             self.latent_to_state = nn.Linear(latent_dim, num_layers * hidden_dim)
+        if "add" in self.injection:
+            self.latent_to_embedding = nn.Linear(latent_dim, embedding_dim)
         if tie_embeddings:
             # The output layer reuses the embedding matrix; a projection bridges H to E.
             self.bridge = nn.Linear(hidden_dim, embedding_dim) if hidden_dim != embedding_dim else nn.Identity()
@@ -81,7 +95,10 @@ class LSTMDecoder(nn.Module):
         """
         if state is None:
             state = self.initial_state(z)
-        embedded = self.dropout(self.embedding(inputs))  # (B, T, E)
+        embedded = self.embedding(inputs)  # (B, T, E)
+        if "add" in self.injection:
+            embedded = embedded + self.latent_to_embedding(z).unsqueeze(1)
+        embedded = self.dropout(embedded)
         if "concat" in self.injection:
             embedded = torch.cat([embedded, z.unsqueeze(1).expand(-1, inputs.shape[1], -1)], dim=-1)
         hidden, state = self.lstm(embedded, state)  # (B, T, H)
@@ -89,4 +106,94 @@ class LSTMDecoder(nn.Module):
         return logits, state
 
 
-DECODERS = {"lstm": LSTMDecoder}
+def _check_injection(decoder: str, injection: tuple[str, ...]) -> None:
+    unknown = [name for name in injection if name not in INJECTIONS[decoder]]
+    if unknown or not injection:
+        raise ValueError(
+            f"injection {', '.join(unknown or injection) or '(none)'} does not apply to the {decoder} decoder; "
+            f"choices: {', '.join(INJECTIONS[decoder])}"
+        )
+
+
+@dataclass
+class TransformerState:
+    """What incremental decoding carries: each block's keys and values, and positions consumed."""
+
+    caches: list[KeyValue]
+    length: int
+
+
+class TransformerDecoder(nn.Module):
+    """A causal pre-LN Transformer language model conditioned on z."""
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        embedding_dim: int,
+        hidden_dim: int,
+        latent_dim: int,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        ff_dim: int = 1024,
+        injection: tuple[str, ...] = ("memory",),
+        tie_embeddings: bool = False,
+        dropout: float = 0.0,
+        positions: str = "learned",
+        max_positions: int = 512,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        _check_injection("transformer", injection)
+        self.injection = tuple(injection)
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
+        self.project = nn.Linear(embedding_dim, hidden_dim) if embedding_dim != hidden_dim else nn.Identity()
+        self.positions = Positions(kind=positions, hidden_dim=hidden_dim, max_positions=max_positions)
+        self.latent_to_embedding = nn.Linear(latent_dim, hidden_dim) if "add" in self.injection else None
+        self.latent_to_memory = nn.Linear(latent_dim, hidden_dim) if "memory" in self.injection else None
+        self.latent_to_prefix = nn.Linear(latent_dim, hidden_dim) if "prefix" in self.injection else None
+        self.blocks = nn.ModuleList(
+            TransformerBlock(
+                hidden_dim=hidden_dim,
+                num_heads=num_heads,
+                ff_dim=ff_dim,
+                dropout=dropout,
+                cross_attention="memory" in self.injection,
+            )
+            for _ in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(hidden_dim)
+        self.dropout = nn.Dropout(dropout)
+        if tie_embeddings:
+            self.bridge = nn.Linear(hidden_dim, embedding_dim) if hidden_dim != embedding_dim else nn.Identity()
+            self.output = nn.Linear(embedding_dim, vocab_size)
+            self.output.weight = self.embedding.weight
+        else:
+            self.bridge = nn.Identity()
+            self.output = nn.Linear(hidden_dim, vocab_size)
+
+    def forward(
+        self, inputs: torch.Tensor, z: torch.Tensor, state: TransformerState | None = None
+    ) -> tuple[torch.Tensor, TransformerState]:
+        """inputs (B, T) token ids, z (B, Z) -> logits (B, T, V) and the state after position T."""
+        x = self.project(self.embedding(inputs))  # (B, T, H)
+        if self.latent_to_embedding is not None:
+            x = x + self.latent_to_embedding(z).unsqueeze(1)
+        with_prefix = state is None and self.latent_to_prefix is not None
+        if with_prefix:  # the prefix is position 0, before <bos>; later calls find it in the cache
+            x = torch.cat([self.latent_to_prefix(z).unsqueeze(1), x], dim=1)
+        offset = 0 if state is None else state.length
+        x = self.dropout(x + self.positions(x.shape[1], offset, x.device))
+        memory = self.latent_to_memory(z).unsqueeze(1) if self.latent_to_memory is not None else None  # (B, 1, H)
+        caches = state.caches if state is not None else [None] * len(self.blocks)
+        new_caches = []
+        for block, cache in zip(self.blocks, caches):
+            x, cache = block(x, causal=True, cache=cache, memory=memory)
+            new_caches.append(cache)
+        length = offset + x.shape[1]
+        hidden = self.norm(x[:, 1:] if with_prefix else x)
+        logits = self.output(self.bridge(self.dropout(hidden)))  # (B, T, V)
+        return logits, TransformerState(caches=new_caches, length=length)
+
+
+DECODERS = {"lstm": LSTMDecoder, "transformer": TransformerDecoder}

@@ -67,30 +67,34 @@ class SeqVAE(nn.Module):
 
 
 def build_model(config, *, vocab_size: int, pad_id: int = 0, unk_id: int = UNK_ID) -> SeqVAE:
-    """Build a :class:`SeqVAE` from a :class:`~seqvae.config.ModelConfig`."""
+    """Build a :class:`SeqVAE` from a :class:`~seqvae.config.ModelConfig`, any encoder with any decoder."""
     if config.encoder not in ENCODERS:
         raise ValueError(f"unknown encoder '{config.encoder}'; choices: {', '.join(ENCODERS)}")
     if config.decoder not in DECODERS:
         raise ValueError(f"unknown decoder '{config.decoder}'; choices: {', '.join(DECODERS)}")
-    encoder = ENCODERS[config.encoder](
-        vocab_size=vocab_size,
-        embedding_dim=config.embedding_dim,
-        hidden_dim=config.hidden_dim,
-        num_layers=config.encoder_layers,
-        bidirectional=config.bidirectional,
-        dropout=config.dropout,
-        pad_id=pad_id,
-    )
+    shared = {"vocab_size": vocab_size, "embedding_dim": config.embedding_dim, "hidden_dim": config.hidden_dim}
+    shared.update(dropout=config.dropout, pad_id=pad_id)
+    transformer = {
+        "num_heads": config.num_heads,
+        "ff_dim": config.ff_dim,
+        "positions": config.positions,
+        "max_positions": config.max_positions,
+    }
+    if config.encoder == "lstm":
+        encoder = ENCODERS["lstm"](**shared, num_layers=config.encoder_layers, bidirectional=config.bidirectional)
+    else:
+        encoder = ENCODERS[config.encoder](
+            **shared, **transformer, num_layers=config.encoder_layers, pooling=config.pooling
+        )
     posterior = GaussianPosterior(input_dim=encoder.output_dim, latent_dim=config.latent_dim)
-    decoder = DECODERS[config.decoder](
-        vocab_size=vocab_size,
-        embedding_dim=config.embedding_dim,
-        hidden_dim=config.hidden_dim,
-        latent_dim=config.latent_dim,
-        num_layers=config.decoder_layers,
-        injection=config.injection,
-        tie_embeddings=config.tie_embeddings,
-        dropout=config.dropout,
-        pad_id=pad_id,
-    )
+    decoder_arguments = {
+        **shared,
+        "latent_dim": config.latent_dim,
+        "num_layers": config.decoder_layers,
+        "injection": config.injection,
+        "tie_embeddings": config.tie_embeddings,
+    }
+    if config.decoder == "transformer":
+        decoder_arguments.update(transformer)
+    decoder = DECODERS[config.decoder](**decoder_arguments)
     return SeqVAE(encoder=encoder, posterior=posterior, decoder=decoder, unk_id=unk_id)
