@@ -197,6 +197,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hidden-dim", type=int, default=256)
     parser.add_argument("--latent-dim", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--encoder", choices=("lstm", "transformer"), default="lstm")
+    parser.add_argument("--decoder", choices=("lstm", "transformer"), default="lstm")
+    parser.add_argument(
+        "--injection", default=None, help="comma-separated injection modes [initial_state,concat for an LSTM decoder, memory for a Transformer]"
+    )
+    parser.add_argument("--layers", type=int, default=None, help="layers of each Transformer [2]; LSTMs keep 1")
+    parser.add_argument("--num-heads", type=int, default=4)
+    parser.add_argument("--ff-dim", type=int, default=1024)
     parser.add_argument("--batches", type=int, default=100, help="timed batches per repeat (default 100)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up batches per repeat (default 10)")
     parser.add_argument("--repeats", type=int, default=5, help="repeats per model, alternating (default 5)")
@@ -237,8 +245,19 @@ def main(argv: list[str] | None = None) -> dict:
     sentences_timed = sum(batch.num_sentences for batch in timed)
     padded_positions = sum(batch.mask.numel() for batch in timed)
 
+    injection = args.injection or ("initial_state,concat" if args.decoder == "lstm" else "memory")
+    transformer_layers = args.layers or 2
     model_config = ModelConfig(
-        embedding_dim=args.embedding_dim, hidden_dim=args.hidden_dim, latent_dim=args.latent_dim
+        encoder=args.encoder,
+        decoder=args.decoder,
+        injection=tuple(injection.split(",")),
+        embedding_dim=args.embedding_dim,
+        hidden_dim=args.hidden_dim,
+        latent_dim=args.latent_dim,
+        num_heads=args.num_heads,
+        ff_dim=args.ff_dim,
+        encoder_layers=transformer_layers if args.encoder == "transformer" else 1,
+        decoder_layers=transformer_layers if args.decoder == "transformer" else 1,
     )
     seed_everything(args.seed)
     vae = build_model(
@@ -281,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
+        "pairing": f"{args.encoder}/{args.decoder} ({injection})",
         "embedding_dim": args.embedding_dim,
         "hidden_dim": args.hidden_dim,
         "latent_dim": args.latent_dim,
@@ -321,6 +341,7 @@ def print_table(r: dict) -> None:
     rss = r["max_rss_mib"]
     print(f"data        {r['data']} ({r['train_sentences']} sentences, vocabulary {r['vocab_size']})")
     print(
+        f"VAE         encoder/decoder {r['pairing']}\n"
         f"sizes       embedding {r['embedding_dim']}, hidden {r['hidden_dim']}, latent {r['latent_dim']}, "
         f"batch {r['batch_size']}"
     )

@@ -12,17 +12,26 @@ from seqvae.data.tokenizers import BOS_ID, EOS_ID
 
 
 @torch.no_grad()
-def greedy_decode(decoder, z: torch.Tensor, *, max_length: int = 50) -> list[list[int]]:
-    """The most probable token at each step for every code in z (B, Z); stops at <eos> or after
-    ``max_length`` tokens. Returns each sentence's token ids without <bos>/<eos>."""
+def greedy_decode(decoder, z: torch.Tensor, *, max_length: int = 50, min_length: int = 0) -> list[list[int]]:
+    """The most probable token at each step for every code in z (B, Z); <eos> is barred before
+    ``min_length`` tokens, and decoding stops when every sentence has ended or after
+    ``max_length`` tokens. Returns each sentence's token ids without <bos>/<eos>.
+
+    One decoder call per step on the new token only, with the cached state (LSTM state or
+    attention keys and values): T tokens cost T single-token steps, batched over sentences.
+    """
     batch = z.shape[0]
     token = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=z.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=z.device)
     state = None
     steps: list[torch.Tensor] = []
-    for _ in range(max_length):
+    for position in range(max_length):
         logits, state = decoder(token, z, state)  # (B, 1, V)
-        token = logits[:, -1].argmax(dim=-1, keepdim=True)  # (B, 1)
+        scores = logits[:, -1]
+        if position < min_length:
+            scores = scores.clone()
+            scores[:, EOS_ID] = float("-inf")
+        token = scores.argmax(dim=-1, keepdim=True)  # (B, 1)
         steps.append(token.squeeze(1))
         finished |= token.squeeze(1) == EOS_ID
         if bool(finished.all()):

@@ -136,3 +136,26 @@ def test_console_command_is_installed():
     assert result.returncode == 0
     for command in ("train", "eval", "sample", "interpolate", "corpus"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize("pairing", ["config", "lstm-transformer", "transformer-lstm", "transformer-transformer"])
+def test_every_quickstart_pairing_trains_evaluates_samples_and_interpolates(pairing, tiny_corpus, tmp_path, capsys):
+    config = REPO / "recipes" / "quickstart" / f"{pairing}.toml"
+    tiny = [
+        f"data.train={tiny_corpus['train']}",
+        f"data.valid={tiny_corpus['valid']}",
+        f"data.test={tiny_corpus['test']}",
+        f"run.dir={tmp_path / 'run'}",
+        "model.embedding_dim=16",
+        "model.hidden_dim=24",
+        "model.ff_dim=32",
+        "model.num_heads=2",
+        "train.epochs=1",
+    ]
+    assert main(["train", str(config), *tiny, "--no-progress"]) == 0
+    assert main(["eval", str(tmp_path / "run"), "--json"]) == 0
+    assert main(["sample", str(tmp_path / "run"), "-n", "2"]) == 0
+    assert main(["interpolate", str(tmp_path / "run"), "the coach won .", "a tourist books a trip .", "--steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert '"split": "test"' in out
+    assert [line.split()[0] for line in out.strip().splitlines()[-3:]] == ["0.00", "0.50", "1.00"]

@@ -156,3 +156,18 @@ def test_every_pairing_overfits_a_tiny_corpus(encoder, decoder, injection):
     model.eval()
     decoded = greedy_decode(model.decoder, model.encode(batch).mean, max_length=40)
     assert [tokenizer.decode(ids) for ids in decoded] == sentences
+
+
+@pytest.mark.parametrize("decoder, injection", [("lstm", ("initial_state", "concat")), ("transformer", ("prefix",))])
+def test_greedy_decoding_with_the_cache_equals_recomputing_the_prefix(decoder, injection):
+    model = _model(decoder=decoder, injection=injection)
+    z = torch.randn(4, 5)
+    cached = greedy_decode(model.decoder, z, max_length=12, min_length=12)
+    assert all(len(ids) == 12 for ids in cached)
+    tokens = torch.full((4, 1), 2)  # <bos>
+    for position in range(12):
+        logits, _ = model.decoder(tokens, z)  # the whole prefix again, no cache
+        scores = logits[:, -1].clone()
+        scores[:, 3] = float("-inf")  # <eos> barred, as min_length does
+        tokens = torch.cat([tokens, scores.argmax(-1, keepdim=True)], dim=1)
+    assert tokens[:, 1:].tolist() == cached

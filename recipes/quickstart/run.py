@@ -1,9 +1,10 @@
 """Quickstart recipe: write the embedded corpus, train, then print validation metrics, five prior
 samples and one interpolation.
 
-    python recipes/quickstart/run.py [--overwrite | --resume] [section.key=value ...]
+    python recipes/quickstart/run.py [--config FILE] [--overwrite | --resume] [section.key=value ...]
 
-Overrides go to the config (recipes/quickstart/config.toml), e.g. ``train.epochs=1``.
+The config is recipes/quickstart/config.toml (LSTM encoder and decoder) unless --config names one
+of the other pairings beside it; overrides go to the config, e.g. ``train.epochs=1``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ CONFIG = Path(__file__).with_name("config.toml")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--config", default=str(CONFIG), help="config file (default: the LSTM/LSTM config.toml)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     parser.add_argument("--corpus-size", type=int, default=10000, help="training sentences to generate")
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _load(args):
     """Load the config; write the embedded corpus where it points unless it is already there."""
-    config = load_config(CONFIG, args.overrides)
+    config = load_config(args.config, args.overrides)
     corpus_dir = Path(config.data.train).parent
     if not all(Path(path).is_file() for path in (config.data.train, config.data.valid, config.data.test)):
         sizes = {"train": args.corpus_size, "valid": 1000, "test": 1000}
