@@ -103,7 +103,12 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     assert len((tmp_path / "runs/synthetic-corpus/train.txt").read_text().splitlines()) == 200
 
 
-def test_ptb_recipe_end_to_end_on_a_tiny_stand_in(tiny_corpus, tmp_path):
+@pytest.mark.parametrize(
+    "pairing",
+    [[], ["model.encoder=transformer", "model.decoder=transformer", "model.injection=memory", "model.num_heads=2"]],
+    ids=["lstm", "transformer"],
+)
+def test_ptb_recipe_end_to_end_on_a_tiny_stand_in(tiny_corpus, tmp_path, pairing):
     data = tmp_path / "ptb"
     data.mkdir()
     for split in ("train", "valid", "test"):
@@ -112,7 +117,7 @@ def test_ptb_recipe_end_to_end_on_a_tiny_stand_in(tiny_corpus, tmp_path):
         (data / f"ptb.{split}.txt").write_text("".join(f" {line.replace('coach', '<unk>')} \n" for line in lines))
     result = _run(
         [str(REPO / "recipes/ptb/run.py"), "--data-dir", str(data), "train.epochs=1", "model.hidden_dim=16",
-         "model.embedding_dim=8", "model.latent_dim=4"],
+         "model.embedding_dim=8", "model.latent_dim=4", *pairing],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
