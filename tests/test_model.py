@@ -37,28 +37,6 @@ def test_encoder_is_invariant_to_padding():
     torch.testing.assert_close(model.encode(alone).mean, model.encode(batch).mean[:1])
 
 
-def test_incremental_decoding_matches_the_full_pass():
-    for injection in (("initial_state",), ("concat",), ("initial_state", "concat")):
-        model = _model(injection=injection, decoder_layers=2).eval()
-        batch = _random_batch()
-        z = torch.randn(3, 6)
-        full, _ = model.decoder(batch.inputs, z)
-        state, steps = None, []
-        for position in range(batch.inputs.shape[1]):
-            logits, state = model.decoder(batch.inputs[:, position : position + 1], z, state)
-            steps.append(logits)
-        torch.testing.assert_close(torch.cat(steps, dim=1), full)
-
-
-def test_each_injection_conditions_on_z():
-    for injection in (("initial_state",), ("concat",)):
-        model = _model(injection=injection).eval()
-        batch = _random_batch()
-        first, _ = model.decoder(batch.inputs, torch.zeros(3, 6))
-        second, _ = model.decoder(batch.inputs, torch.ones(3, 6))
-        assert not torch.allclose(first, second)
-
-
 def test_tied_embeddings_share_the_matrix():
     model = _model(tie_embeddings=True)
     assert model.decoder.output.weight is model.decoder.embedding.weight

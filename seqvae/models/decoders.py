@@ -37,6 +37,18 @@ INJECTIONS = {"lstm": ("initial_state", "concat", "add"), "transformer": ("add",
 LSTMState = tuple[torch.Tensor, torch.Tensor]
 
 
+def _output_layers(embedding: nn.Embedding, hidden_dim: int, tie: bool) -> tuple[nn.Module, nn.Linear]:
+    """The bridge and the projection from hidden states to logits. Tied (Press & Wolf 2017), the
+    projection reuses the embedding matrix and a linear bridge maps H to E when they differ."""
+    vocab_size, embedding_dim = embedding.weight.shape
+    if not tie:
+        return nn.Identity(), nn.Linear(hidden_dim, vocab_size)
+    bridge = nn.Linear(hidden_dim, embedding_dim) if hidden_dim != embedding_dim else nn.Identity()
+    output = nn.Linear(embedding_dim, vocab_size)
+    output.weight = embedding.weight
+    return bridge, output
+
+
 class LSTMDecoder(nn.Module):
     """An LSTM language model conditioned on z."""
 
@@ -68,14 +80,7 @@ class LSTMDecoder(nn.Module):
             self.latent_to_state = nn.Linear(latent_dim, num_layers * hidden_dim)
         if "add" in self.injection:
             self.latent_to_embedding = nn.Linear(latent_dim, embedding_dim)
-        if tie_embeddings:
-            # The output layer reuses the embedding matrix; a projection bridges H to E.
-            self.bridge = nn.Linear(hidden_dim, embedding_dim) if hidden_dim != embedding_dim else nn.Identity()
-            self.output = nn.Linear(embedding_dim, vocab_size)
-            self.output.weight = self.embedding.weight
-        else:
-            self.bridge = nn.Identity()
-            self.output = nn.Linear(hidden_dim, vocab_size)
+        self.bridge, self.output = _output_layers(self.embedding, hidden_dim, tie_embeddings)
 
     def initial_state(self, z: torch.Tensor) -> LSTMState:
         """The state before the first token: from z, or zeros. Each is (layers, B, H)."""
@@ -164,13 +169,7 @@ class TransformerDecoder(nn.Module):
         )
         self.norm = nn.LayerNorm(hidden_dim)
         self.dropout = nn.Dropout(dropout)
-        if tie_embeddings:
-            self.bridge = nn.Linear(hidden_dim, embedding_dim) if hidden_dim != embedding_dim else nn.Identity()
-            self.output = nn.Linear(embedding_dim, vocab_size)
-            self.output.weight = self.embedding.weight
-        else:
-            self.bridge = nn.Identity()
-            self.output = nn.Linear(hidden_dim, vocab_size)
+        self.bridge, self.output = _output_layers(self.embedding, hidden_dim, tie_embeddings)
 
     def forward(
         self, inputs: torch.Tensor, z: torch.Tensor, state: TransformerState | None = None
