@@ -1,0 +1,111 @@
+"""The latent-space and likelihood measures of a sentence VAE, as short functions of tensors.
+
+Each follows the field's definition (../shared/METRICS.md) with its citation; evaluation.py
+runs them over a data set. Shapes: N sentences, B a batch of them, K samples, Z latent.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from seqvae.data.batching import Batch
+from seqvae.data.tokenizers import UNK_ID
+from seqvae.losses import sequence_nll
+from seqvae.models.posterior import DiagonalGaussian
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) summed over the last dimension."""
+    return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+
+
+@torch.no_grad()
+def importance_weighted_log_likelihood(
+    model, batch: Batch, *, num_samples: int = 500, chunk_size: int = 50, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """log p(x) ~ logsumexp_k [log p(x|z_k) + log N(z_k; 0, I) - log q(z_k|x)] - log K, z_k ~ q(z|x)
+    (Burda et al. 2016), per sentence, (B,). Samples are drawn ``chunk_size`` at a time, each
+    chunk decoded as one batch of chunk_size * B sentences, so memory stays bounded in K."""
+    posterior = model.encode(batch)
+    weights = []
+    for start in range(0, num_samples, chunk_size):
+        count = min(chunk_size, num_samples - start)
+        noise = torch.randn((count, *posterior.mean.shape), generator=generator, device=generator.device if generator else posterior.mean.device)
+        z = posterior.mean + posterior.std * noise.to(posterior.mean.device)  # (k, B, Z)
+        flat = z.reshape(-1, z.shape[-1])  # (k * B, Z)
+        inputs = batch.inputs.repeat(count, 1)
+        logits, _ = model.decoder(inputs, flat)
+        log_likelihood = -sequence_nll(logits, batch.targets.repeat(count, 1), batch.mask.repeat(count, 1))
+        log_likelihood = log_likelihood.view(count, -1)  # (k, B)
+        weights.append(log_likelihood + standard_normal_log_prob(z) - posterior.log_prob(z))
+    return torch.logsumexp(torch.cat(weights), dim=0) - math.log(num_samples)
+
+
+def mutual_information(
+    posterior: DiagonalGaussian, *, group_size: int | None = None, generator: torch.Generator | None = None
+) -> float:
+    """I(x; z) = E_x E_q(z|x)[log q(z|x)] - E_x E_q(z|x)[log q(z)] (Hoffman & Johnson 2016), with
+    the aggregate posterior q(z) the mixture (1/N) sum_j q(z|x_j) over all N sentences given, or,
+    with ``group_size``, over consecutive groups of that many (He et al. 2019's mini-batch
+    variant). One z per sentence; the first term is the analytic negative entropy."""
+    mean, logvar = posterior.mean, posterior.logvar
+    size = mean.shape[0] if group_size is None else group_size
+    total = 0.0
+    for start in range(0, mean.shape[0], size):
+        group = DiagonalGaussian(mean=mean[start : start + size], logvar=logvar[start : start + size])
+        count, latent = group.mean.shape
+        negative_entropy = (-0.5 * latent * LOG_2PI - 0.5 * (1 + group.logvar).sum(-1)).sum()
+        z = group.rsample(generator)  # (n, Z)
+        log_aggregate = torch.cat(
+            [
+                torch.logsumexp(group.log_prob(z[i : i + 256].unsqueeze(1)), dim=1)  # (chunk, n) -> (chunk,)
+                for i in range(0, count, 256)
+            ]
+        ) - math.log(count)
+        total += float(negative_entropy - log_aggregate.sum())
+    return total / mean.shape[0]
+
+
+def active_units(means: torch.Tensor, *, threshold: float = 0.01) -> int:
+    """Dimensions i with Var_x(E_q(z|x)[z_i]) >= threshold (Burda et al. 2016), unbiased variance
+    of the posterior means (N, Z) over the set."""
+    return int((means.var(dim=0, unbiased=True) >= threshold).sum())
+
+
+@torch.no_grad()
+def teacher_forced_and_free_running_nll(decoder, batch: Batch, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """-log p of the reference tokens per sentence, (B,) each: teacher-forced, the decoder reads
+    the reference prefix; free-running, it reads its own greedy predictions (the notes, 3.2).
+    The free-running pass is incremental: one cached step per position."""
+    logits, _ = decoder(batch.inputs, z)
+    teacher_forced = sequence_nll(logits, batch.targets, batch.mask)
+    token = batch.inputs[:, :1]
+    state = None
+    steps = []
+    for _ in range(batch.targets.shape[1]):
+        logits, state = decoder(token, z, state)  # (B, 1, V)
+        steps.append(logits)
+        token = logits[:, -1].argmax(dim=-1, keepdim=True)
+    free_running = sequence_nll(torch.cat(steps, dim=1), batch.targets, batch.mask)
+    return teacher_forced, free_running
+
+
+@torch.no_grad()
+def inputless_nll(decoder, batch: Batch, z: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) per sentence when every decoder input but <bos> is <unk>: what z alone explains."""
+    after_begin = torch.arange(batch.inputs.shape[1], device=batch.inputs.device) > 0
+    inputs = batch.inputs.masked_fill(batch.mask & after_begin, UNK_ID)
+    logits, _ = decoder(inputs, z)
+    return sequence_nll(logits, batch.targets, batch.mask)
+
+
+def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
+    """sacrebleu corpus BLEU (Papineni et al. 2002; Post 2018) of hypotheses against one reference
+    each, on the text's own whitespace tokens (seqvae compares tokenized sentences)."""
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none").score)
