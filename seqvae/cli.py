@@ -13,11 +13,12 @@ from pathlib import Path
 from seqvae.errors import SeqVAEError
 
 
-def _print_metrics(title: str, metrics: dict[str, float]) -> None:
+def _print_metrics(title: str, metrics: dict) -> None:
+    from seqvae.evaluation import format_metrics
+
     print(title)
-    for key, value in metrics.items():
-        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-        print(f"  {key:<10} {shown}")
+    for line in format_metrics(metrics):
+        print(f"  {line}")
 
 
 def _command_train(args: argparse.Namespace) -> int:
@@ -47,7 +48,11 @@ def _command_eval(args: argparse.Namespace) -> int:
     from seqvae.runs import load_run
 
     run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
-    metrics = run.evaluate(args.split, seed=args.seed)
+    if args.iw_samples < 0:
+        raise SeqVAEError(f"--iw-samples {args.iw_samples}: use 0 to skip the bound, or a positive K")
+    metrics = run.evaluate(
+        args.split, seed=args.seed, iw_samples=args.iw_samples, mi_group_size=args.mi_group_size, progress=True
+    )
     if args.json:
         print(json.dumps({"split": args.split, **metrics}))
     else:
@@ -116,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=("train", "valid", "test"))
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the z samples")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--iw-samples", type=int, default=500, help="K of the importance-weighted bound (0 skips it)")
+    evaluate.add_argument(
+        "--mi-group-size", type=int, default=None, help="aggregate posterior over groups of this size (He et al. 2019)"
+    )
     evaluate.set_defaults(handler=_command_eval)
 
     sample = commands.add_parser("sample", help="decode sentences from prior samples z ~ N(0, I)")

@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from seqvae.data.batching import Batch
+from seqvae.generation import greedy_decode
 from seqvae.losses import sequence_nll
+from seqvae.measures import (
+    active_units,
+    corpus_bleu,
+    importance_weighted_log_likelihood,
+    inputless_nll,
+    mutual_information,
+    teacher_forced_and_free_running_nll,
+)
+from seqvae.models.posterior import DiagonalGaussian
 from seqvae.models.vae import SeqVAE
 
 
@@ -55,3 +67,102 @@ def evaluate_elbo(
         "sentences": sentences,
         "tokens": tokens,
     }
+
+
+@torch.no_grad()
+def evaluate_split(
+    model: SeqVAE,
+    batches: list[Batch],
+    tokenizer,
+    *,
+    iw_samples: int = 500,
+    iw_chunk_size: int = 50,
+    mi_group_size: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Every measure of a set, by the definitions of ../shared/METRICS.md:
+
+    - rec, kl, elbo, ppl_elbo: as :func:`evaluate_elbo` (one z ~ q(z|x) per sentence);
+      kl_per_dimension: the mean KL of each latent dimension
+    - nll_iw, ppl_iw: the importance-weighted bound with K = ``iw_samples`` (Burda et al. 2016),
+      nats per sentence and per predicted token (skipped when iw_samples = 0)
+    - mi: I(x; z) with the aggregate posterior over the whole set, or over groups of
+      ``mi_group_size`` (He et al. 2019's mini-batch variant), named in ``mi_aggregate``
+    - active_units: dimensions whose posterior-mean variance is at least 0.01 (Burda et al. 2016)
+    - nll_teacher_forced, nll_free_running, free_running_gap, nll_inputless: per sentence, from
+      the posterior mean (the notes, section 3.2)
+    - bleu: corpus BLEU of greedy decodes of the posterior means against the inputs
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    # One generator per measure, so that skipping or resizing one leaves the others' draws unchanged.
+    elbo_generator, iw_generator, mi_generator = (torch.Generator().manual_seed(seed * 3 + i) for i in range(3))
+    totals = {"rec": 0.0, "kl": 0.0, "iw": 0.0, "tf": 0.0, "fr": 0.0, "inputless": 0.0}
+    kl_per_dimension = torch.zeros(model.latent_dim)
+    sentences = tokens = 0
+    means, logvars, hypotheses, references = [], [], [], []
+    try:
+        for batch in tqdm(batches, desc="evaluating", disable=not progress, leave=False, dynamic_ncols=True):
+            batch = batch.to(device)
+            posterior = model.encode(batch)
+            logits, _ = model.decoder(batch.inputs, posterior.rsample(elbo_generator))
+            totals["rec"] += float(sequence_nll(logits, batch.targets, batch.mask).sum())
+            kl_dims = posterior.kl_per_dimension()
+            totals["kl"] += float(kl_dims.sum())
+            kl_per_dimension += kl_dims.sum(0).cpu()
+            if iw_samples:
+                log_likelihood = importance_weighted_log_likelihood(
+                    model, batch, num_samples=iw_samples, chunk_size=iw_chunk_size, generator=iw_generator
+                )
+                totals["iw"] -= float(log_likelihood.sum())
+            teacher, free = teacher_forced_and_free_running_nll(model.decoder, batch, posterior.mean)
+            totals["tf"] += float(teacher.sum())
+            totals["fr"] += float(free.sum())
+            totals["inputless"] += float(inputless_nll(model.decoder, batch, posterior.mean).sum())
+            decoded = greedy_decode(model.decoder, posterior.mean, max_length=int(batch.lengths.max()) + 10)
+            hypotheses.extend(tokenizer.decode(ids) for ids in decoded)
+            for row, length in zip(batch.targets.tolist(), batch.lengths.tolist()):
+                references.append(tokenizer.decode(row[: length - 1]))
+            means.append(posterior.mean.cpu())
+            logvars.append(posterior.logvar.cpu())
+            sentences += batch.num_sentences
+            tokens += batch.num_tokens
+    finally:
+        model.train(was_training)
+    aggregate = DiagonalGaussian(mean=torch.cat(means), logvar=torch.cat(logvars))
+    result: dict[str, Any] = {
+        "rec": totals["rec"] / sentences,
+        "kl": totals["kl"] / sentences,
+        "elbo": (totals["rec"] + totals["kl"]) / sentences,
+        "ppl_elbo": perplexity(totals["rec"] + totals["kl"], tokens),
+    }
+    if iw_samples:
+        result.update(nll_iw=totals["iw"] / sentences, ppl_iw=perplexity(totals["iw"], tokens), iw_samples=iw_samples)
+    result.update(
+        mi=mutual_information(aggregate, group_size=mi_group_size, generator=mi_generator),
+        mi_aggregate="whole set" if mi_group_size is None else f"groups of {mi_group_size}",
+        active_units=active_units(aggregate.mean),
+        nll_teacher_forced=totals["tf"] / sentences,
+        nll_free_running=totals["fr"] / sentences,
+        free_running_gap=(totals["fr"] - totals["tf"]) / sentences,
+        nll_inputless=totals["inputless"] / sentences,
+        bleu=corpus_bleu(hypotheses, references),
+        kl_per_dimension=[round(float(value) / sentences, 4) for value in kl_per_dimension],
+        sentences=sentences,
+        tokens=tokens,
+    )
+    return result
+
+
+def format_metrics(metrics: dict[str, Any]) -> list[str]:
+    """One aligned ``name value`` line per measure, for printing."""
+    lines = []
+    for key, value in metrics.items():
+        if isinstance(value, list):
+            shown = " ".join(f"{item:.2f}" for item in value)
+        else:
+            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        lines.append(f"{key:<18} {shown}")
+    return lines

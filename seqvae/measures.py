@@ -108,4 +108,4 @@ def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
     each, on the text's own whitespace tokens (seqvae compares tokenized sentences)."""
     import sacrebleu
 
-    return float(sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none").score)
+    return float(sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none", force=True).score)

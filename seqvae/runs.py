@@ -19,7 +19,7 @@ from seqvae.config import Config
 from seqvae.data.batching import collate, encode_split
 from seqvae.data.corpus import load_corpus
 from seqvae.errors import SeqVAEError
-from seqvae.evaluation import evaluate_elbo
+from seqvae.evaluation import evaluate_split
 from seqvae.generation import greedy_decode, linear_path, sample_prior
 from seqvae.models.posterior import DiagonalGaussian
 from seqvae.models.vae import SeqVAE
@@ -75,15 +75,30 @@ class Run:
         t, path = linear_path(means[0], means[1], steps)
         return list(zip(t.tolist(), self.decode(path, max_length=max_length)))
 
-    def evaluate(self, split: str = "test", *, seed: int = 0, batch_size: int | None = None) -> dict[str, float]:
-        """Reconstruction, KL, ELBO and ELBO-PPL on a split of the run's corpus."""
+    def evaluate(
+        self,
+        split: str = "test",
+        *,
+        seed: int = 0,
+        batch_size: int | None = None,
+        iw_samples: int = 500,
+        mi_group_size: int | None = None,
+        progress: bool = False,
+    ) -> dict[str, Any]:
+        """Every measure of :func:`seqvae.evaluation.evaluate_split` on a split of the run's corpus."""
         corpus = load_corpus(self.config.data)
         if split not in corpus.splits:
             raise SeqVAEError(f"split '{split}': the run's corpus has {', '.join(corpus.splits)}")
         data = prepare_data(self.config, corpus, self.tokenizer)
-        generator = torch.Generator().manual_seed(seed)
-        result = evaluate_elbo(
-            self.model, data.batches(split, batch_size or self.config.train.eval_batch_size), generator=generator
+        batches = list(data.batches(split, batch_size or self.config.train.eval_batch_size))
+        result = evaluate_split(
+            self.model,
+            batches,
+            self.tokenizer,
+            iw_samples=iw_samples,
+            mi_group_size=mi_group_size,
+            seed=seed,
+            progress=progress,
         )
         result["truncated"] = data.splits[split].truncated
         result["dropped"] = data.splits[split].dropped

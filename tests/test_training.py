@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -144,3 +145,18 @@ def test_cuda_request_is_an_error_without_a_gpu_and_works_with_one(tiny_corpus, 
         with pytest.raises(SeqVAEError, match="run.device=cuda: CUDA is not available"):
             resolve_device("cuda")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_evaluate_reports_every_measure_consistently(tiny_corpus, tmp_path):
+    train(tiny_config(tiny_corpus, tmp_path / "run", train={"epochs": 2}), progress=False)
+    run = load_run(tmp_path / "run", device="cpu")
+    metrics = run.evaluate("valid", iw_samples=50)
+    assert metrics["nll_iw"] <= metrics["elbo"]  # the importance-weighted bound is the tighter one
+    assert metrics["ppl_iw"] <= metrics["ppl_elbo"]
+    assert sum(metrics["kl_per_dimension"]) == pytest.approx(metrics["kl"], abs=1e-3 * len(metrics["kl_per_dimension"]))
+    assert 0 <= metrics["active_units"] <= 4 and metrics["mi"] <= math.log(60) + 0.1
+    assert metrics["free_running_gap"] == pytest.approx(metrics["nll_free_running"] - metrics["nll_teacher_forced"])
+    assert 0.0 <= metrics["bleu"] <= 100.0
+    skipped = run.evaluate("valid", iw_samples=0, mi_group_size=8)
+    assert "nll_iw" not in skipped and skipped["mi_aggregate"] == "groups of 8"
+    assert skipped["rec"] == pytest.approx(metrics["rec"])  # the same seed draws the same z

@@ -14,6 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from seqvae import SeqVAEError, load_config, load_run, train
+from seqvae.evaluation import format_metrics
 
 CONFIG = Path(__file__).with_name("config.toml")
 FILES = {"train": "ptb.train.txt", "valid": "ptb.valid.txt", "test": "ptb.test.txt"}
@@ -40,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ntrained {result.epoch} epochs, {result.step} steps in {result.seconds:.0f} s")
         for split in ("valid", "test"):
             print(f"{split} (best checkpoint):")
-            for key, value in run.evaluate(split).items():
-                print(f"  {key:<10} {value:.4f}" if isinstance(value, float) else f"  {key:<10} {value}")
+            for line in format_metrics(run.evaluate(split, progress=True)):
+                print(f"  {line}")
         print("\nfive sentences decoded from z ~ N(0, I):")
         for sentence in run.sample(5, seed=config.run.seed):
             print(f"  {sentence}")

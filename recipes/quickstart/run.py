@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from seqvae import SeqVAEError, load_config, load_run, train, write_corpus
+from seqvae.evaluation import format_metrics
 
 CONFIG = Path(__file__).with_name("config.toml")
 
@@ -35,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"trained {result.epoch} epochs ({result.step} steps) in {result.seconds:.0f} s")
         print("validation, best checkpoint:")
-        for key, value in run.evaluate("valid").items():
-            print(f"  {key:<10} {value:.4f}" if isinstance(value, float) else f"  {key:<10} {value}")
+        for line in format_metrics(run.evaluate("valid", progress=True)):
+            print(f"  {line}")
         print("\nfive sentences decoded from z ~ N(0, I):")
         for sentence in run.sample(5, seed=config.run.seed):
             print(f"  {sentence}")
