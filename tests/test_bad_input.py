@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from seqvae.cli import main
 from seqvae.config import config_to_toml

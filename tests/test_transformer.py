@@ -138,7 +138,7 @@ def test_learned_positions_refuse_sequences_beyond_their_table():
     ],
 )
 def test_every_pairing_overfits_a_tiny_corpus(encoder, decoder, injection):
-    sentences = [s.text for s in generate_sentences(12, seed=5)]
+    sentences = [s.text for s in generate_sentences(20, seed=5)]
     tokenizer = WordTokenizer.build(sentences)
     batch = collate([tokenizer.encode(s) for s in sentences])
     torch.manual_seed(0)
