@@ -14,18 +14,32 @@ import torch
 from tqdm.auto import tqdm
 
 from seqvae.data.batching import Batch
-from seqvae.generation import greedy_decode
+from seqvae.generation import greedy_decode, sample_prior
 from seqvae.losses import sequence_nll
 from seqvae.measures import (
     active_units,
     corpus_bleu,
+    diagnose,
+    distinct_n,
     importance_weighted_log_likelihood,
     inputless_nll,
     mutual_information,
+    self_bleu,
+    self_log_likelihood_per_token,
     teacher_forced_and_free_running_nll,
 )
 from seqvae.models.posterior import DiagonalGaussian
 from seqvae.models.vae import SeqVAE
+
+
+def free_bits_target(objective, latent_dim: int) -> float:
+    """The total KL a free-bits objective aims at (0 without free bits): lambda per dimension times
+    the dimensions, or lambda itself for the total-KL hinge."""
+    if objective.free_bits == "per_dimension":
+        return objective.free_bits_lambda * latent_dim
+    if objective.free_bits == "total_hinge":
+        return objective.free_bits_lambda
+    return 0.0
 
 
 def perplexity(total_nll: float, num_tokens: int) -> float:
@@ -37,24 +51,29 @@ def perplexity(total_nll: float, num_tokens: int) -> float:
 def evaluate_elbo(
     model: SeqVAE, batches: Iterable[Batch], *, generator: torch.Generator | None = None
 ) -> dict[str, float]:
-    """Reconstruction, KL and the ELBO bound over a set, one z ~ q(z|x) per sentence.
+    """Reconstruction, KL and the ELBO bound over a set, one z ~ q(z|x) per sentence; cheap
+    enough for every epoch's validation.
 
     - rec: mean over sentences of -log p(x|z), z ~ q(z|x)
     - kl: mean over sentences of KL(q(z|x) || N(0, I)) (analytic)
     - elbo: rec + kl, the bound NLL <= rec + KL (Kingma & Welling 2014), nats per sentence
     - ppl_elbo: exp(sum(rec + kl) / tokens), tokens = words + EOS (Bowman et al. 2016)
+    - active_units (Burda et al. 2016) and mean_posterior_std, for the collapse diagnostics
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     rec_sum = kl_sum = 0.0
     sentences = tokens = 0
+    means, stds = [], []
     try:
         for batch in batches:
             batch = batch.to(device)
             output = model(batch, generator=generator)
             rec_sum += float(sequence_nll(output.logits, batch.targets, batch.mask).sum())
             kl_sum += float(output.posterior.kl().sum())
+            means.append(output.posterior.mean.cpu())
+            stds.append(output.posterior.std.cpu())
             sentences += batch.num_sentences
             tokens += batch.num_tokens
     finally:
@@ -64,6 +83,8 @@ def evaluate_elbo(
         "kl": kl_sum / sentences,
         "elbo": (rec_sum + kl_sum) / sentences,
         "ppl_elbo": perplexity(rec_sum + kl_sum, tokens),
+        "active_units": active_units(torch.cat(means)),
+        "mean_posterior_std": float(torch.cat(stds).mean()),
         "sentences": sentences,
         "tokens": tokens,
     }
@@ -78,6 +99,8 @@ def evaluate_split(
     iw_samples: int = 500,
     iw_chunk_size: int = 50,
     mi_group_size: int | None = None,
+    prior_samples: int = 100,
+    free_bits_target: float = 0.0,
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -93,12 +116,18 @@ def evaluate_split(
     - nll_teacher_forced, nll_free_running, free_running_gap, nll_inputless: per sentence, from
       the posterior mean (the notes, section 3.2)
     - bleu: corpus BLEU of greedy decodes of the posterior means against the inputs
+    - prior_distinct_1, prior_distinct_2, prior_self_bleu, prior_log_likelihood_per_token: of
+      ``prior_samples`` sentences greedily decoded from z ~ N(0, I) (the notes, section 3.3)
+    - mean_posterior_std and ``warnings``: the collapse / overload diagnostics of
+      :func:`seqvae.measures.diagnose`, with the figures that triggered them
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     # One generator per measure, so that skipping or resizing one leaves the others' draws unchanged.
-    elbo_generator, iw_generator, mi_generator = (torch.Generator().manual_seed(seed * 3 + i) for i in range(3))
+    elbo_generator, iw_generator, mi_generator, prior_generator = (
+        torch.Generator().manual_seed(seed * 4 + i) for i in range(4)
+    )
     totals = {"rec": 0.0, "kl": 0.0, "iw": 0.0, "tf": 0.0, "fr": 0.0, "inputless": 0.0}
     kl_per_dimension = torch.zeros(model.latent_dim)
     sentences = tokens = 0
@@ -153,13 +182,45 @@ def evaluate_split(
         sentences=sentences,
         tokens=tokens,
     )
+    if prior_samples:
+        result.update(_prior_sample_measures(model, tokenizer, prior_samples, prior_generator))
+    result["mean_posterior_std"] = float(aggregate.std.mean())
+    result["warnings"] = diagnose(
+        kl=result["kl"],
+        active=result["active_units"],
+        mean_posterior_std=result["mean_posterior_std"],
+        free_bits_target=free_bits_target,
+    )
     return result
 
 
+@torch.no_grad()
+def _prior_sample_measures(model: SeqVAE, tokenizer, count: int, generator: torch.Generator) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        z = sample_prior(count, model.latent_dim, generator=generator).to(device)
+        ids = greedy_decode(model.decoder, z, max_length=50)
+        sentences = [tokenizer.decode(row) for row in ids]
+        log_likelihood = self_log_likelihood_per_token(model.decoder, z, ids)
+    finally:
+        model.train(was_training)
+    return {
+        "prior_distinct_1": distinct_n(sentences, 1),
+        "prior_distinct_2": distinct_n(sentences, 2),
+        "prior_self_bleu": self_bleu(sentences),
+        "prior_log_likelihood_per_token": float(log_likelihood.mean()),
+    }
+
+
 def format_metrics(metrics: dict[str, Any]) -> list[str]:
-    """One aligned ``name value`` line per measure, for printing."""
+    """One aligned ``name value`` line per measure, for printing; warnings each on a line."""
     lines = []
     for key, value in metrics.items():
+        if key == "warnings":
+            lines.extend(f"WARNING: {warning}" for warning in value)
+            continue
         if isinstance(value, list):
             shown = " ".join(f"{item:.2f}" for item in value)
         else:

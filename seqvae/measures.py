@@ -109,3 +109,62 @@ def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
     import sacrebleu
 
     return float(sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none", force=True).score)
+
+
+def distinct_n(sentences: list[str], n: int) -> float:
+    """Distinct-n (Li et al. 2016): unique n-grams / all n-grams over the sentences' whitespace tokens."""
+    grams = [tuple(words[i : i + n]) for words in (s.split() for s in sentences) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def self_bleu(sentences: list[str]) -> float:
+    """Self-BLEU (Zhu et al. 2018, Texygen): the mean sentence BLEU of each sentence against all
+    the others as references; 100 when every sentence is the same, low when they differ."""
+    import sacrebleu
+
+    if len(sentences) < 2:
+        raise ValueError("self-BLEU needs at least two sentences")
+    scores = [
+        sacrebleu.sentence_bleu(sentence, sentences[:i] + sentences[i + 1 :], tokenize="none").score
+        for i, sentence in enumerate(sentences)
+    ]
+    return sum(scores) / len(scores)
+
+
+@torch.no_grad()
+def self_log_likelihood_per_token(decoder, z: torch.Tensor, ids: list[list[int]]) -> torch.Tensor:
+    """log p(x|z) / (tokens + 1) of each decoded sentence x under the z it was decoded from (the
+    notes, section 3.3: does a prior sample decode to something the model finds plausible?). (N,)"""
+    from seqvae.data.batching import collate
+
+    batch = collate(ids).to(z.device)
+    logits, _ = decoder(batch.inputs, z)
+    return -sequence_nll(logits, batch.targets, batch.mask) / batch.lengths
+
+
+def diagnose(
+    *,
+    kl: float,
+    active: int,
+    mean_posterior_std: float,
+    free_bits_target: float = 0.0,
+    collapse_kl: float = 0.1,
+    overload_std: float = 0.01,
+    overload_factor: float = 10.0,
+) -> list[str]:
+    """Warnings for the two failure modes of the notes (section 3), each with its figures:
+    posterior collapse (KL under ``collapse_kl`` nats and no active unit) and information
+    overload (mean posterior standard deviation under ``overload_std``, or KL over
+    ``overload_factor`` times a free-bits target). Empty for a healthy posterior."""
+    warnings = []
+    if kl < collapse_kl and active == 0:
+        warnings.append(f"posterior collapse: KL {kl:.4f} nats < {collapse_kl} and no active unit")
+    if mean_posterior_std < overload_std:
+        warnings.append(
+            f"information overload: mean posterior std {mean_posterior_std:.4g} < {overload_std} (codes near-deterministic)"
+        )
+    if free_bits_target > 0 and kl > overload_factor * free_bits_target:
+        warnings.append(
+            f"information overload: KL {kl:.2f} nats > {overload_factor:g} x the free-bits target {free_bits_target:g}"
+        )
+    return warnings

@@ -19,7 +19,7 @@ from seqvae.config import Config
 from seqvae.data.batching import collate, encode_split
 from seqvae.data.corpus import load_corpus
 from seqvae.errors import SeqVAEError
-from seqvae.evaluation import evaluate_split
+from seqvae.evaluation import evaluate_split, free_bits_target
 from seqvae.generation import greedy_decode, linear_path, sample_prior
 from seqvae.models.posterior import DiagonalGaussian
 from seqvae.models.vae import SeqVAE
@@ -83,6 +83,7 @@ class Run:
         batch_size: int | None = None,
         iw_samples: int = 500,
         mi_group_size: int | None = None,
+        prior_samples: int = 100,
         progress: bool = False,
     ) -> dict[str, Any]:
         """Every measure of :func:`seqvae.evaluation.evaluate_split` on a split of the run's corpus."""
@@ -97,6 +98,8 @@ class Run:
             self.tokenizer,
             iw_samples=iw_samples,
             mi_group_size=mi_group_size,
+            prior_samples=prior_samples,
+            free_bits_target=free_bits_target(self.config.objective, self.model.latent_dim),
             seed=seed,
             progress=progress,
         )

@@ -37,7 +37,8 @@ from seqvae.data.batching import Batch, EncodedSplit, bucketed_batches, collate,
 from seqvae.data.corpus import Corpus, load_corpus
 from seqvae.data.tokenizers import build_tokenizer, load_tokenizer
 from seqvae.errors import SeqVAEError
-from seqvae.evaluation import evaluate_elbo
+from seqvae.evaluation import evaluate_elbo, free_bits_target
+from seqvae.measures import diagnose
 from seqvae.files import atomic_write_json, atomic_write_text
 from seqvae.losses import LossTerms, elbo_loss
 from seqvae.models.vae import SeqVAE, build_model
@@ -199,7 +200,8 @@ def train_step(
 
 
 def _round(value: float) -> float:
-    return float(f"{value:.6g}")
+    """Six significant digits for the metrics file; counts stay integers."""
+    return value if isinstance(value, int) else float(f"{value:.6g}")
 
 
 class _MetricWindow:
@@ -350,8 +352,16 @@ class _Trainer:
             self.data.batches("valid", self.config.train.eval_batch_size),
             generator=_validation_generator(self.config.run.seed, self.epoch),
         )
+        warnings = diagnose(
+            kl=self.valid["kl"],
+            active=self.valid["active_units"],
+            mean_posterior_std=self.valid["mean_posterior_std"],
+            free_bits_target=free_bits_target(self.config.objective, self.model.latent_dim),
+        )
+        for warning in warnings:
+            self.say(f"WARNING (epoch {self.epoch + 1}): {warning}")
         record = {"split": "valid", "step": self.step, "epoch": self.epoch + 1}
-        metrics.write({**record, **{key: _round(value) for key, value in self.valid.items()}})
+        metrics.write({**record, **{key: _round(value) for key, value in self.valid.items()}, "warnings": warnings})
         return self.valid
 
 

@@ -151,3 +151,50 @@ def test_bleu_is_100_for_perfect_reconstructions_and_less_otherwise():
     references = ["the cat sat on the mat .", "a dog ran in the park today ."]
     assert corpus_bleu(references, references) == pytest.approx(100.0)
     assert corpus_bleu(["the cat sat on a mat .", "a dog ran in the park today ."], references) < 100.0
+
+
+def test_distinct_n_counts_unique_ngrams():
+    from seqvae.measures import distinct_n
+
+    sentences = ["a b a b", "a b c"]
+    assert distinct_n(sentences, 1) == pytest.approx(3 / 7)
+    assert distinct_n(sentences, 2) == pytest.approx(3 / 5)  # ab ba ab | ab bc
+    assert distinct_n([], 2) == 0.0
+
+
+def test_self_bleu_is_100_for_identical_samples_and_low_for_different_ones():
+    from seqvae.measures import self_bleu
+
+    assert self_bleu(["the cat sat on the mat ."] * 3) == pytest.approx(100.0)
+    assert self_bleu(["the cat sat on the mat .", "a dog ran in a park today", "birds fly south every winter"]) < 10.0
+
+
+def test_self_log_likelihood_per_token_matches_a_direct_computation():
+    from seqvae.measures import self_log_likelihood_per_token
+
+    model = _toy_model(latent_dim=2, vocab_size=9)
+    z = torch.randn(2, 2, generator=torch.Generator().manual_seed(0))
+    ids = [[4, 5, 6], [7]]
+    got = self_log_likelihood_per_token(model.decoder, z, ids)
+    for row, sentence in enumerate(ids):
+        one = collate([sentence])
+        logits, _ = model.decoder(one.inputs, z[row : row + 1])
+        expected = -sequence_nll(logits, one.targets, one.mask) / (len(sentence) + 1)
+        torch.testing.assert_close(got[row : row + 1], expected.detach())
+
+
+def test_diagnostics_fire_on_collapse_and_overload_and_stay_quiet_when_healthy():
+    from seqvae.measures import diagnose
+
+    assert diagnose(kl=5.0, active=8, mean_posterior_std=0.3, free_bits_target=8.0) == []
+    collapsed = diagnose(kl=0.02, active=0, mean_posterior_std=0.99)
+    assert len(collapsed) == 1 and "posterior collapse: KL 0.0200" in collapsed[0]
+    narrow = diagnose(kl=300.0, active=16, mean_posterior_std=0.001, free_bits_target=8.0)
+    assert len(narrow) == 2 and "mean posterior std 0.001" in narrow[0] and "KL 300.00 nats > 10 x" in narrow[1]
+    # a constructed collapsed posterior and a constructed overloaded one, measured end to end
+    collapsed_posterior = DiagonalGaussian(mean=torch.zeros(100, 4) + 1e-3, logvar=torch.zeros(100, 4))
+    kl = float(collapsed_posterior.kl().mean())
+    assert diagnose(kl=kl, active=active_units(collapsed_posterior.mean), mean_posterior_std=1.0)[0].startswith("posterior collapse")
+    overloaded = DiagonalGaussian(mean=torch.randn(100, 4) * 3, logvar=torch.full((100, 4), -12.0))
+    figures = dict(kl=float(overloaded.kl().mean()), active=active_units(overloaded.mean))
+    assert diagnose(**figures, mean_posterior_std=float(overloaded.std.mean()))[0].startswith("information overload")

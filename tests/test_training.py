@@ -160,3 +160,28 @@ def test_evaluate_reports_every_measure_consistently(tiny_corpus, tmp_path):
     skipped = run.evaluate("valid", iw_samples=0, mi_group_size=8)
     assert "nll_iw" not in skipped and skipped["mi_aggregate"] == "groups of 8"
     assert skipped["rec"] == pytest.approx(metrics["rec"])  # the same seed draws the same z
+
+
+def test_training_warns_of_posterior_collapse_and_stores_the_warning(tiny_corpus, tmp_path):
+    messages = []
+    # an inputful decoder with a heavy KL weight from the first step collapses the posterior
+    config = tiny_config(
+        tiny_corpus, tmp_path / "run", annealing={"schedule": "constant", "beta": 5.0},
+        objective={"word_dropout": 0.0}, train={"epochs": 3},
+    )
+    train(config, progress=False, echo=messages.append)
+    last = [r for r in _metrics(tmp_path / "run") if r["split"] == "valid"][-1]
+    assert last["kl"] < 0.1 and last["active_units"] == 0
+    assert last["warnings"] and last["warnings"][0].startswith("posterior collapse")
+    assert any(message.startswith("WARNING (epoch 3): posterior collapse") for message in messages)
+
+
+def test_healthy_training_stores_no_warning(tiny_corpus, tmp_path):
+    # the inputless decoder (word dropout 1) can only reconstruct through z, so z is used
+    config = tiny_config(
+        tiny_corpus, tmp_path / "run", annealing={"schedule": "constant", "beta": 0.1},
+        objective={"word_dropout": 1.0}, train={"epochs": 3},
+    )
+    train(config, progress=False)
+    last = [r for r in _metrics(tmp_path / "run") if r["split"] == "valid"][-1]
+    assert last["kl"] > 0.5 and last["mean_posterior_std"] > 0.01 and last["warnings"] == []
