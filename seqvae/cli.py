@@ -50,8 +50,15 @@ def _command_eval(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
     if args.iw_samples < 0:
         raise SeqVAEError(f"--iw-samples {args.iw_samples}: use 0 to skip the bound, or a positive K")
+    if args.prior_samples == 1 or args.prior_samples < 0:
+        raise SeqVAEError(f"--prior-samples {args.prior_samples}: use 0 to skip, or at least 2 (self-BLEU compares samples)")
     metrics = run.evaluate(
-        args.split, seed=args.seed, iw_samples=args.iw_samples, mi_group_size=args.mi_group_size, progress=True
+        args.split,
+        seed=args.seed,
+        iw_samples=args.iw_samples,
+        mi_group_size=args.mi_group_size,
+        prior_samples=args.prior_samples,
+        progress=True,
     )
     if args.json:
         print(json.dumps({"split": args.split, **metrics}))
@@ -122,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the z samples")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--iw-samples", type=int, default=500, help="K of the importance-weighted bound (0 skips it)")
+    evaluate.add_argument(
+        "--prior-samples", type=int, default=100, help="prior samples for distinct-n, self-BLEU, log p(x|z) (0 skips)"
+    )
     evaluate.add_argument(
         "--mi-group-size", type=int, default=None, help="aggregate posterior over groups of this size (He et al. 2019)"
     )

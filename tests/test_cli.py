@@ -47,9 +47,12 @@ def test_train_resume_continues_a_stopped_run(tiny_corpus, tmp_path, capsys):
 def test_eval_prints_metrics_and_json(trained_run, capsys):
     assert main(["eval", str(trained_run), "--split", "test"]) == 0
     assert "elbo" in capsys.readouterr().out
-    assert main(["eval", str(trained_run), "--split", "valid", "--json", "--checkpoint", "last"]) == 0
+    assert main(["eval", str(trained_run), "--split", "valid", "--json", "--checkpoint", "last", "--prior-samples", "5"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["split"] == "valid" and metrics["sentences"] == 60
+    assert 0.0 <= metrics["prior_distinct_1"] <= 1.0 and isinstance(metrics["warnings"], list)
+    assert main(["eval", str(trained_run), "--prior-samples", "1"]) == 2
+    assert "--prior-samples 1" in capsys.readouterr().err
     assert metrics["elbo"] == pytest.approx(metrics["rec"] + metrics["kl"])
 
 
