@@ -58,7 +58,7 @@ class LossTerms:
     (``loss`` is ``total``'s value).
 
     reconstruction and kl are means per sentence (nats); kl_penalty is the KL term after free
-    bits; the sums let callers aggregate exactly over many batches.
+    bits. Each float is a device sync, so the training step computes only these.
     """
 
     total: torch.Tensor
@@ -67,10 +67,6 @@ class LossTerms:
     kl: float
     kl_penalty: float
     kl_weight: float
-    reconstruction_sum: float
-    kl_sum: float
-    num_sentences: int
-    num_tokens: int
 
 
 def elbo_loss(
@@ -81,18 +77,11 @@ def elbo_loss(
     kl_dims = output.posterior.kl_per_dimension()  # (B, Z)
     penalty = kl_penalty(kl_dims, variant=free_bits, free_bits=free_bits_lambda)
     total = nll.mean() + kl_weight * penalty
-    kl = kl_dims.detach().sum(dim=1)
-    nll_detached = nll.detach()
-    sentences = batch.num_sentences
     return LossTerms(
         total=total,
         loss=float(total.detach()),
-        reconstruction=float(nll_detached.mean()),
-        kl=float(kl.mean()),
+        reconstruction=float(nll.detach().mean()),
+        kl=float(kl_dims.detach().sum(dim=1).mean()),
         kl_penalty=float(penalty.detach()),
         kl_weight=kl_weight,
-        reconstruction_sum=float(nll_detached.sum()),
-        kl_sum=float(kl.sum()),
-        num_sentences=sentences,
-        num_tokens=batch.num_tokens,
     )
