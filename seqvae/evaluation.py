@@ -110,6 +110,9 @@ def evaluate_split(
       kl_per_dimension: the mean KL of each latent dimension
     - nll_iw, ppl_iw: the importance-weighted bound with K = ``iw_samples`` (Burda et al. 2016),
       nats per sentence and per predicted token (skipped when iw_samples = 0)
+    - with a subword tokenizer, ppl_elbo_per_word and ppl_iw_per_word: the same total NLL bounds
+      divided by words + EOS instead of subword tokens + EOS (``words``: the whitespace-separated
+      words of each decoded reference, plus one per sentence), comparable with word-level models
     - mi: I(x; z) with the aggregate posterior over the whole set, or over groups of
       ``mi_group_size`` (He et al. 2019's mini-batch variant), named in ``mi_aggregate``
     - active_units: dimensions whose posterior-mean variance is at least 0.01 (Burda et al. 2016)
@@ -130,7 +133,7 @@ def evaluate_split(
     )
     totals = {"rec": 0.0, "kl": 0.0, "iw": 0.0, "tf": 0.0, "fr": 0.0, "inputless": 0.0}
     kl_per_dimension = torch.zeros(model.latent_dim)
-    sentences = tokens = 0
+    sentences = tokens = words = 0
     means, logvars, hypotheses, references = [], [], [], []
     try:
         for batch in tqdm(batches, desc="evaluating", disable=not progress, leave=False, dynamic_ncols=True):
@@ -154,6 +157,7 @@ def evaluate_split(
             hypotheses.extend(tokenizer.decode(ids) for ids in decoded)
             for row, length in zip(batch.targets.tolist(), batch.lengths.tolist()):
                 references.append(tokenizer.decode(row[: length - 1]))
+                words += len(references[-1].split()) + 1
             means.append(posterior.mean.cpu())
             logvars.append(posterior.logvar.cpu())
             sentences += batch.num_sentences
@@ -169,6 +173,11 @@ def evaluate_split(
     }
     if iw_samples:
         result.update(nll_iw=totals["iw"] / sentences, ppl_iw=perplexity(totals["iw"], tokens), iw_samples=iw_samples)
+    if getattr(tokenizer, "kind", "word") != "word":
+        result["ppl_elbo_per_word"] = perplexity(totals["rec"] + totals["kl"], words)
+        if iw_samples:
+            result["ppl_iw_per_word"] = perplexity(totals["iw"], words)
+        result["words"] = words
     result.update(
         mi=mutual_information(aggregate, group_size=mi_group_size, generator=mi_generator),
         mi_aggregate="whole set" if mi_group_size is None else f"groups of {mi_group_size}",

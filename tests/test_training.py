@@ -134,6 +134,15 @@ def test_sentencepiece_run_trains_saves_its_model_and_decodes(tiny_corpus, tmp_p
     assert run.tokenizer.vocab_size == 90
     assert result.data["valid"]["tokens_with_eos"] == result.valid["tokens"]
     assert all(isinstance(sentence, str) for sentence in run.sample(2))
+    # Per-word perplexity: the same total NLL over words + EOS of the (untruncated) sentences.
+    metrics = run.evaluate("valid", iw_samples=3, prior_samples=0)
+    sentences = tiny_corpus["valid"].read_text().splitlines()
+    words = sum(len(sentence.split()) + 1 for sentence in sentences)
+    assert metrics["words"] == words != metrics["tokens"]
+    total_elbo = metrics["elbo"] * metrics["sentences"]
+    assert metrics["ppl_elbo_per_word"] == pytest.approx(math.exp(total_elbo / words))
+    assert metrics["ppl_elbo"] == pytest.approx(math.exp(total_elbo / metrics["tokens"]))
+    assert metrics["ppl_iw_per_word"] == pytest.approx(math.exp(metrics["nll_iw"] * metrics["sentences"] / words))
 
 
 def test_cuda_request_is_an_error_without_a_gpu_and_works_with_one(tiny_corpus, tmp_path):

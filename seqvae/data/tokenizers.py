@@ -53,6 +53,7 @@ class Tokenizer(Protocol):
 class WordTokenizer:
     """Whitespace-split words; rare words and words beyond ``max_size`` map to ``<unk>``."""
 
+    kind = "word"
     pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
 
     def __init__(self, tokens: list[str]) -> None:
@@ -98,6 +99,7 @@ class WordTokenizer:
 class SentencePieceTokenizer:
     """A SentencePiece model (unigram or BPE) trained on the training split."""
 
+    kind = "sentencepiece"
     pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
 
     def __init__(self, model_proto: bytes) -> None:
