@@ -23,6 +23,7 @@ from seqvae.measures import (
     distinct_n,
     importance_weighted_log_likelihood,
     inputless_nll,
+    linear_probe_accuracy,
     mutual_information,
     self_bleu,
     self_log_likelihood_per_token,
@@ -223,6 +224,17 @@ def _prior_sample_measures(model: SeqVAE, tokenizer, count: int, generator: torc
     }
 
 
+def latent_probe(means: torch.Tensor, labels: list[dict], *, folds: int = 5, seed: int = 0) -> dict[str, Any]:
+    """How well each known attribute can be read off the posterior means by a linear classifier:
+    held-out accuracy by ``folds``-fold cross-validation and, beside it, the majority-class rate
+    (:func:`seqvae.measures.linear_probe_accuracy`). ``labels``: one {attribute: value} per row."""
+    accuracy, majority = {}, {}
+    for attribute in labels[0]:
+        values = [record[attribute] for record in labels]
+        accuracy[attribute], majority[attribute] = linear_probe_accuracy(means, values, folds=folds, seed=seed)
+    return {"probe_accuracy": accuracy, "probe_majority": majority, "probe_folds": folds}
+
+
 def format_metrics(metrics: dict[str, Any]) -> list[str]:
     """One aligned ``name value`` line per measure, for printing; warnings each on a line."""
     lines = []
@@ -232,6 +244,8 @@ def format_metrics(metrics: dict[str, Any]) -> list[str]:
             continue
         if isinstance(value, list):
             shown = " ".join(f"{item:.2f}" for item in value)
+        elif isinstance(value, dict):
+            shown = "  ".join(f"{name} {item:.3f}" for name, item in value.items())
         else:
             shown = f"{value:.4f}" if isinstance(value, float) else str(value)
         lines.append(f"{key:<18} {shown}")

@@ -76,6 +76,56 @@ def active_units(means: torch.Tensor, *, threshold: float = 0.01) -> int:
     return int((means.var(dim=0, unbiased=True) >= threshold).sum())
 
 
+def linear_probe_accuracy(
+    features: torch.Tensor, labels: list, *, folds: int = 5, seed: int = 0, l2: float = 1e-3
+) -> tuple[float, float]:
+    """Held-out accuracy of a linear probe (Alain & Bengio 2017) predicting ``labels`` from
+    ``features`` (N, D), by ``folds``-fold cross-validation, and the majority-class rate it is
+    compared with (each held-out fold predicted as the most frequent label of the other folds).
+
+    The probe is multinomial logistic regression on features standardised with the training
+    folds' mean and standard deviation, with an L2 penalty ``l2`` * ||W||^2, fitted to
+    convergence with L-BFGS in float64: deterministic for a given seed."""
+    values = sorted(set(labels), key=str)
+    if len(labels) != features.shape[0]:
+        raise ValueError(f"{len(labels)} labels for {features.shape[0]} feature rows")
+    if len(labels) < folds:
+        raise ValueError(f"a {folds}-fold probe needs at least {folds} sentences, got {len(labels)}")
+    index = {value: i for i, value in enumerate(values)}
+    y = torch.tensor([index[label] for label in labels])
+    x = features.detach().to(torch.float64).cpu()
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    correct = majority_correct = 0
+    for fold in range(folds):
+        held_out = order[fold::folds]
+        kept = torch.ones(len(y), dtype=torch.bool)
+        kept[held_out] = False
+        train_x, train_y = x[kept], y[kept]
+        centre, scale = train_x.mean(0), train_x.std(0).clamp_min(1e-8)
+        predictions = _fit_logistic_regression((train_x - centre) / scale, train_y, len(values), l2)(
+            (x[held_out] - centre) / scale
+        )
+        correct += int((predictions == y[held_out]).sum())
+        majority_correct += int((y[held_out] == torch.bincount(train_y, minlength=len(values)).argmax()).sum())
+    return correct / len(y), majority_correct / len(y)
+
+
+def _fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float):
+    weight = torch.zeros(x.shape[1], classes, dtype=x.dtype, requires_grad=True)
+    bias = torch.zeros(classes, dtype=x.dtype, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ weight + bias, y) + l2 * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return lambda inputs: (inputs @ weight.detach() + bias.detach()).argmax(-1)
+
+
 @torch.no_grad()
 def teacher_forced_and_free_running_nll(decoder, batch: Batch, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """-log p of the reference tokens per sentence, (B,) each: teacher-forced, the decoder reads

@@ -19,7 +19,8 @@ from seqvae.config import Config
 from seqvae.data.batching import collate, encode_split
 from seqvae.data.corpus import load_corpus
 from seqvae.errors import SeqVAEError
-from seqvae.evaluation import evaluate_split, free_bits_target
+from seqvae.data.synthetic import labels_path, read_labels
+from seqvae.evaluation import evaluate_split, free_bits_target, latent_probe
 from seqvae.generation import greedy_decode, linear_path, sample_prior
 from seqvae.models.posterior import DiagonalGaussian
 from seqvae.models.vae import SeqVAE
@@ -105,7 +106,31 @@ class Run:
         )
         result["truncated"] = data.splits[split].truncated
         result["dropped"] = data.splits[split].dropped
+        labels = self.labels(split, len(corpus.splits[split]))
+        if labels is not None:
+            result.update(latent_probe(self.encode(corpus.splits[split]).mean, labels, seed=seed))
         return result
+
+    def labels(self, split: str, count: int | None = None) -> list[dict] | None:
+        """The attribute labels of a split's sentences, from ``<split file>.labels.jsonl`` beside
+        the text file (the embedded corpus writes them), or None when there is no such file."""
+        source = getattr(self.config.data, split, "") if self.config.data.source == "text" else ""
+        if not source or not labels_path(source).is_file():
+            return None
+        path = labels_path(source)
+        try:
+            labels = read_labels(path)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise SeqVAEError(f"{path}: not a labels file ({error})") from None
+        if not labels:
+            raise SeqVAEError(f"{path}: holds no labels")
+        if count is not None and len(labels) != count:
+            raise SeqVAEError(f"{path}: {len(labels)} labels for {count} sentences in {source}")
+        keys = set(labels[0])
+        for line, record in enumerate(labels, start=1):
+            if set(record) != keys:
+                raise SeqVAEError(f"{path}: record {line} has attributes {sorted(record)}, the first has {sorted(keys)}")
+        return labels
 
 
 def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> Run:

@@ -198,3 +198,24 @@ def test_diagnostics_fire_on_collapse_and_overload_and_stay_quiet_when_healthy()
     overloaded = DiagonalGaussian(mean=torch.randn(100, 4) * 3, logvar=torch.full((100, 4), -12.0))
     figures = dict(kl=float(overloaded.kl().mean()), active=active_units(overloaded.mean))
     assert diagnose(**figures, mean_posterior_std=float(overloaded.std.mean()))[0].startswith("information overload")
+
+
+def test_linear_probe_reads_a_linearly_coded_attribute_and_not_an_independent_one():
+    from seqvae.measures import linear_probe_accuracy
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(400, 6, generator=generator)
+    # three classes, each the argmax of a linear function of the features: linearly separable
+    coded = (features[:, :3] @ torch.tensor([[2.0, 0, 0], [0, 2.0, 0], [0, 0, 2.0]])).argmax(1).tolist()
+    accuracy, majority = linear_probe_accuracy(features, [f"c{value}" for value in coded])
+    assert accuracy >= 0.95 and majority < 0.5
+    # labels drawn independently of the features: no better than the majority class (up to noise)
+    independent = torch.randint(0, 2, (400,), generator=generator).tolist()
+    accuracy, majority = linear_probe_accuracy(features, independent)
+    assert abs(accuracy - 0.5) < 0.1 and abs(majority - 0.5) < 0.1
+    # the majority rate of an imbalanced attribute: predicting the frequent class everywhere
+    imbalanced = ["a"] * 300 + ["b"] * 100
+    assert linear_probe_accuracy(torch.zeros(400, 2), imbalanced)[1] == pytest.approx(0.75)
+    assert linear_probe_accuracy(features, coded, seed=3) == linear_probe_accuracy(features, coded, seed=3)
+    with pytest.raises(ValueError, match="3 labels for 400"):
+        linear_probe_accuracy(features, [0, 1, 2])

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from seqvae.config import load_config
+from seqvae.data.synthetic import ATTRIBUTES, labels_path
 from seqvae.errors import SeqVAEError
 from seqvae.runs import load_run
 from seqvae.training import load_trained_model, train
@@ -169,6 +170,32 @@ def test_evaluate_reports_every_measure_consistently(tiny_corpus, tmp_path):
     skipped = run.evaluate("valid", iw_samples=0, mi_group_size=8)
     assert "nll_iw" not in skipped and skipped["mi_aggregate"] == "groups of 8"
     assert skipped["rec"] == pytest.approx(metrics["rec"])  # the same seed draws the same z
+    assert "ppl_elbo_per_word" not in metrics  # word tokens are words: no second perplexity
+    # the latent probe, from the labels beside valid.txt: every attribute, accuracy and chance rate
+    assert set(metrics["probe_accuracy"]) == set(ATTRIBUTES) == set(metrics["probe_majority"])
+    assert all(0.0 <= value <= 1.0 for value in metrics["probe_accuracy"].values())
+    assert metrics["probe_accuracy"]["number"] > metrics["probe_majority"]["number"]
+
+
+def test_evaluate_refuses_labels_that_do_not_match_the_sentences(tiny_corpus, tmp_path):
+    import shutil
+
+    corpus = {split: tmp_path / "corpus" / path.name for split, path in tiny_corpus.items()}
+    (tmp_path / "corpus").mkdir()
+    for split, path in tiny_corpus.items():
+        shutil.copy(path, corpus[split])
+        shutil.copy(labels_path(path), labels_path(corpus[split]))
+    train(tiny_config(corpus, tmp_path / "run", train={"epochs": 1}), progress=False)
+    labels = labels_path(corpus["valid"])
+    labels.write_text("".join(labels.read_text().splitlines(keepends=True)[:-1]))
+    run = load_run(tmp_path / "run", device="cpu")
+    with pytest.raises(SeqVAEError, match=r"valid\.labels\.jsonl: 59 labels for 60 sentences"):
+        run.evaluate("valid", iw_samples=0, prior_samples=0)
+    labels.write_text("not json\n")
+    with pytest.raises(SeqVAEError, match=r"valid\.labels\.jsonl: not a labels file"):
+        run.evaluate("valid", iw_samples=0, prior_samples=0)
+    labels.unlink()
+    assert "probe_accuracy" not in run.evaluate("valid", iw_samples=0, prior_samples=0)
 
 
 def test_training_warns_of_posterior_collapse_and_stores_the_warning(tiny_corpus, tmp_path):

@@ -209,6 +209,12 @@ def write_corpus(directory: str | os.PathLike[str], *, seed: int = 0,
     return paths
 
 
+def labels_path(text_path: str | os.PathLike[str]) -> pathlib.Path:
+    """Where the labels of a text file live: ``valid.txt`` -> ``valid.labels.jsonl`` beside it."""
+    path = pathlib.Path(text_path)
+    return path.with_name(f"{path.stem if path.suffix == '.txt' else path.name}.labels.jsonl")
+
+
 def read_labels(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     """Read a ``.labels.jsonl`` file written by ``write_corpus``: one dict per non-blank line."""
     labels = []
