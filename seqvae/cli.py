@@ -60,10 +60,40 @@ def _command_eval(args: argparse.Namespace) -> int:
         prior_samples=args.prior_samples,
         progress=True,
     )
+    from seqvae.report import save_evaluation
+
+    settings = {"iw_samples": args.iw_samples, "prior_samples": args.prior_samples, "seed": args.seed}
+    if args.mi_group_size:
+        settings["mi_group_size"] = args.mi_group_size
+    saved = save_evaluation(args.run_dir, args.split, args.checkpoint, metrics, settings)
     if args.json:
         print(json.dumps({"split": args.split, **metrics}))
     else:
         _print_metrics(f"{args.split} ({args.checkpoint} checkpoint of {args.run_dir}):", metrics)
+        print(f"saved to {saved}")
+    return 0
+
+
+def _command_report(args: argparse.Namespace) -> int:
+    from seqvae.report import write_report
+
+    if args.samples < 0 or args.reconstructions < 0:
+        raise SeqVAEError("--samples and --reconstructions must be at least 0")
+    if args.steps < 2:
+        raise SeqVAEError(f"--steps {args.steps}: an interpolation needs at least 2 steps")
+    paths = write_report(
+        args.run_dir,
+        output_dir=args.output,
+        checkpoint=args.checkpoint,
+        samples=args.samples,
+        reconstructions=args.reconstructions,
+        interpolation=tuple(args.between) if args.between else None,
+        steps=args.steps,
+        seed=args.seed,
+        device=args.device,
+    )
+    print(f"plot: {paths['plot']}")
+    print(f"summary: {paths['markdown']}")
     return 0
 
 
@@ -136,6 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--mi-group-size", type=int, default=None, help="aggregate posterior over groups of this size (He et al. 2019)"
     )
     evaluate.set_defaults(handler=_command_eval)
+
+    report = commands.add_parser("report", help="plot the training curves and write a Markdown summary of a run")
+    run_arguments(report)
+    report.add_argument("--output", help="folder for training.png and report.md (default RUN_DIR/report)")
+    report.add_argument("--samples", type=int, default=5, help="prior samples to decode")
+    report.add_argument("--reconstructions", type=int, default=3, help="validation sentences to reconstruct")
+    report.add_argument("--between", nargs=2, metavar=("A", "B"), help="interpolate between these two sentences")
+    report.add_argument("--steps", type=int, default=6)
+    report.add_argument("--seed", type=int, default=0)
+    report.set_defaults(handler=_command_report)
 
     sample = commands.add_parser("sample", help="decode sentences from prior samples z ~ N(0, I)")
     run_arguments(sample)

@@ -56,6 +56,28 @@ def test_eval_prints_metrics_and_json(trained_run, capsys):
     assert metrics["elbo"] == pytest.approx(metrics["rec"] + metrics["kl"])
 
 
+def test_eval_saves_its_result_and_report_writes_the_plot_and_summary(trained_run, tmp_path, capsys):
+    assert main(["eval", str(trained_run), "--split", "valid", "--iw-samples", "5", "--prior-samples", "4"]) == 0
+    saved = json.loads((trained_run / "eval" / "valid-best.json").read_text())
+    assert saved["settings"]["iw_samples"] == 5 and saved["metrics"]["iw_samples"] == 5
+    assert main(["report", str(trained_run), "--output", str(tmp_path / "r"), "--samples", "2", "--steps", "3"]) == 0
+    assert "report.md" in capsys.readouterr().out
+    assert (tmp_path / "r" / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = (tmp_path / "r" / "report.md").read_text()
+    for section in ("## Data", "## Training", "## Final metrics", "## Samples from the prior", "## Reconstructions", "## Interpolation"):
+        assert section in summary
+    assert f"| nll_iw | {saved['metrics']['nll_iw']:.4g} |" in summary  # the saved evaluation, not a new one
+    assert summary.count("| 0.50 |") == 1  # three interpolation steps: 0, 0.5, 1
+    samples = [line for line in summary.splitlines() if line[:3] in ("1. ", "2. ", "3. ")]
+    assert len(samples) == 2
+
+
+def test_report_of_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "metrics.jsonl: no training log" in err
+
+
 def test_sample_prints_n_sentences(trained_run, capsys):
     assert main(["sample", str(trained_run), "-n", "3", "--seed", "1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -1,0 +1,215 @@
+"""A run report: the training curves as a PNG and a Markdown summary of what the run learned.
+
+``write_report(run_dir)`` writes ``report/training.png`` (reconstruction, KL and beta over training
+steps, the picture that shows posterior collapse as it happens: the KL falling to zero while the
+reconstruction stalls) and ``report/report.md`` (the setting, the data, the per-epoch validation
+table, the latest ``seqvae eval`` results saved in ``eval/``, prior samples, reconstructions and
+an interpolation decoded from the checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from seqvae.errors import SeqVAEError
+from seqvae.files import atomic_write_json, atomic_write_text
+
+EVAL_DIR = "eval"
+REPORT_DIR = "report"
+
+
+@dataclass
+class TrainingHistory:
+    """The records of ``metrics.jsonl``: training windows and validation passes, by step."""
+
+    train: list[dict[str, Any]]
+    valid: list[dict[str, Any]]
+
+
+def read_history(run_dir: str | Path) -> TrainingHistory:
+    """Read ``RUN/metrics.jsonl``. A resumed run may log a step twice; the later record wins."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise SeqVAEError(f"{path}: no training log (is {run_dir} a run directory written by 'seqvae train'?)")
+    by_key: dict[tuple[str, int], dict[str, Any]] = {}
+    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            by_key[(record["split"], int(record["step"]))] = record
+        except (ValueError, KeyError, TypeError):
+            raise SeqVAEError(f"{path}:{line_number}: not a metrics record") from None
+    records = sorted(by_key.values(), key=lambda record: record["step"])
+    return TrainingHistory(
+        train=[r for r in records if r["split"] == "train"], valid=[r for r in records if r["split"] == "valid"]
+    )
+
+
+def plot_training(history: TrainingHistory, path: str | Path, *, title: str = "") -> Path:
+    """Three panels over training steps: reconstruction, KL (training windows as lines, validation
+    as markers) and the KL weight beta. Written as a PNG with the non-interactive backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history.train and not history.valid:
+        raise SeqVAEError(f"{path}: nothing to plot, the training log is empty")
+    figure, (rec_axis, kl_axis, beta_axis) = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
+    panels = ((rec_axis, "rec", "reconstruction (nats / sentence)"), (kl_axis, "kl", "KL (nats / sentence)"))
+    for axis, key, label in panels:
+        if history.train:
+            axis.plot([r["step"] for r in history.train], [r[key] for r in history.train], lw=1, label="train")
+        if history.valid:
+            axis.plot(
+                [r["step"] for r in history.valid], [r[key] for r in history.valid], "o-", ms=4, label="valid"
+            )
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.legend(loc="upper right")
+    if history.train:
+        beta_axis.plot([r["step"] for r in history.train], [r["beta"] for r in history.train], color="tab:green")
+    beta_axis.set_ylabel("beta (KL weight)")
+    beta_axis.set_xlabel("training step")
+    beta_axis.grid(alpha=0.3)
+    if title:
+        import textwrap
+
+        figure.suptitle(textwrap.fill(title, 90), fontsize=10)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    figure.savefig(temporary, format="png", dpi=100)
+    plt.close(figure)
+    temporary.replace(path)
+    return path
+
+
+def save_evaluation(run_dir: str | Path, split: str, checkpoint: str, metrics: dict[str, Any], settings: dict) -> Path:
+    """Keep a ``seqvae eval`` result in ``RUN/eval/<split>-<checkpoint>.json`` for the report."""
+    path = Path(run_dir) / EVAL_DIR / f"{split}-{checkpoint}.json"
+    path.parent.mkdir(exist_ok=True)
+    atomic_write_json(path, {"split": split, "checkpoint": checkpoint, "settings": settings, "metrics": metrics})
+    return path
+
+
+def _saved_evaluations(run_dir: Path) -> list[dict[str, Any]]:
+    saved = []
+    for path in sorted((run_dir / EVAL_DIR).glob("*.json")):
+        try:
+            saved.append(json.loads(path.read_text(encoding="utf-8")))
+        except ValueError:
+            raise SeqVAEError(f"{path}: not a saved evaluation (delete it or rerun 'seqvae eval')") from None
+    return saved
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.1f}"
+    if isinstance(value, list):
+        return " ".join(f"{item:.2f}" for item in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{name} {_value(item)}" for name, item in value.items())
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines.extend("| " + " | ".join(_value(cell) for cell in row) + " |" for row in rows)
+    return lines
+
+
+def _escape(sentence: str) -> str:
+    if not sentence.strip():
+        return "*(empty)*"
+    return sentence.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def write_report(
+    run_dir: str | Path,
+    *,
+    output_dir: str | Path | None = None,
+    checkpoint: str = "best",
+    samples: int = 5,
+    reconstructions: int = 3,
+    interpolation: tuple[str, str] | None = None,
+    steps: int = 6,
+    seed: int = 0,
+    device: str = "auto",
+) -> dict[str, Path]:
+    """Write the plot and the Markdown summary of a run; returns {"plot": path, "markdown": path}.
+
+    The interpolation runs between the posterior means of ``interpolation`` (two sentences), by
+    default the first two validation sentences; the reconstructions are the first validation
+    sentences. Both use the checkpoint ``checkpoint``."""
+    from seqvae.data.corpus import load_corpus
+    from seqvae.runs import load_run
+
+    run_dir = Path(run_dir)
+    history = read_history(run_dir)
+    run = load_run(run_dir, checkpoint=checkpoint, device=device)
+    output = Path(output_dir) if output_dir is not None else run_dir / REPORT_DIR
+    config = run.config
+    model = config.model
+    setting = (
+        f"{model.encoder} encoder, {model.decoder} decoder, z ({model.latent_dim} dims) as "
+        f"{'+'.join(model.injection)}; annealing {config.annealing.schedule}, word dropout "
+        f"{config.objective.word_dropout}, free bits {config.objective.free_bits}"
+    )
+    plot = plot_training(history, output / "training.png", title=f"{run_dir.name}: {setting}")
+
+    lines = [f"# Run report: {run_dir}", "", setting + ".", ""]
+    data_path = run_dir / "data.json"
+    if data_path.is_file():
+        data = json.loads(data_path.read_text(encoding="utf-8"))
+        header = ["split", *next(iter(data.values())).keys()]
+        lines += ["## Data", "", *_table(header, [[split, *values.values()] for split, values in data.items()]), ""]
+    lines += ["## Training", "", f"![reconstruction, KL and beta over training steps]({plot.name})", ""]
+    if history.valid:
+        keys = [key for key in ("rec", "kl", "elbo", "ppl_elbo", "active_units", "mean_posterior_std") if key in history.valid[0]]
+        rows = [[r["epoch"], r["step"], *(r[key] for key in keys), "; ".join(r.get("warnings", [])) or "-"] for r in history.valid]
+        lines += ["Validation after each epoch:", "", *_table(["epoch", "step", *keys, "warnings"], rows), ""]
+
+    lines += ["## Final metrics", ""]
+    saved = _saved_evaluations(run_dir)
+    if saved:
+        for evaluation in saved:
+            settings = ", ".join(f"{key} {value}" for key, value in evaluation.get("settings", {}).items())
+            lines += [f"`seqvae eval` on **{evaluation['split']}**, {evaluation['checkpoint']} checkpoint ({settings}):", ""]
+            metrics = evaluation["metrics"]
+            lines += _table(["measure", "value"], [[key, value] for key, value in metrics.items() if key != "warnings"])
+            lines += ["", "Warnings: " + ("; ".join(metrics.get("warnings", [])) or "none"), ""]
+    elif history.valid:
+        best = min(history.valid, key=lambda r: r.get("elbo", float("inf")))
+        lines += [
+            f"No saved `seqvae eval` result yet (run `seqvae eval {run_dir} --split test` for the full suite); "
+            f"the validation record with the lowest ELBO (epoch {best['epoch']}):",
+            "",
+            *_table(["measure", "value"], [[k, v] for k, v in best.items() if k not in ("split", "warnings")]),
+            "",
+        ]
+
+    lines += [f"## Samples from the prior ({checkpoint} checkpoint)", "", f"Greedy decodes of z ~ N(0, I), seed {seed}:", ""]
+    lines += [f"{i}. {_escape(sentence)}" for i, sentence in enumerate(run.sample(samples, seed=seed), start=1)]
+    valid_sentences = load_corpus(config.data).splits.get("valid", []) if interpolation is None or reconstructions else []
+    if reconstructions and valid_sentences:
+        originals = valid_sentences[:reconstructions]
+        lines += ["", "## Reconstructions", "", "Greedy decodes of the posterior means of validation sentences:", ""]
+        rows = [[_escape(a), _escape(b)] for a, b in zip(originals, run.reconstruct(originals))]
+        lines += _table(["input", "reconstruction"], rows)
+    if interpolation is None and len(valid_sentences) >= 2:
+        interpolation = (valid_sentences[0], valid_sentences[1])
+    if interpolation is not None:
+        first, second = interpolation
+        lines += ["", "## Interpolation", "", "Greedy decodes along the line between the posterior means of", ""]
+        lines += [f"- A: {_escape(first)}", f"- B: {_escape(second)}", ""]
+        path = run.interpolate(first, second, steps=steps)
+        lines += _table(["t", "sentence"], [[f"{t:.2f}", _escape(sentence)] for t, sentence in path])
+    markdown = output / "report.md"
+    atomic_write_text(markdown, "\n".join(lines) + "\n")
+    return {"plot": plot, "markdown": markdown}
