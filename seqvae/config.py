@@ -173,6 +173,14 @@ class TrainConfig:
     best_metric: str = "elbo"
     """Validation measure that picks best.pt: ``elbo`` (rec + KL, the NLL bound) or ``rec``
     (for autoencoders, beta = 0, whose KL is unbounded)."""
+    validation: str = "full"
+    """Measures after each epoch: ``full``, every measure of ``seqvae eval`` (IW bound with
+    validation_iw_samples, MI, active units, teacher-forced vs free-running, BLEU, prior samples,
+    diagnostics); ``elbo``, rec, KL, ELBO, active units and the diagnostics only (cheapest)."""
+    validation_iw_samples: int = 10
+    """K of the importance-weighted bound after each epoch (``seqvae eval`` uses 500); 0 skips it."""
+    validation_prior_samples: int = 100
+    """Prior samples decoded after each epoch for distinct-n, self-BLEU, log p(x|z); 0 skips them."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -203,6 +211,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "annealing.schedule": ("constant", "linear", "logistic", "cyclical"),
     "train.lr_decay": ("none", "plateau"),
     "train.best_metric": ("elbo", "rec"),
+    "train.validation": ("full", "elbo"),
 }
 """Names a string field (or each item of a tuple field) may take."""
 
@@ -302,6 +311,8 @@ def _check_ranges(config: Config) -> None:
         ("train.bucket_batches", config.train.bucket_batches >= 1),
         ("train.log_every", config.train.log_every >= 1),
         ("train.checkpoint_every", config.train.checkpoint_every >= 0),
+        ("train.validation_iw_samples", config.train.validation_iw_samples >= 0),
+        ("train.validation_prior_samples", config.train.validation_prior_samples in (0,) or config.train.validation_prior_samples >= 2),
         ("data.max_length", config.data.max_length >= 0),
         ("tokenizer.min_frequency", config.tokenizer.min_frequency >= 1),
         ("tokenizer.max_size", config.tokenizer.max_size == 0 or config.tokenizer.max_size > 4),

@@ -68,6 +68,9 @@ def plot_training(history: TrainingHistory, path: str | Path, *, title: str = ""
             axis.plot(
                 [r["step"] for r in history.valid], [r[key] for r in history.valid], "o-", ms=4, label="valid"
             )
+        if key == "kl" and any("mi" in r for r in history.valid):
+            measured = [r for r in history.valid if "mi" in r]
+            axis.plot([r["step"] for r in measured], [r["mi"] for r in measured], "s--", ms=4, label="valid MI")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
         axis.legend(loc="upper right")
@@ -171,8 +174,9 @@ def write_report(
         lines += ["## Data", "", *_table(header, [[split, *values.values()] for split, values in data.items()]), ""]
     lines += ["## Training", "", f"![reconstruction, KL and beta over training steps]({plot.name})", ""]
     if history.valid:
-        keys = [key for key in ("rec", "kl", "elbo", "ppl_elbo", "active_units", "mean_posterior_std") if key in history.valid[0]]
-        rows = [[r["epoch"], r["step"], *(r[key] for key in keys), "; ".join(r.get("warnings", [])) or "-"] for r in history.valid]
+        wanted = ("rec", "kl", "elbo", "ppl_elbo", "ppl_iw", "mi", "active_units", "free_running_gap", "bleu", "prior_self_bleu")
+        keys = [key for key in wanted if key in history.valid[-1]]
+        rows = [[r["epoch"], r["step"], *(r.get(key, "-") for key in keys), "; ".join(r.get("warnings", [])) or "-"] for r in history.valid]
         lines += ["Validation after each epoch:", "", *_table(["epoch", "step", *keys, "warnings"], rows), ""]
 
     lines += ["## Final metrics", ""]

@@ -37,7 +37,7 @@ from seqvae.data.batching import Batch, EncodedSplit, bucketed_batches, collate,
 from seqvae.data.corpus import Corpus, load_corpus
 from seqvae.data.tokenizers import build_tokenizer, load_tokenizer
 from seqvae.errors import SeqVAEError
-from seqvae.evaluation import evaluate_elbo, free_bits_target
+from seqvae.evaluation import evaluate_elbo, evaluate_split, free_bits_target
 from seqvae.measures import diagnose
 from seqvae.files import atomic_write_json, atomic_write_text
 from seqvae.losses import LossTerms, elbo_loss
@@ -199,9 +199,9 @@ def train_step(
     return terms
 
 
-def _round(value: float) -> float:
-    """Six significant digits for the metrics file; counts stay integers."""
-    return value if isinstance(value, int) else float(f"{value:.6g}")
+def _round(value):
+    """Six significant digits for the metrics file; counts, names and lists stay as they are."""
+    return float(f"{value:.6g}") if isinstance(value, float) else value
 
 
 class _MetricWindow:
@@ -345,19 +345,33 @@ class _Trainer:
             bar.close()
         return True
 
-    def validate(self, metrics: _MetricsLog) -> dict[str, float]:
-        """ELBO terms on the validation split, with z drawn from a generator of its own."""
-        self.valid = evaluate_elbo(
-            self.model,
-            self.data.batches("valid", self.config.train.eval_batch_size),
-            generator=_validation_generator(self.config.run.seed, self.epoch),
-        )
-        warnings = diagnose(
-            kl=self.valid["kl"],
-            active=self.valid["active_units"],
-            mean_posterior_std=self.valid["mean_posterior_std"],
-            free_bits_target=free_bits_target(self.config.objective, self.model.latent_dim),
-        )
+    def validate(self, metrics: _MetricsLog) -> dict[str, Any]:
+        """The validation measures of ``train.validation`` (every measure of ``seqvae eval``, or
+        the ELBO terms only), with z drawn from generators of their own."""
+        config = self.config
+        batches = self.data.batches("valid", config.train.eval_batch_size)
+        target = free_bits_target(config.objective, self.model.latent_dim)
+        if config.train.validation == "full":
+            self.valid = evaluate_split(
+                self.model,
+                list(batches),
+                self.data.tokenizer,
+                iw_samples=config.train.validation_iw_samples,
+                prior_samples=config.train.validation_prior_samples,
+                free_bits_target=target,
+                seed=config.run.seed * 7_919 + self.epoch + 1,
+            )
+            warnings = self.valid.pop("warnings")
+        else:
+            self.valid = evaluate_elbo(
+                self.model, batches, generator=_validation_generator(config.run.seed, self.epoch)
+            )
+            warnings = diagnose(
+                kl=self.valid["kl"],
+                active=self.valid["active_units"],
+                mean_posterior_std=self.valid["mean_posterior_std"],
+                free_bits_target=target,
+            )
         for warning in warnings:
             self.say(f"WARNING (epoch {self.epoch + 1}): {warning}")
         record = {"split": "valid", "step": self.step, "epoch": self.epoch + 1}
@@ -415,6 +429,7 @@ def train(
         say(
             f"epoch {trainer.epoch + 1}: valid rec {valid['rec']:.3f} kl {valid['kl']:.3f} "
             f"elbo {valid['elbo']:.3f} ppl_elbo {valid['ppl_elbo']:.2f}"
+            + (f" mi {valid['mi']:.2f} au {valid['active_units']} bleu {valid['bleu']:.1f}" if "mi" in valid else "")
         )
         if trainer.scheduler is not None:
             trainer.scheduler.step(valid[selection])

@@ -221,3 +221,15 @@ def test_healthy_training_stores_no_warning(tiny_corpus, tmp_path):
     train(config, progress=False)
     last = [r for r in _metrics(tmp_path / "run") if r["split"] == "valid"][-1]
     assert last["kl"] > 0.5 and last["mean_posterior_std"] > 0.01 and last["warnings"] == []
+
+
+def test_each_epoch_validation_records_the_full_suite_or_only_the_elbo_terms(tiny_corpus, tmp_path):
+    train(tiny_config(tiny_corpus, tmp_path / "full", train={"epochs": 1, "validation_iw_samples": 4}), progress=False)
+    (full,) = [r for r in _metrics(tmp_path / "full") if r["split"] == "valid"]
+    for key in ("nll_iw", "ppl_iw", "mi", "active_units", "nll_teacher_forced", "nll_free_running",
+                "nll_inputless", "bleu", "kl_per_dimension", "prior_distinct_2", "prior_self_bleu", "warnings"):
+        assert key in full, key
+    assert full["iw_samples"] == 4 and full["nll_iw"] <= full["elbo"] + 1e-3
+    train(tiny_config(tiny_corpus, tmp_path / "elbo", train={"epochs": 1, "validation": "elbo"}), progress=False)
+    (cheap,) = [r for r in _metrics(tmp_path / "elbo") if r["split"] == "valid"]
+    assert {"rec", "kl", "elbo", "active_units", "warnings"} <= set(cheap) and "nll_iw" not in cheap
