@@ -112,8 +112,9 @@ class FloorStep:
 
     def __call__(self, batch: Batch) -> float:
         logits = self.model(batch.inputs)
-        token_nll = F.cross_entropy(logits.transpose(1, 2), batch.targets, reduction="none")  # (B, T)
-        loss = (token_nll * batch.mask).sum() / batch.inputs.shape[0]
+        vocab = logits.shape[-1]
+        token_nll = F.cross_entropy(logits.reshape(-1, vocab), batch.targets.reshape(-1), reduction="none")
+        loss = (token_nll * batch.mask.reshape(-1)).sum() / batch.inputs.shape[0]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
