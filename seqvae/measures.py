@@ -25,12 +25,21 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def importance_weighted_log_likelihood(
-    model, batch: Batch, *, num_samples: int = 500, chunk_size: int = 50, generator: torch.Generator | None = None
+    model,
+    batch: Batch,
+    *,
+    num_samples: int = 500,
+    chunk_size: int = 50,
+    max_positions: int = 16_384,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """log p(x) ~ logsumexp_k [log p(x|z_k) + log N(z_k; 0, I) - log q(z_k|x)] - log K, z_k ~ q(z|x)
-    (Burda et al. 2016), per sentence, (B,). Samples are drawn ``chunk_size`` at a time, each
-    chunk decoded as one batch of chunk_size * B sentences, so memory stays bounded in K."""
+    (Burda et al. 2016), per sentence, (B,). The encoder runs once; samples are decoded a chunk
+    at a time as one batch of chunk * B sentences, the chunk at most ``chunk_size`` and small
+    enough that a decoder call holds at most ``max_positions`` token positions (its logits:
+    max_positions x V floats), so memory is bounded whatever K, B and the sentence length."""
     posterior = model.encode(batch)
+    chunk_size = max(1, min(chunk_size, max_positions // batch.inputs.numel()))
     weights = []
     for start in range(0, num_samples, chunk_size):
         count = min(chunk_size, num_samples - start)

@@ -57,6 +57,10 @@ def test_iw_nll_matches_numerical_integration_on_a_one_dimensional_model():
     generator = torch.Generator().manual_seed(0)
     estimate = importance_weighted_log_likelihood(model, batch, num_samples=4000, chunk_size=500, generator=generator)
     assert torch.allclose(-estimate, -exact, rtol=0.01)
+    # a memory bound of one sentence-sample's positions per decoder call: chunks of one sample
+    assert batch.inputs.numel() == 12
+    bounded = importance_weighted_log_likelihood(model, batch, num_samples=2000, max_positions=12, generator=generator)
+    assert torch.allclose(-bounded, -exact, rtol=0.01)
 
 
 def test_iw_bound_is_at_least_the_elbo_and_tightens_with_k():
