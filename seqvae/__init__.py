@@ -2,20 +2,24 @@
 
 The data flow is the layout: ``seqvae.data`` (corpora, tokenizers, batches) ->
 ``seqvae.models`` (encoder, posterior, decoder) -> ``seqvae.losses`` and ``seqvae.annealing`` ->
-``seqvae.training`` -> ``seqvae.evaluation`` -> ``seqvae.generation``; ``seqvae.runs`` wraps a
-trained run for use from Python, and ``seqvae.cli`` is the ``seqvae`` command over all of it.
+``seqvae.training`` -> ``seqvae.measures`` and ``seqvae.evaluation`` -> ``seqvae.generation``;
+``seqvae.runs`` wraps a trained run for use from Python (``seqvae.attributes`` adds attribute
+vectors, ``seqvae.report`` the run report), and ``seqvae.cli`` is the ``seqvae`` command over all of it.
 """
 
 from seqvae.config import Config, config_to_toml, load_config
 from seqvae.data.synthetic import write_corpus
 from seqvae.errors import SeqVAEError
-from seqvae.runs import Run, load_run
+from seqvae.generation import Decoding
+from seqvae.runs import Generated, Run, load_run
 from seqvae.training import TrainResult, train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Config",
+    "Decoding",
+    "Generated",
     "Run",
     "SeqVAEError",
     "TrainResult",

@@ -97,14 +97,99 @@ def _command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decoding(args: argparse.Namespace):
+    from seqvae.generation import Decoding
+
+    try:
+        return Decoding(
+            strategy=args.strategy,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            beam_size=args.beam_size,
+            length_penalty=args.length_penalty,
+            max_length=args.max_length,
+            min_length=args.min_length,
+        )
+    except ValueError as error:
+        raise SeqVAEError(str(error).replace("decoding ", "--", 1).replace("_", "-")) from None
+
+
+def _read_sentences(path: str) -> list[str]:
+    from seqvae.files import read_utf8_text
+
+    sentences = [line.strip() for line in read_utf8_text(path, what="input file").splitlines() if line.strip()]
+    if not sentences:
+        raise SeqVAEError(f"{path}: holds no sentences")
+    return sentences
+
+
+def _check_output(path: str, overwrite: bool, suffixes: tuple[str, ...]) -> Path:
+    output = Path(path)
+    if output.suffix not in suffixes:
+        raise SeqVAEError(f"{path}: the output must end in {' or '.join(suffixes)}")
+    if output.exists() and not overwrite:
+        raise SeqVAEError(f"{path}: exists; pass --overwrite to replace it")
+    if not output.parent.is_dir():
+        raise SeqVAEError(f"{path}: the folder {output.parent} does not exist")
+    return output
+
+
 def _command_sample(args: argparse.Namespace) -> int:
+    from seqvae.files import atomic_write_text
     from seqvae.runs import load_run
 
     if args.num_samples < 1:
         raise SeqVAEError(f"-n {args.num_samples}: ask for at least one sample")
+    decoding = _decoding(args)
+    output = _check_output(args.output, args.overwrite, (".jsonl",)) if args.output else None
     run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
-    for sentence in run.sample(args.num_samples, seed=args.seed, max_length=args.max_length):
-        print(sentence)
+    generated = run.generate(run.prior(args.num_samples, seed=args.seed), decoding=decoding, seed=args.seed)
+    for item in generated:
+        print(f"{item.log_prob_per_token:8.3f}  {item.text}")
+    if output is not None:
+        records = (
+            json.dumps({"text": g.text, "tokens": g.tokens, "log_prob_per_token": round(g.log_prob_per_token, 6)}, ensure_ascii=False)
+            for g in generated
+        )
+        atomic_write_text(output, "".join(record + "\n" for record in records))
+        print(f"wrote {len(generated)} samples to {output}", file=sys.stderr)
+    return 0
+
+
+def _command_reconstruct(args: argparse.Namespace) -> int:
+    from seqvae.runs import load_run
+
+    if bool(args.sentences) == bool(args.input):
+        raise SeqVAEError("give sentences as arguments or --input FILE (one of the two)")
+    sentences = args.sentences or _read_sentences(args.input)
+    decoding = _decoding(args)
+    run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    decoded = run.reconstruct(sentences, sample_posterior=args.sample_posterior, seed=args.seed, decoding=decoding)
+    for sentence, output in zip(sentences, decoded):
+        print(f"{sentence}\n  -> {output}")
+    return 0
+
+
+def _command_encode(args: argparse.Namespace) -> int:
+    import torch
+
+    from seqvae.runs import load_run
+
+    output = _check_output(args.output, args.overwrite, (".npz", ".pt"))
+    sentences = _read_sentences(args.input)
+    run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    posterior = run.encode(sentences)
+    mean, std = posterior.mean.cpu(), posterior.std.cpu()
+    temporary = output.with_name(f".{output.name}.tmp{output.suffix}")
+    if output.suffix == ".npz":
+        import numpy
+
+        numpy.savez(temporary, mean=mean.numpy(), std=std.numpy())
+    else:
+        torch.save({"mean": mean, "std": std}, temporary)
+    temporary.replace(output)
+    print(f"{len(sentences)} sentences -> {output} (mean and std, {len(sentences)} x {mean.shape[1]})")
     return 0
 
 
@@ -113,9 +198,56 @@ def _command_interpolate(args: argparse.Namespace) -> int:
 
     if args.steps < 2:
         raise SeqVAEError(f"--steps {args.steps}: an interpolation needs at least 2 steps")
+    if args.prior == bool(args.sentences):
+        raise SeqVAEError("give two sentences A B, or --prior for two prior samples (one of the two)")
+    if args.sentences and len(args.sentences) != 2:
+        raise SeqVAEError(f"give exactly two sentences to interpolate between, not {len(args.sentences)}")
+    decoding = _decoding(args)
     run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
-    for t, sentence in run.interpolate(args.first, args.second, steps=args.steps, max_length=args.max_length):
+    if args.prior:
+        start, end = run.prior(2, seed=args.seed)
+        path = run.interpolate_codes(start, end, steps=args.steps, path=args.path, decoding=decoding)
+    else:
+        path = run.interpolate(*args.sentences, steps=args.steps, path=args.path, decoding=decoding)
+    for t, sentence in path:
         print(f"{t:.2f}  {sentence}")
+    return 0
+
+
+def _command_attribute(args: argparse.Namespace) -> int:
+    from seqvae.attributes import parse_attribute, transfer
+    from seqvae.runs import load_run
+
+    files = {name: getattr(args, name) for name in ("with_file", "without_file", "apply_file")}
+    given = [name for name, value in files.items() if value]
+    if given and len(given) < 3:
+        raise SeqVAEError("pass all of --with, --without and --apply, or none with --attribute NAME=VALUE")
+    if not given and not args.attribute:
+        raise SeqVAEError("pass --with, --without and --apply files, or --attribute NAME=VALUE on the embedded corpus")
+    target = parse_attribute(args.attribute) if args.attribute else None
+    sets = {name: _read_sentences(path) for name, path in files.items() if path}
+    decoding = _decoding(args)
+    run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    if target is None:
+        vector = run.attribute_vector(sets["with_file"], sets["without_file"])
+        originals = sets["apply_file"]
+        transformed = run.apply_attribute(originals, vector, scale=args.scale, decoding=decoding)
+        rate = None
+    else:
+        result = transfer(
+            run, *target, with_attribute=sets.get("with_file"), without_attribute=sets.get("without_file"),
+            apply_to=sets.get("apply_file"), scale=args.scale, limit=args.limit, decoding=decoding,
+        )
+        originals, transformed, rate = result.originals, result.transformed, result
+    shown = originals if args.show is None else originals[: args.show]
+    for original, changed in zip(shown, transformed):
+        print(f"{original}\n  -> {changed}")
+    if rate is not None:
+        print(
+            f"{args.attribute} (scale {args.scale:g}, vector norm {rate.vector_norm:.3f}; {rate.sets['with']} sentences with, "
+            f"{rate.sets['without']} without, applied to {rate.sets['apply']}): transfer rate {rate.rate:.3f}, "
+            f"unchanged codes {rate.baseline_rate:.3f}"
+        )
     return 0
 
 
@@ -177,20 +309,63 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--seed", type=int, default=0)
     report.set_defaults(handler=_command_report)
 
+    def decoding_arguments(command: argparse.ArgumentParser, *, seed_help: str) -> None:
+        group = command.add_argument_group("decoding")
+        group.add_argument("--strategy", choices=("greedy", "sample", "beam"), default="greedy")
+        group.add_argument("--temperature", type=float, default=1.0, help="sampling: softmax temperature")
+        group.add_argument("--top-k", type=int, default=0, help="sampling: keep the k most probable tokens (0: all)")
+        group.add_argument("--top-p", type=float, default=1.0, help="sampling: nucleus probability mass")
+        group.add_argument("--beam-size", type=int, default=5, help="beam: hypotheses per sentence")
+        group.add_argument("--length-penalty", type=float, default=0.0, help="beam: rank by log p / length ** this")
+        group.add_argument("--max-length", type=int, default=50)
+        group.add_argument("--min-length", type=int, default=0)
+        command.add_argument("--seed", type=int, default=0, help=seed_help)
+
     sample = commands.add_parser("sample", help="decode sentences from prior samples z ~ N(0, I)")
     run_arguments(sample)
     sample.add_argument("-n", "--num-samples", type=int, default=10)
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--max-length", type=int, default=50)
+    sample.add_argument("--output", help="also write the samples as JSON lines (text, tokens, log_prob_per_token)")
+    sample.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    decoding_arguments(sample, seed_help="seed of z and of sampling")
     sample.set_defaults(handler=_command_sample)
 
-    interpolate = commands.add_parser("interpolate", help="decode a linear path between two sentences' codes")
+    reconstruct = commands.add_parser("reconstruct", help="encode sentences and decode their codes")
+    run_arguments(reconstruct)
+    reconstruct.add_argument("sentences", nargs="*", help="sentences to reconstruct (or --input)")
+    reconstruct.add_argument("--input", help="a text file, one sentence per line")
+    reconstruct.add_argument("--sample-posterior", action="store_true", help="decode z ~ q(z|x) instead of its mean")
+    decoding_arguments(reconstruct, seed_help="seed of the posterior sample and of sampling")
+    reconstruct.set_defaults(handler=_command_reconstruct)
+
+    encode = commands.add_parser("encode", help="posterior means and standard deviations of sentences")
+    run_arguments(encode)
+    encode.add_argument("--input", required=True, help="a text file, one sentence per line")
+    encode.add_argument("--output", required=True, help="FILE.npz (numpy.load) or FILE.pt (torch.load): arrays mean, std (N x Z)")
+    encode.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    encode.set_defaults(handler=_command_encode)
+
+    interpolate = commands.add_parser("interpolate", help="decode a path between two sentences' codes or two prior samples")
     run_arguments(interpolate)
-    interpolate.add_argument("first")
-    interpolate.add_argument("second")
+    interpolate.add_argument("sentences", nargs="*", metavar="A B", help="the two sentences (or --prior)")
+    interpolate.add_argument("--prior", action="store_true", help="between two prior samples z ~ N(0, I) (--seed)")
     interpolate.add_argument("--steps", type=int, default=5)
-    interpolate.add_argument("--max-length", type=int, default=50)
+    interpolate.add_argument("--path", choices=("linear", "slerp"), default="linear")
+    decoding_arguments(interpolate, seed_help="seed of the prior samples and of sampling")
     interpolate.set_defaults(handler=_command_interpolate)
+
+    attribute = commands.add_parser("attribute", help="add an attribute vector to sentences' codes and decode")
+    run_arguments(attribute)
+    attribute.add_argument("--with", dest="with_file", help="sentences with the attribute, one per line")
+    attribute.add_argument("--without", dest="without_file", help="sentences without it")
+    attribute.add_argument("--apply", dest="apply_file", help="sentences to transform")
+    attribute.add_argument(
+        "--attribute", help="NAME=VALUE of the embedded corpus (e.g. tense=future): sets taken from the run's labelled corpus where no file is given, and the transfer rate reported"
+    )
+    attribute.add_argument("--scale", type=float, default=1.0)
+    attribute.add_argument("--limit", type=int, default=500, help="validation sentences to transform (embedded corpus)")
+    attribute.add_argument("--show", type=int, default=None, help="print only the first N transformations")
+    decoding_arguments(attribute, seed_help="seed of sampling")
+    attribute.set_defaults(handler=_command_attribute)
 
     corpus = commands.add_parser("corpus", help="write the embedded synthetic corpus with attribute labels")
     corpus.add_argument("directory")

@@ -1,15 +1,18 @@
-"""A trained run as a Python object: encode, decode, sample, interpolate, evaluate.
+"""A trained run as a Python object: encode, decode, sample, reconstruct, interpolate, attribute
+vectors, evaluate.
 
 >>> run = load_run("runs/quickstart")
 >>> run.sample(3, seed=0)
->>> run.interpolate("the first sentence .", "the second one .", steps=5)
+>>> run.sample(3, decoding=Decoding("sample", top_p=0.9), seed=0)
+>>> run.interpolate("the first sentence .", "the second one .", steps=5, path="slerp")
 
-Everything is batched over sentences; decoding is greedy and incremental (seqvae.generation).
+Everything is batched over sentences; decoding is incremental (seqvae.generation), greedy unless
+a :class:`~seqvae.generation.Decoding` says otherwise.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +24,21 @@ from seqvae.data.corpus import load_corpus
 from seqvae.errors import SeqVAEError
 from seqvae.data.synthetic import labels_path, read_labels
 from seqvae.evaluation import evaluate_split, free_bits_target, latent_probe
-from seqvae.generation import greedy_decode, linear_path, sample_prior
+from seqvae.generation import PATHS, Decoding, decode, sample_prior
+from seqvae.measures import self_log_likelihood_per_token
 from seqvae.models.posterior import DiagonalGaussian
 from seqvae.models.vae import SeqVAE
 from seqvae.training import load_trained_model, prepare_data, resolve_device
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A decoded sentence, its length in predicted tokens (<eos> included) and log p(x|z) / tokens
+    under the code it was decoded from."""
+
+    text: str
+    tokens: int
+    log_prob_per_token: float
 
 
 @dataclass
@@ -55,26 +69,100 @@ class Run:
             logvars.append(posterior.logvar)
         return DiagonalGaussian(mean=torch.cat(means), logvar=torch.cat(logvars))
 
-    def decode(self, z: torch.Tensor, *, max_length: int = 50) -> list[str]:
-        """Greedy decoding of codes z (N, Z) into sentences."""
-        ids = greedy_decode(self.model.decoder, z.to(self.device), max_length=max_length)
-        return [self.tokenizer.decode(row) for row in ids]
+    def _decoding(self, decoding: Decoding | None, max_length: int | None) -> Decoding:
+        decoding = decoding or Decoding()
+        return replace(decoding, max_length=max_length) if max_length is not None else decoding
 
-    def sample(self, num_samples: int, *, seed: int = 0, max_length: int = 50) -> list[str]:
-        """Decode z ~ N(0, I): sentences from the prior."""
-        generator = torch.Generator().manual_seed(seed)
-        return self.decode(sample_prior(num_samples, self.model.latent_dim, generator=generator), max_length=max_length)
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, *, decoding: Decoding | None = None, seed: int = 0) -> list[Generated]:
+        """Decode codes z (N, Z) by ``decoding`` (greedy by default; ``seed`` drives sampling), each
+        sentence with its log p(x|z) per token under the code it came from."""
+        decoding = decoding or Decoding()
+        z = z.to(self.device)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        ids = decode(self.model.decoder, z, decoding, generator=generator)
+        scores = self_log_likelihood_per_token(self.model.decoder, z, ids).tolist()
+        return [Generated(self.tokenizer.decode(row), len(row) + 1, score) for row, score in zip(ids, scores)]
 
-    def reconstruct(self, sentences: list[str], *, max_length: int = 50) -> list[str]:
-        """Decode the posterior mean of each sentence."""
-        return self.decode(self.encode(sentences).mean, max_length=max_length)
+    def decode(self, z: torch.Tensor, *, decoding: Decoding | None = None, seed: int = 0, max_length: int | None = None) -> list[str]:
+        """Sentences decoded from codes z (N, Z); greedy unless ``decoding`` says otherwise."""
+        return [g.text for g in self.generate(z, decoding=self._decoding(decoding, max_length), seed=seed)]
 
-    def interpolate(self, first: str, second: str, *, steps: int = 5, max_length: int = 50) -> list[tuple[float, str]]:
-        """Decode points on the line between the posterior means of two sentences (a homotopy,
-        Bowman et al. 2016): (t, sentence) for ``steps`` values of t from 0 to 1."""
+    def prior(self, num_samples: int, *, seed: int = 0) -> torch.Tensor:
+        """z ~ N(0, I), (N, Z), from a generator seeded with ``seed``."""
+        return sample_prior(num_samples, self.model.latent_dim, generator=torch.Generator().manual_seed(seed))
+
+    def sample(
+        self, num_samples: int, *, seed: int = 0, decoding: Decoding | None = None, max_length: int | None = None
+    ) -> list[str]:
+        """Decode z ~ N(0, I): sentences from the prior (``seed`` draws z and drives sampling)."""
+        return self.decode(self.prior(num_samples, seed=seed), decoding=decoding, seed=seed, max_length=max_length)
+
+    def reconstruct(
+        self,
+        sentences: list[str],
+        *,
+        sample_posterior: bool = False,
+        seed: int = 0,
+        decoding: Decoding | None = None,
+        max_length: int | None = None,
+    ) -> list[str]:
+        """Encode and decode: the posterior mean of each sentence, or with ``sample_posterior`` a
+        draw z ~ q(z|x)."""
+        posterior = self.encode(sentences)
+        z = posterior.rsample(torch.Generator(device=self.device).manual_seed(seed)) if sample_posterior else posterior.mean
+        return self.decode(z, decoding=decoding, seed=seed, max_length=max_length)
+
+    def interpolate_codes(
+        self,
+        start: torch.Tensor,
+        end: torch.Tensor,
+        *,
+        steps: int = 5,
+        path: str = "linear",
+        decoding: Decoding | None = None,
+        max_length: int | None = None,
+    ) -> list[tuple[float, str]]:
+        """Decode ``steps`` points of a path between two codes (Z,): (t, sentence) pairs."""
+        if path not in PATHS:
+            raise SeqVAEError(f"path '{path}': choose {' or '.join(PATHS)}")
+        t, codes = PATHS[path](start.to(self.device), end.to(self.device), steps)
+        return list(zip(t.tolist(), self.decode(codes, decoding=decoding, max_length=max_length)))
+
+    def interpolate(
+        self,
+        first: str,
+        second: str,
+        *,
+        steps: int = 5,
+        path: str = "linear",
+        decoding: Decoding | None = None,
+        max_length: int | None = None,
+    ) -> list[tuple[float, str]]:
+        """The homotopy of Bowman et al. 2016 between two sentences: decoded points of the
+        ``linear`` or ``slerp`` (White 2016) path between their posterior means, t from 0 to 1."""
         means = self.encode([first, second]).mean
-        t, path = linear_path(means[0], means[1], steps)
-        return list(zip(t.tolist(), self.decode(path, max_length=max_length)))
+        return self.interpolate_codes(means[0], means[1], steps=steps, path=path, decoding=decoding, max_length=max_length)
+
+    def attribute_vector(self, with_attribute: list[str], without_attribute: list[str]) -> torch.Tensor:
+        """The mean posterior mean of sentences with an attribute minus that of sentences without
+        it (the notes, section 3.3), (Z,)."""
+        if not with_attribute or not without_attribute:
+            raise SeqVAEError("an attribute vector needs sentences with the attribute and sentences without it")
+        return self.encode(with_attribute).mean.mean(0) - self.encode(without_attribute).mean.mean(0)
+
+    def apply_attribute(
+        self,
+        sentences: list[str],
+        vector: torch.Tensor,
+        *,
+        scale: float = 1.0,
+        decoding: Decoding | None = None,
+        max_length: int | None = None,
+    ) -> list[str]:
+        """Decode each sentence's posterior mean plus ``scale`` times an attribute vector."""
+        z = self.encode(sentences).mean + scale * vector.to(self.device)
+        return self.decode(z, decoding=decoding, max_length=max_length)
 
     def evaluate(
         self,

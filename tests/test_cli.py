@@ -81,9 +81,69 @@ def test_report_of_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path, caps
 def test_sample_prints_n_sentences(trained_run, capsys):
     assert main(["sample", str(trained_run), "-n", "3", "--seed", "1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 3 and all(float(line.split()[0]) <= 0 for line in lines)  # log p per token first
     assert main(["sample", str(trained_run), "-n", "3", "--seed", "1"]) == 0
     assert capsys.readouterr().out.strip().splitlines() == lines
+
+
+@pytest.mark.parametrize("strategy", [["--strategy", "sample", "--top-p", "0.9"], ["--strategy", "sample", "--top-k", "5", "--temperature", "0.7"], ["--strategy", "beam", "--beam-size", "3", "--length-penalty", "1"]])
+def test_sample_strategies_write_jsonl_and_reproduce_with_a_seed(trained_run, tmp_path, capsys, strategy):
+    output = tmp_path / "samples.jsonl"
+    assert main(["sample", str(trained_run), "-n", "4", "--seed", "3", "--output", str(output), *strategy]) == 0
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(records) == 4 and all(set(r) == {"text", "tokens", "log_prob_per_token"} for r in records)
+    assert all(r["log_prob_per_token"] <= 0 and r["tokens"] >= 1 for r in records)
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(None, 1)[1] if len(line.split(None, 1)) > 1 else "" for line in printed] == [r["text"] for r in records]
+    before = output.read_bytes()
+    assert main(["sample", str(trained_run), "-n", "4", "--seed", "3", "--output", str(output), *strategy]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err and output.read_bytes() == before
+    assert main(["sample", str(trained_run), "-n", "4", "--seed", "3", "--output", str(output), "--overwrite", *strategy]) == 0
+    assert output.read_bytes() == before  # seeded: the same samples
+
+
+def test_bad_decoding_options_are_one_line_errors(trained_run, capsys):
+    for options, expected in [(["--top-p", "0"], "--top-p 0.0"), (["--temperature", "-1"], "--temperature -1.0"), (["--beam-size", "0"], "--beam-size 0")]:
+        assert main(["sample", str(trained_run), *options]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err
+
+
+def test_reconstruct_from_arguments_and_from_a_file(trained_run, tmp_path, capsys):
+    sentences = ["the coach will win the game .", "those violinists record a melody ."]
+    assert main(["reconstruct", str(trained_run), *sentences]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == sentences[0] and out[1].startswith("  -> ") and out[2] == sentences[1]
+    (tmp_path / "in.txt").write_text("\n".join(sentences) + "\n\n")
+    assert main(["reconstruct", str(trained_run), "--input", str(tmp_path / "in.txt")]) == 0
+    assert capsys.readouterr().out.splitlines() == out
+    assert main(["reconstruct", str(trained_run), "--input", str(tmp_path / "in.txt"), "--sample-posterior", "--seed", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
+    assert main(["reconstruct", str(trained_run)]) == 2
+    assert "sentences as arguments or --input" in capsys.readouterr().err
+
+
+def test_encode_writes_means_and_stds_that_numpy_and_torch_load(trained_run, tmp_path, capsys):
+    import numpy
+    import torch
+
+    from seqvae.runs import load_run
+
+    sentences = ["the coach will win the game .", "those violinists record a melody .", "a tourist books a trip ."]
+    (tmp_path / "in.txt").write_text("\n".join(sentences) + "\n")
+    expected = load_run(trained_run, device="cpu").encode(sentences)
+    assert main(["encode", str(trained_run), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "z.npz")]) == 0
+    arrays = numpy.load(tmp_path / "z.npz")
+    assert arrays["mean"].shape == (3, 4) and numpy.allclose(arrays["mean"], expected.mean.numpy(), atol=1e-6)
+    assert numpy.allclose(arrays["std"], expected.std.numpy(), atol=1e-6)
+    assert torch.allclose(torch.from_numpy(arrays["mean"]), expected.mean, atol=1e-6)
+    assert main(["encode", str(trained_run), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "z.pt")]) == 0
+    loaded = torch.load(tmp_path / "z.pt", weights_only=True)
+    assert torch.allclose(loaded["std"], expected.std, atol=1e-6)
+    assert main(["encode", str(trained_run), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "z.npz")]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["encode", str(trained_run), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "z.csv")]) == 2
+    assert ".npz or .pt" in capsys.readouterr().err
 
 
 def test_interpolate_prints_the_homotopy(trained_run, capsys):
@@ -91,6 +151,34 @@ def test_interpolate_prints_the_homotopy(trained_run, capsys):
     assert main(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines] == ["0.00", "0.25", "0.50", "0.75", "1.00"]
+    assert main([*args, "--path", "slerp"]) == 0
+    slerp = capsys.readouterr().out.strip().splitlines()
+    assert slerp[0] == lines[0] and slerp[-1] == lines[-1]  # the same endpoints
+    assert main(["interpolate", str(trained_run), "--prior", "--steps", "3", "--seed", "4", "--path", "slerp"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+    assert main(["interpolate", str(trained_run), "--steps", "3"]) == 2
+    assert "two sentences A B, or --prior" in capsys.readouterr().err
+
+
+def test_attribute_with_files_and_on_the_embedded_corpus(trained_run, tiny_corpus, tmp_path, capsys):
+    from seqvae.data.synthetic import read_labels
+
+    sentences = tiny_corpus["train"].read_text().splitlines()
+    labels = read_labels(tiny_corpus["train"].with_name("train.labels.jsonl"))
+    (tmp_path / "with.txt").write_text("\n".join(s for s, l in zip(sentences, labels) if l["tense"] == "future"))
+    (tmp_path / "without.txt").write_text("\n".join(s for s, l in zip(sentences, labels) if l["tense"] != "future"))
+    (tmp_path / "apply.txt").write_text("the coach won the game .\nthose violinists record a melody .\n")
+    files = ["--with", str(tmp_path / "with.txt"), "--without", str(tmp_path / "without.txt"), "--apply", str(tmp_path / "apply.txt")]
+    assert main(["attribute", str(trained_run), *files, "--scale", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4 and out[0] == "the coach won the game ." and out[1].startswith("  -> ")
+    assert main(["attribute", str(trained_run), "--attribute", "tense=future", "--limit", "10", "--show", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 5 and "transfer rate" in out[-1] and "unchanged codes" in out[-1] and "applied to 10" in out[-1]
+    assert main(["attribute", str(trained_run), "--attribute", "tense=tomorrow"]) == 2
+    assert "tense=past|present|future" in capsys.readouterr().err
+    assert main(["attribute", str(trained_run), "--with", str(tmp_path / "with.txt")]) == 2
+    assert "pass all of --with, --without and --apply" in capsys.readouterr().err
 
 
 def test_corpus_writes_files_and_refuses_to_overwrite(tmp_path, capsys):
@@ -125,6 +213,8 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     assert "five sentences decoded from z ~ N(0, I):" in result.stdout
     assert "interpolation between the posterior means" in result.stdout
     assert (tmp_path / "runs/quickstart/checkpoints/best.pt").is_file()
+    assert "## Final metrics" in (tmp_path / "runs/quickstart/report/report.md").read_text()
+    assert (tmp_path / "runs/quickstart/report/training.png").stat().st_size > 0
     assert len((tmp_path / "runs/synthetic-corpus/train.txt").read_text().splitlines()) == 200
 
 
@@ -185,7 +275,12 @@ def test_every_quickstart_pairing_trains_evaluates_samples_and_interpolates(pair
     assert main(["train", str(config), *tiny, "--no-progress"]) == 0
     assert main(["eval", str(tmp_path / "run"), "--json"]) == 0
     assert main(["sample", str(tmp_path / "run"), "-n", "2"]) == 0
-    assert main(["interpolate", str(tmp_path / "run"), "the coach won .", "a tourist books a trip .", "--steps", "3"]) == 0
+    assert main(["sample", str(tmp_path / "run"), "-n", "2", "--strategy", "beam", "--beam-size", "3"]) == 0
+    assert main(["sample", str(tmp_path / "run"), "-n", "2", "--strategy", "sample", "--top-p", "0.9"]) == 0
+    assert main(["reconstruct", str(tmp_path / "run"), "the coach won .", "--strategy", "beam"]) == 0
+    assert main(["encode", str(tmp_path / "run"), "--input", str(tiny_corpus["valid"]), "--output", str(tmp_path / "z.npz")]) == 0
+    assert main(["attribute", str(tmp_path / "run"), "--attribute", "number=plural", "--limit", "5", "--show", "0"]) == 0
+    assert main(["interpolate", str(tmp_path / "run"), "the coach won .", "a tourist books a trip .", "--steps", "3", "--path", "slerp"]) == 0
     out = capsys.readouterr().out
-    assert '"split": "test"' in out
+    assert '"split": "test"' in out and "transfer rate" in out
     assert [line.split()[0] for line in out.strip().splitlines()[-3:]] == ["0.00", "0.50", "1.00"]

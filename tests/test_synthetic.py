@@ -321,3 +321,20 @@ def test_length_invariant(sample):
             long_lengths.append(len(tokens))
     assert min(long_lengths) > max(short_lengths)
     assert statistics.median(long_lengths) >= 15
+
+
+def test_read_attributes_recovers_every_generated_label_and_judges_transfers():
+    from seqvae.attributes import transfer_rate
+    from seqvae.data.synthetic import read_attributes
+
+    sentences = generate_sentences(3000, seed=11)
+    assert all(read_attributes(s.text) == s.attributes for s in sentences)
+    assert read_attributes("the the the .") == {
+        "topic": None, "sentiment": None, "tense": None, "number": None, "length": "short"
+    }
+    original = "the chef cooked a tasty soup ."
+    assert transfer_rate([original] * 3, [
+        "the chef will cook a tasty soup .",    # tense changed, the rest kept: a hit
+        "the chefs will cook a tasty soup .",   # tense changed but number too: a miss
+        "the chef cooked a tasty soup .",       # nothing changed: a miss
+    ], "tense", "future") == pytest.approx(1 / 3)

@@ -1,5 +1,5 @@
 """Quickstart recipe: write the embedded corpus, train, then print validation metrics, five prior
-samples and one interpolation.
+samples and one interpolation, and write the run report (RUN/report/: training.png, report.md).
 
     python recipes/quickstart/run.py [--config FILE] [--overwrite | --resume] [section.key=value ...]
 
@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from seqvae import SeqVAEError, load_config, load_run, train, write_corpus
 from seqvae.evaluation import format_metrics
+from seqvae.report import save_evaluation, write_report
 
 CONFIG = Path(__file__).with_name("config.toml")
 
@@ -36,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"trained {result.epoch} epochs ({result.step} steps) in {result.seconds:.0f} s")
         print("validation, best checkpoint:")
-        for line in format_metrics(run.evaluate("valid", progress=True)):
+        metrics = run.evaluate("valid", progress=True)
+        save_evaluation(result.run_dir, "valid", "best", metrics, {"iw_samples": 500, "prior_samples": 100, "seed": 0})
+        for line in format_metrics(metrics):
             print(f"  {line}")
         print("\nfive sentences decoded from z ~ N(0, I):")
         for sentence in run.sample(5, seed=config.run.seed):
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterpolation between the posterior means of\n  A: {first}\n  B: {second}")
         for t, sentence in run.interpolate(first, second, steps=6):
             print(f"  {t:.1f}  {sentence}")
+        paths = write_report(result.run_dir, device=config.run.device)
+        print(f"\nrun report: {paths['markdown']} (training curves: {paths['plot']})")
     except SeqVAEError as error:
         print(f"quickstart: error: {error}", file=sys.stderr)
         return 2

@@ -209,6 +209,48 @@ def write_corpus(directory: str | os.PathLike[str], *, seed: int = 0,
     return paths
 
 
+def _subject_table() -> dict[str, tuple[str, str]]:
+    table = {}
+    for topic, pairs in SUBJECTS.items():
+        for singular, plural in pairs:
+            table[singular] = (topic, "singular")
+            table[plural] = (topic, "plural")
+    return table
+
+
+def _adjective_table() -> dict[str, str]:
+    table = {word: sentiment for sentiment, words in GENERAL_ADJECTIVES.items() for word in words}
+    for by_sentiment in TOPIC_ADJECTIVES.values():
+        table.update({word: sentiment for sentiment, words in by_sentiment.items() for word in words})
+    return table
+
+
+def read_attributes(sentence: str) -> dict[str, str | None]:
+    """The attributes a sentence of this grammar expresses, read from its words alone (the inverse
+    of the generator, for judging decoded sentences): topic and number from the subject noun,
+    sentiment from the object's evaluative adjective, tense from the main verb, length from the
+    ", and" clause. An attribute the words do not settle (a garbled decode) is None."""
+    subjects, adjectives = _subject_table(), _adjective_table()
+    words = sentence.split()
+    found: dict[str, str | None] = dict.fromkeys(ATTRIBUTES)
+    position = next((i for i, word in enumerate(words) if word in subjects), None)
+    if position is not None:
+        found["topic"], found["number"] = subjects[words[position]]
+        verb = words[position + 1] if position + 1 < len(words) else ""
+        pasts = {v[2] for verbs in VERBS.values() for v in verbs}
+        presents = {form for verbs in VERBS.values() for v in verbs for form in v[:2]}
+        if verb == "will":
+            found["tense"] = "future"
+        elif verb in pasts:
+            found["tense"] = "past"
+        elif verb in presents:
+            found["tense"] = "present"
+    sentiment = next((adjectives[word] for word in words if word in adjectives), None)
+    found["sentiment"] = sentiment
+    found["length"] = "long" if "," in words else "short"
+    return found
+
+
 def labels_path(text_path: str | os.PathLike[str]) -> pathlib.Path:
     """Where the labels of a text file live: ``valid.txt`` -> ``valid.labels.jsonl`` beside it."""
     path = pathlib.Path(text_path)

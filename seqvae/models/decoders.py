@@ -110,6 +110,11 @@ class LSTMDecoder(nn.Module):
         logits = self.output(self.bridge(self.dropout(hidden)))  # (B, T, V)
         return logits, state
 
+    @staticmethod
+    def reorder_state(state: LSTMState, index: torch.Tensor) -> LSTMState:
+        """The state of sentences ``index`` (beam search keeps, and repeats, some of them)."""
+        return tuple(part.index_select(1, index) for part in state)
+
 
 def _check_injection(decoder: str, injection: tuple[str, ...]) -> None:
     unknown = [name for name in injection if name not in INJECTIONS[decoder]]
@@ -193,6 +198,12 @@ class TransformerDecoder(nn.Module):
         hidden = self.norm(x[:, 1:] if with_prefix else x)
         logits = self.output(self.bridge(self.dropout(hidden)))  # (B, T, V)
         return logits, TransformerState(caches=new_caches, length=length)
+
+    @staticmethod
+    def reorder_state(state: TransformerState, index: torch.Tensor) -> TransformerState:
+        """The cache of sentences ``index`` (beam search keeps, and repeats, some of them)."""
+        caches = [KeyValue(keys=c.keys.index_select(0, index), values=c.values.index_select(0, index)) for c in state.caches]
+        return TransformerState(caches=caches, length=state.length)
 
 
 DECODERS = {"lstm": LSTMDecoder, "transformer": TransformerDecoder}
