@@ -10,7 +10,10 @@ otherwise never stop), batched over sentences (and beams), incremental with the 
 - **beam**: beam search, 5 hypotheses per sentence, decoded as one batch of 5 x sentences.
 
 Reported: sentences per second of each (median of R repeats, strategies alternating) and each
-one's ratio to greedy. No timing is asserted anywhere.
+one's ratio to greedy. Untrained weights give nearly flat next-token distributions, the worst
+case for top-p (its nucleus then spans most of the vocabulary and needs a full sort);
+``--logit-scale S`` multiplies the output layer's weights by S to make them peaked, as a trained
+model's are. No timing is asserted anywhere.
 
     python benchmarks/generation.py [--vocab-size 10002] [--sentences 64] [--length 32] [--repeats 3]
 """
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--length", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--logit-scale", type=float, default=1.0, help="multiply the output layer's weights (peaked distributions)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if min(args.sentences, args.repeats) < 1 or args.length < 2:
@@ -79,10 +83,12 @@ def main(argv: list[str] | None = None) -> dict:
             latent_dim=args.latent_dim, decoder_layers=layers,
         )
         model = build_model(config, vocab_size=args.vocab_size).eval()
+        with torch.no_grad():
+            model.decoder.output.weight.mul_(args.logit_scale)
         results[decoder] = measure(model.decoder, z, length=args.length, repeats=args.repeats)
     report = {
         "sentences": args.sentences, "length": args.length, "vocab_size": args.vocab_size,
-        "hidden_dim": args.hidden_dim, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "hidden_dim": args.hidden_dim, "logit_scale": args.logit_scale, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "results": results,
     }
     if args.json:
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         print(
             f"prior samples: {args.sentences} sentences x {args.length} tokens, vocabulary {args.vocab_size}, "
-            f"hidden {args.hidden_dim}, {report['threads']} threads, median of {args.repeats}"
+            f"hidden {args.hidden_dim}, logit scale {args.logit_scale:g}, {report['threads']} threads, median of {args.repeats}"
         )
         names = list(strategies(args.length))
         print(f"{'decoder':<12}" + "".join(f"{name + ' sent/s':>20}" for name in names) + f"{'top-p/greedy':>14}{'beam/greedy':>13}")

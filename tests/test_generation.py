@@ -141,3 +141,28 @@ def test_linear_and_slerp_paths_start_and_end_at_the_inputs_and_slerp_keeps_the_
     _, parallel = slerp_path(start, 2 * start, 3)  # no angle: falls back to the line
     assert torch.allclose(parallel[1], 1.5 * start)
     assert math.isclose(float(torch.dot(codes[0], codes[-1])), float(torch.dot(start, end)), rel_tol=1e-5)
+
+
+def test_nucleus_from_the_partial_ranking_equals_the_one_from_a_full_sort():
+    generator = torch.Generator().manual_seed(0)
+    for sharpness in (0.1, 1.0, 8.0):  # flat to peaked distributions over 5,000 tokens
+        scores = torch.randn(6, 5000, generator=generator) * sharpness
+        for top_p in (0.3, 0.9, 0.99):
+            ordered, order = scores.sort(dim=-1, descending=True)
+            probabilities = ordered.softmax(-1)
+            drop = probabilities.cumsum(-1) - probabilities >= top_p
+            drop[:, 0] = False
+            expected = torch.isfinite(scores.masked_fill(drop.scatter(1, order, drop), float("-inf")))
+            assert torch.equal(torch.isfinite(filter_logits(scores, top_p=top_p)), expected)
+
+
+def test_gumbel_max_draws_follow_the_softmax():
+    from seqvae.generation import draw
+
+    probabilities = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    scores = probabilities.log().expand(40_000, -1)  # log 0 = -inf: never drawn
+    counts = torch.bincount(draw(scores, generator=torch.Generator().manual_seed(0)), minlength=5).float()
+    frequencies = counts / counts.sum()
+    # 4 standard errors of a frequency estimated from 40,000 draws
+    tolerance = 4 * (probabilities * (1 - probabilities) / 40_000).sqrt()
+    assert torch.all((frequencies - probabilities).abs() <= tolerance) and counts[4] == 0
