@@ -78,8 +78,9 @@ def test_beam_search_wide_enough_finds_the_best_sentence_of_an_exhaustive_search
     assert scores[as_hypothesis(greedy)] <= best + 1e-6
 
 
-def test_beam_search_batched_equals_one_sentence_at_a_time_and_respects_min_length():
-    decoder = _decoder("transformer", ("memory",), vocab_size=10)
+@pytest.mark.parametrize("kind,injection", DECODERS)
+def test_beam_search_batched_equals_one_sentence_at_a_time_and_respects_min_length(kind, injection):
+    decoder = _decoder(kind, injection, vocab_size=10)
     z = torch.randn(5, 3, generator=torch.Generator().manual_seed(2)) * 2
     batched = beam_decode(decoder, z, beam_size=3, max_length=8, length_penalty=1.0)
     single = [beam_decode(decoder, z[i : i + 1], beam_size=3, max_length=8, length_penalty=1.0)[0] for i in range(5)]
