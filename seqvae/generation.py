@@ -95,6 +95,13 @@ def greedy_decode(decoder, z: torch.Tensor, *, max_length: int = 50, min_length:
     One decoder call per step on the new token only, with the cached state (LSTM state or
     attention keys and values): T tokens cost T single-token steps, batched over sentences.
     """
+    return _decode_step_by_step(decoder, z, lambda scores: scores.argmax(dim=-1), max_length=max_length, min_length=min_length)
+
+
+def _decode_step_by_step(decoder, z: torch.Tensor, choose, *, max_length: int, min_length: int) -> list[list[int]]:
+    """The loop greedy decoding and sampling share: one cached decoder step per position, <eos>
+    barred before ``min_length``, ``choose(scores (B, V)) -> (B,)`` picks the next tokens; stops
+    when every sentence has ended or after ``max_length`` tokens."""
     batch = z.shape[0]
     token = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=z.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=z.device)
@@ -102,11 +109,11 @@ def greedy_decode(decoder, z: torch.Tensor, *, max_length: int = 50, min_length:
     steps: list[torch.Tensor] = []
     for position in range(max_length):
         logits, state = decoder(token, z, state)  # (B, 1, V)
-        scores = logits[:, -1]
+        scores = logits[:, -1].float()  # a fresh tensor (a copy for half precision) or a view
         if position < min_length:
             scores = scores.clone()
             scores[:, EOS_ID] = float("-inf")
-        token = scores.argmax(dim=-1, keepdim=True)  # (B, 1)
+        token = choose(scores).unsqueeze(1)  # (B, 1)
         steps.append(token.squeeze(1))
         finished |= token.squeeze(1) == EOS_ID
         if bool(finished.all()):
@@ -163,23 +170,11 @@ def sample_decode(
 ) -> list[list[int]]:
     """Ancestral sampling: at each step a token drawn from softmax(logits / temperature) after
     :func:`filter_logits`; incremental and batched like :func:`greedy_decode`."""
-    batch = z.shape[0]
-    token = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=z.device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=z.device)
-    state = None
-    steps: list[torch.Tensor] = []
-    for position in range(max_length):
-        logits, state = decoder(token, z, state)
-        scores = logits[:, -1].float() / temperature
-        if position < min_length:
-            scores[:, EOS_ID] = float("-inf")
-        scores = filter_logits(scores, top_k=top_k, top_p=top_p)
-        token = draw(scores, generator=generator).unsqueeze(1)  # (B, 1)
-        steps.append(token.squeeze(1))
-        finished |= token.squeeze(1) == EOS_ID
-        if bool(finished.all()):
-            break
-    return _strip(torch.stack(steps, dim=1).tolist())
+
+    def choose(scores: torch.Tensor) -> torch.Tensor:
+        return draw(filter_logits(scores / temperature, top_k=top_k, top_p=top_p), generator=generator)
+
+    return _decode_step_by_step(decoder, z, choose, max_length=max_length, min_length=min_length)
 
 
 @torch.no_grad()
