@@ -150,11 +150,13 @@ def evaluate_split(
                     model, batch, num_samples=iw_samples, chunk_size=iw_chunk_size, generator=iw_generator
                 )
                 totals["iw"] -= float(log_likelihood.sum())
-            teacher, free = teacher_forced_and_free_running_nll(model.decoder, batch, posterior.mean)
+            # one greedy pass gives the free-running NLL and the decodes BLEU compares
+            teacher, free, decoded = teacher_forced_and_free_running_nll(
+                model.decoder, batch, posterior.mean, decode_length=int(batch.lengths.max()) + 10
+            )
             totals["tf"] += float(teacher.sum())
             totals["fr"] += float(free.sum())
             totals["inputless"] += float(inputless_nll(model.decoder, batch, posterior.mean).sum())
-            decoded = greedy_decode(model.decoder, posterior.mean, max_length=int(batch.lengths.max()) + 10)
             hypotheses.extend(tokenizer.decode(ids) for ids in decoded)
             for row, length in zip(batch.targets.tolist(), batch.lengths.tolist()):
                 references.append(tokenizer.decode(row[: length - 1]))

@@ -11,7 +11,7 @@ import math
 import torch
 
 from seqvae.data.batching import Batch
-from seqvae.data.tokenizers import UNK_ID
+from seqvae.data.tokenizers import EOS_ID, UNK_ID
 from seqvae.losses import sequence_nll
 from seqvae.models.posterior import DiagonalGaussian
 
@@ -136,21 +136,35 @@ def _fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, classes: int, l2:
 
 
 @torch.no_grad()
-def teacher_forced_and_free_running_nll(decoder, batch: Batch, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def teacher_forced_and_free_running_nll(decoder, batch: Batch, z: torch.Tensor, *, decode_length: int = 0):
     """-log p of the reference tokens per sentence, (B,) each: teacher-forced, the decoder reads
     the reference prefix; free-running, it reads its own greedy predictions (the notes, 3.2).
-    The free-running pass is incremental: one cached step per position."""
+    The free-running pass is incremental: one cached step per position.
+
+    With ``decode_length``, the same greedy pass goes on up to that many tokens (or until every
+    sentence has ended) and its token ids, cut at <eos>, are returned third: exactly what
+    ``greedy_decode(decoder, z, max_length=decode_length)`` gives, without decoding twice."""
     logits, _ = decoder(batch.inputs, z)
     teacher_forced = sequence_nll(logits, batch.targets, batch.mask)
+    width = batch.targets.shape[1]
     token = batch.inputs[:, :1]
+    finished = torch.zeros(batch.inputs.shape[0], dtype=torch.bool, device=z.device)
     state = None
-    steps = []
-    for _ in range(batch.targets.shape[1]):
+    steps, tokens = [], []
+    for position in range(max(width, decode_length)):
         logits, state = decoder(token, z, state)  # (B, 1, V)
-        steps.append(logits)
         token = logits[:, -1].argmax(dim=-1, keepdim=True)
+        if position < width:
+            steps.append(logits)
+        tokens.append(token.squeeze(1))
+        finished |= token.squeeze(1) == EOS_ID
+        if position + 1 >= width and bool(finished.all()):
+            break
     free_running = sequence_nll(torch.cat(steps, dim=1), batch.targets, batch.mask)
-    return teacher_forced, free_running
+    if not decode_length:
+        return teacher_forced, free_running
+    ids = torch.stack(tokens, dim=1)[:, :decode_length].tolist()
+    return teacher_forced, free_running, [row[: row.index(EOS_ID)] if EOS_ID in row else row for row in ids]
 
 
 @torch.no_grad()

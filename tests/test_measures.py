@@ -138,6 +138,20 @@ def test_free_running_equals_teacher_forced_when_greedy_predictions_are_the_refe
     assert bool((free > teacher).all())
 
 
+@pytest.mark.parametrize("decode_length", [2, 6, 12])
+def test_free_running_pass_returns_exactly_the_greedy_decodes(decode_length):
+    from seqvae.generation import greedy_decode
+
+    model = _toy_model(latent_dim=2, vocab_size=8)
+    batch = collate([[4, 5, 6, 7], [4], [6, 6]])
+    z = torch.randn(3, 2, generator=torch.Generator().manual_seed(0)) * 3
+    teacher, free = teacher_forced_and_free_running_nll(model.decoder, batch, z)
+    teacher2, free2, ids = teacher_forced_and_free_running_nll(model.decoder, batch, z, decode_length=decode_length)
+    torch.testing.assert_close(free2, free)
+    torch.testing.assert_close(teacher2, teacher)
+    assert ids == greedy_decode(model.decoder, z, max_length=decode_length)
+
+
 def test_inputless_nll_reads_only_begin_and_unknown_tokens():
     seen = []
 
