@@ -82,7 +82,8 @@ def decode(decoder, z: torch.Tensor, decoding: Decoding = Decoding(), *, generat
     )
 
 
-def _strip(ids: list[list[int]]) -> list[list[int]]:
+def cut_at_eos(ids: list[list[int]]) -> list[list[int]]:
+    """Each row of token ids up to (without) its first <eos>; rows without one whole."""
     return [row[: row.index(EOS_ID)] if EOS_ID in row else row for row in ids]
 
 
@@ -118,7 +119,7 @@ def _decode_step_by_step(decoder, z: torch.Tensor, choose, *, max_length: int, m
         finished |= token.squeeze(1) == EOS_ID
         if bool(finished.all()):
             break
-    return _strip(torch.stack(steps, dim=1).tolist())  # (B, L) -> cut at <eos>
+    return cut_at_eos(torch.stack(steps, dim=1).tolist())  # (B, L) -> cut at <eos>
 
 
 def filter_logits(scores: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -218,7 +219,7 @@ def beam_decode(
             break
     ranked = scores / lengths.clamp(min=1.0).pow(length_penalty) if length_penalty else scores
     chosen = history[torch.arange(batch, device=device), ranked.argmax(dim=-1)]  # (B, L)
-    return _strip(chosen.tolist())  # a finished hypothesis is padded after its <eos>
+    return cut_at_eos(chosen.tolist())  # a finished hypothesis is padded after its <eos>
 
 
 def sample_prior(num_samples: int, latent_dim: int, *, generator: torch.Generator | None = None) -> torch.Tensor:

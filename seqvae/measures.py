@@ -12,6 +12,7 @@ import torch
 
 from seqvae.data.batching import Batch
 from seqvae.data.tokenizers import EOS_ID, UNK_ID
+from seqvae.generation import cut_at_eos
 from seqvae.losses import sequence_nll
 from seqvae.models.posterior import DiagonalGaussian
 
@@ -164,7 +165,7 @@ def teacher_forced_and_free_running_nll(decoder, batch: Batch, z: torch.Tensor, 
     if not decode_length:
         return teacher_forced, free_running
     ids = torch.stack(tokens, dim=1)[:, :decode_length].tolist()
-    return teacher_forced, free_running, [row[: row.index(EOS_ID)] if EOS_ID in row else row for row in ids]
+    return teacher_forced, free_running, cut_at_eos(ids)
 
 
 @torch.no_grad()
