@@ -74,15 +74,13 @@ def transfer(
     split with the attribute at ``target`` (with) and at any other value (without), and the first
     ``limit`` validation sentences whose attribute is not ``target`` (apply)."""
     if with_attribute is None or without_attribute is None or apply_to is None:
-        train_labels, valid_labels = run.labels("train"), run.labels("valid")
+        corpus = load_corpus(run.config.data)
+        train, valid = corpus.splits["train"], corpus.splits["valid"]
+        train_labels, valid_labels = run.labels("train", len(train)), run.labels("valid", len(valid))
         if train_labels is None or valid_labels is None:
             raise SeqVAEError(
                 f"{run.run_dir}: the run's corpus has no train/valid .labels.jsonl; pass --with, --without and --apply files"
             )
-        corpus = load_corpus(run.config.data)
-        train, valid = corpus.splits["train"], corpus.splits["valid"]
-        if len(train) != len(train_labels) or len(valid) != len(valid_labels):
-            raise SeqVAEError(f"{run.run_dir}: the corpus's labels do not match its sentences")
         if with_attribute is None:
             with_attribute = [s for s, labels in zip(train, train_labels) if labels[attribute] == target]
         if without_attribute is None:
