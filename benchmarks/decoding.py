@@ -61,8 +61,8 @@ def measure(decoder, z: torch.Tensor, *, length: int, repeats: int) -> dict[str,
     return result
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_decoder_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sizes and timing options the decoding benchmarks share."""
     parser.add_argument("--vocab-size", type=int, default=10002, help="PTB's word vocabulary by default")
     parser.add_argument("--embedding-dim", type=int, default=256)
     parser.add_argument("--hidden-dim", type=int, default=256)
@@ -73,12 +73,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+
+
+def prior_codes_and_decoders(args: argparse.Namespace) -> tuple[torch.Tensor, dict]:
+    """z ~ N(0, I) (seed 0) and an untrained LSTM decoder (initial_state + concat) and Transformer
+    decoder (``--layers`` blocks, memory) of the given sizes, in eval mode."""
     torch.manual_seed(0)
     z = torch.randn(args.sentences, args.latent_dim)
-    results = {}
+    decoders = {}
     for decoder, injection, layers in (("lstm", ("initial_state", "concat"), 1), ("transformer", ("memory",), args.layers)):
         config = ModelConfig(
             decoder=decoder,
@@ -88,8 +90,18 @@ def main(argv: list[str] | None = None) -> dict:
             latent_dim=args.latent_dim,
             decoder_layers=layers,
         )
-        model = build_model(config, vocab_size=args.vocab_size).eval()
-        results[decoder] = measure(model.decoder, z, length=args.length, repeats=args.repeats)
+        decoders[decoder] = build_model(config, vocab_size=args.vocab_size).eval().decoder
+    return z, decoders
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_decoder_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    z, decoders = prior_codes_and_decoders(args)
+    results = {name: measure(decoder, z, length=args.length, repeats=args.repeats) for name, decoder in decoders.items()}
     report = {
         "sentences": args.sentences,
         "length": args.length,

@@ -27,9 +27,9 @@ import time
 
 import torch
 
-from seqvae.config import ModelConfig
 from seqvae.generation import Decoding, decode
-from seqvae.models.vae import build_model
+
+from decoding import add_decoder_arguments, prior_codes_and_decoders
 
 
 def strategies(length: int) -> dict[str, Decoding]:
@@ -58,34 +58,19 @@ def measure(decoder, z: torch.Tensor, *, length: int, repeats: int) -> dict[str,
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vocab-size", type=int, default=10002, help="PTB's word vocabulary by default")
-    parser.add_argument("--embedding-dim", type=int, default=256)
-    parser.add_argument("--hidden-dim", type=int, default=256)
-    parser.add_argument("--latent-dim", type=int, default=32)
-    parser.add_argument("--layers", type=int, default=2, help="Transformer decoder layers")
-    parser.add_argument("--sentences", type=int, default=64)
-    parser.add_argument("--length", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None)
+    add_decoder_arguments(parser)
     parser.add_argument("--logit-scale", type=float, default=1.0, help="multiply the output layer's weights (peaked distributions)")
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if min(args.sentences, args.repeats) < 1 or args.length < 2:
         parser.error("--sentences and --repeats must be at least 1, --length at least 2")
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    z = torch.randn(args.sentences, args.latent_dim)
+    z, decoders = prior_codes_and_decoders(args)
     results = {}
-    for decoder, injection, layers in (("lstm", ("initial_state", "concat"), 1), ("transformer", ("memory",), args.layers)):
-        config = ModelConfig(
-            decoder=decoder, injection=injection, embedding_dim=args.embedding_dim, hidden_dim=args.hidden_dim,
-            latent_dim=args.latent_dim, decoder_layers=layers,
-        )
-        model = build_model(config, vocab_size=args.vocab_size).eval()
+    for name, decoder in decoders.items():
         with torch.no_grad():
-            model.decoder.output.weight.mul_(args.logit_scale)
-        results[decoder] = measure(model.decoder, z, length=args.length, repeats=args.repeats)
+            decoder.output.weight.mul_(args.logit_scale)
+        results[name] = measure(decoder, z, length=args.length, repeats=args.repeats)
     report = {
         "sentences": args.sentences, "length": args.length, "vocab_size": args.vocab_size,
         "hidden_dim": args.hidden_dim, "logit_scale": args.logit_scale, "threads": torch.get_num_threads(), "torch": torch.__version__,
