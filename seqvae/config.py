@@ -97,7 +97,18 @@ class ModelConfig:
     """How z enters the decoder (seqvae.models.decoders): for ``lstm`` any of ``initial_state``,
     ``concat``, ``add``; for ``transformer`` any of ``add``, ``memory``, ``prefix``."""
     tie_embeddings: bool = False
-    """Share the decoder's input embedding with its output projection."""
+    """Share the decoder's input embedding with its output projection (with the adaptive layer:
+    the head's rows for the words before the first cutoff)."""
+    output_layer: str = "softmax"
+    """The decoder's output layer (seqvae.models.output_layer), both exact distributions over the
+    whole vocabulary: ``softmax`` (full softmax) or ``adaptive`` (adaptive softmax, Grave et al.
+    2017: a head for the most frequent words and smaller tail clusters, several times cheaper to
+    train and score at a 10k vocabulary)."""
+    adaptive_cutoffs: tuple[int, ...] = (2000, 6000)
+    """Adaptive layer: token ids (ordered by training frequency) where the head ends and each
+    tail cluster begins; every cutoff below the vocabulary size."""
+    adaptive_div_value: float = 4.0
+    """Adaptive layer: tail cluster i reads features projected to F / div_value^i dimensions."""
     dropout: float = 0.0
     """Dropout on embeddings and decoder outputs, and inside Transformer blocks (not word dropout)."""
     num_heads: int = 4
@@ -207,6 +218,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.injection": ("initial_state", "concat", "add", "memory", "prefix"),
     "model.positions": ("learned", "sinusoidal"),
     "model.pooling": ("mean", "summary_token"),
+    "model.output_layer": ("softmax", "adaptive"),
     "objective.free_bits": ("none", "per_dimension", "total_hinge"),
     "annealing.schedule": ("constant", "linear", "logistic", "cyclical"),
     "train.lr_decay": ("none", "plateau"),
@@ -241,13 +253,16 @@ def _coerce(key: str, value: Any, expected: Any) -> Any:
         if isinstance(value, str):
             return value
     elif typing.get_origin(expected) is tuple:
-        if isinstance(value, str):
+        item_type = typing.get_args(expected)[0]
+        if isinstance(value, str) and item_type is str:
             value = [item.strip() for item in value.split(",") if item.strip()]
-        if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        if isinstance(value, (list, tuple)) and all(
+            isinstance(item, item_type) and not isinstance(item, bool) for item in value
+        ):
             return tuple(value)
     type_name = getattr(expected, "__name__", str(expected))
     if typing.get_origin(expected) is tuple:
-        type_name = "list of strings"
+        type_name = "list of strings" if typing.get_args(expected)[0] is str else "list of integers"
     raise SeqVAEError(f"config key '{key}': expected {type_name}, got {value!r}")
 
 
@@ -271,7 +286,13 @@ def _parse_override_value(key: str, text: str, expected: Any) -> Any:
         except ValueError:
             raise SeqVAEError(f"override '{key}={text}': expected a number") from None
     if typing.get_origin(expected) is tuple:
-        return tuple(item.strip() for item in text.split(",") if item.strip())
+        items = [item.strip() for item in text.strip().strip("[]").split(",") if item.strip()]
+        if typing.get_args(expected)[0] is int:
+            try:
+                return tuple(int(item) for item in items)
+            except ValueError:
+                raise SeqVAEError(f"override '{key}={text}': expected comma-separated integers, e.g. 2000,6000") from None
+        return tuple(items)
     return text
 
 
@@ -285,6 +306,10 @@ def _check_choices(key: str, value: Any) -> None:
             raise SeqVAEError(f"config key '{key}': '{item}' is not one of {', '.join(choices)}")
 
 
+def _increasing(values: tuple[int, ...]) -> bool:
+    return bool(values) and values[0] >= 1 and all(b > a for a, b in zip(values, values[1:]))
+
+
 def _check_ranges(config: Config) -> None:
     checks = [
         ("model.embedding_dim", config.model.embedding_dim >= 1),
@@ -296,6 +321,8 @@ def _check_ranges(config: Config) -> None:
         ("model.num_heads", config.model.num_heads >= 1),
         ("model.ff_dim", config.model.ff_dim >= 1),
         ("model.max_positions", config.model.max_positions >= 2),
+        ("model.adaptive_cutoffs", _increasing(config.model.adaptive_cutoffs)),
+        ("model.adaptive_div_value", config.model.adaptive_div_value >= 1.0),
         ("objective.word_dropout", 0.0 <= config.objective.word_dropout <= 1.0),
         ("objective.free_bits_lambda", config.objective.free_bits_lambda >= 0.0),
         ("annealing.beta", config.annealing.beta >= 0.0 and math.isfinite(config.annealing.beta)),

@@ -15,7 +15,6 @@ from tqdm.auto import tqdm
 
 from seqvae.data.batching import Batch
 from seqvae.generation import greedy_decode, sample_prior
-from seqvae.losses import sequence_nll
 from seqvae.measures import (
     active_units,
     corpus_bleu,
@@ -71,7 +70,7 @@ def evaluate_elbo(
         for batch in batches:
             batch = batch.to(device)
             output = model(batch, generator=generator)
-            rec_sum += float(sequence_nll(output.logits, batch.targets, batch.mask).sum())
+            rec_sum += float(output.reconstruction.sum())
             kl_sum += float(output.posterior.kl().sum())
             means.append(output.posterior.mean.cpu())
             stds.append(output.posterior.std.cpu())
@@ -140,8 +139,8 @@ def evaluate_split(
         for batch in tqdm(batches, desc="evaluating", disable=not progress, leave=False, dynamic_ncols=True):
             batch = batch.to(device)
             posterior = model.encode(batch)
-            logits, _ = model.decoder(batch.inputs, posterior.rsample(elbo_generator))
-            totals["rec"] += float(sequence_nll(logits, batch.targets, batch.mask).sum())
+            rec = model.decoder.sequence_nll(batch.inputs, posterior.rsample(elbo_generator), batch.targets, batch.mask)
+            totals["rec"] += float(rec.sum())
             kl_dims = posterior.kl_per_dimension()
             totals["kl"] += float(kl_dims.sum())
             kl_per_dimension += kl_dims.sum(0).cpu()

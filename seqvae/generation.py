@@ -109,8 +109,8 @@ def _decode_step_by_step(decoder, z: torch.Tensor, choose, *, max_length: int, m
     state = None
     steps: list[torch.Tensor] = []
     for position in range(max_length):
-        logits, state = decoder(token, z, state)  # (B, 1, V)
-        scores = logits[:, -1].float()  # a fresh tensor (a copy for half precision) or a view
+        log_probs, state = decoder.log_probs(token, z, state)  # (B, 1, V)
+        scores = log_probs[:, -1].float()  # a fresh tensor (a copy for half precision) or a view
         if position < min_length:
             scores = scores.clone()
             scores[:, EOS_ID] = float("-inf")
@@ -199,8 +199,8 @@ def beam_decode(
     offsets = (torch.arange(batch, device=device) * width).unsqueeze(1)
     state = None
     for position in range(max_length):
-        logits, state = decoder(token, z_beams, state)
-        log_probs = logits[:, -1].float().log_softmax(dim=-1).view(batch, width, -1)  # (B, W, V)
+        log_probs, state = decoder.log_probs(token, z_beams, state)
+        log_probs = log_probs[:, -1].float().view(batch, width, -1)  # (B, W, V)
         vocab = log_probs.shape[-1]
         if position < min_length:
             log_probs[..., EOS_ID] = float("-inf")

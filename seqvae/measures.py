@@ -13,7 +13,6 @@ import torch
 from seqvae.data.batching import Batch
 from seqvae.data.tokenizers import EOS_ID, UNK_ID
 from seqvae.generation import cut_at_eos
-from seqvae.losses import sequence_nll
 from seqvae.models.posterior import DiagonalGaussian
 
 LOG_2PI = math.log(2 * math.pi)
@@ -48,8 +47,7 @@ def importance_weighted_log_likelihood(
         z = posterior.mean + posterior.std * noise.to(posterior.mean.device)  # (k, B, Z)
         flat = z.reshape(-1, z.shape[-1])  # (k * B, Z)
         inputs = batch.inputs.repeat(count, 1)
-        logits, _ = model.decoder(inputs, flat)
-        log_likelihood = -sequence_nll(logits, batch.targets.repeat(count, 1), batch.mask.repeat(count, 1))
+        log_likelihood = -model.decoder.sequence_nll(inputs, flat, batch.targets.repeat(count, 1), batch.mask.repeat(count, 1))
         log_likelihood = log_likelihood.view(count, -1)  # (k, B)
         weights.append(log_likelihood + standard_normal_log_prob(z) - posterior.log_prob(z))
     return torch.logsumexp(torch.cat(weights), dim=0) - math.log(num_samples)
@@ -145,23 +143,23 @@ def teacher_forced_and_free_running_nll(decoder, batch: Batch, z: torch.Tensor, 
     With ``decode_length``, the same greedy pass goes on up to that many tokens (or until every
     sentence has ended) and its token ids, cut at <eos>, are returned third: exactly what
     ``greedy_decode(decoder, z, max_length=decode_length)`` gives, without decoding twice."""
-    logits, _ = decoder(batch.inputs, z)
-    teacher_forced = sequence_nll(logits, batch.targets, batch.mask)
+    teacher_forced = decoder.sequence_nll(batch.inputs, z, batch.targets, batch.mask)
     width = batch.targets.shape[1]
     token = batch.inputs[:, :1]
     finished = torch.zeros(batch.inputs.shape[0], dtype=torch.bool, device=z.device)
     state = None
     steps, tokens = [], []
     for position in range(max(width, decode_length)):
-        logits, state = decoder(token, z, state)  # (B, 1, V)
-        token = logits[:, -1].argmax(dim=-1, keepdim=True)
-        if position < width:
-            steps.append(logits)
+        log_probs, state = decoder.log_probs(token, z, state)  # (B, 1, V)
+        log_probs = log_probs[:, -1]
+        token = log_probs.argmax(dim=-1, keepdim=True)
+        if position < width:  # log p of the reference token after the decoder's own prefix
+            steps.append(log_probs.gather(1, batch.targets[:, position : position + 1]))
         tokens.append(token.squeeze(1))
         finished |= token.squeeze(1) == EOS_ID
         if position + 1 >= width and bool(finished.all()):
             break
-    free_running = sequence_nll(torch.cat(steps, dim=1), batch.targets, batch.mask)
+    free_running = -(torch.cat(steps, dim=1) * batch.mask).sum(dim=1)
     if not decode_length:
         return teacher_forced, free_running
     ids = torch.stack(tokens, dim=1)[:, :decode_length].tolist()
@@ -173,8 +171,7 @@ def inputless_nll(decoder, batch: Batch, z: torch.Tensor) -> torch.Tensor:
     """-log p(x|z) per sentence when every decoder input but <bos> is <unk>: what z alone explains."""
     after_begin = torch.arange(batch.inputs.shape[1], device=batch.inputs.device) > 0
     inputs = batch.inputs.masked_fill(batch.mask & after_begin, UNK_ID)
-    logits, _ = decoder(inputs, z)
-    return sequence_nll(logits, batch.targets, batch.mask)
+    return decoder.sequence_nll(inputs, z, batch.targets, batch.mask)
 
 
 def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
@@ -212,8 +209,7 @@ def self_log_likelihood_per_token(decoder, z: torch.Tensor, ids: list[list[int]]
     from seqvae.data.batching import collate
 
     batch = collate(ids).to(z.device)
-    logits, _ = decoder(batch.inputs, z)
-    return -sequence_nll(logits, batch.targets, batch.mask) / batch.lengths
+    return -decoder.sequence_nll(batch.inputs, z, batch.targets, batch.mask) / batch.lengths
 
 
 def diagnose(

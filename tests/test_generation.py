@@ -53,8 +53,8 @@ def test_beam_width_one_top_k_one_and_low_temperature_equal_greedy(kind, injecti
 def _score(decoder, z, tokens: list[int]) -> float:
     """Sum of log p(token | prefix, z) over ``tokens`` (teacher forcing from <bos>)."""
     inputs = torch.tensor([[2] + tokens[:-1]])  # <bos> = 2
-    logits, _ = decoder(inputs, z)
-    return float(logits.log_softmax(-1)[0, torch.arange(len(tokens)), torch.tensor(tokens)].sum())
+    log_probs, _ = decoder.log_probs(inputs, z)
+    return float(log_probs[0, torch.arange(len(tokens)), torch.tensor(tokens)].sum())
 
 
 @torch.no_grad()

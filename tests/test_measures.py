@@ -7,7 +7,6 @@ import torch
 
 from seqvae.config import ModelConfig
 from seqvae.data.batching import collate
-from seqvae.losses import sequence_nll
 from seqvae.measures import (
     active_units,
     corpus_bleu,
@@ -50,8 +49,9 @@ def test_iw_nll_matches_numerical_integration_on_a_one_dimensional_model():
             inputs = batch.inputs[row : row + 1].expand(len(grid), -1)
             targets = batch.targets[row : row + 1].expand(len(grid), -1)
             mask = batch.mask[row : row + 1].expand(len(grid), -1)
-            logits, _ = model.decoder(inputs, grid)
-            integrand = -sequence_nll(logits, targets, mask) + standard_normal_log_prob(grid)
+            log_probs, _ = model.decoder.log_probs(inputs, grid)  # the full distribution, then gathered
+            token = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            integrand = (token * mask).sum(1) + standard_normal_log_prob(grid)
             exact.append(torch.logsumexp(integrand, dim=0) + math.log(20.0 / 8000))
     exact = torch.stack(exact)
     generator = torch.Generator().manual_seed(0)
@@ -80,8 +80,9 @@ def test_iw_bound_is_at_least_the_elbo_and_tightens_with_k():
     with torch.no_grad():  # the ELBO with analytic KL; its expectation is by Monte Carlo over 3000 draws
         z = posterior.mean + posterior.std * torch.randn(3000, *posterior.mean.shape, generator=torch.Generator().manual_seed(1))
         flat = z.reshape(-1, z.shape[-1])
-        logits, _ = model.decoder(batch.inputs.repeat(3000, 1), flat)
-        rec = sequence_nll(logits, batch.targets.repeat(3000, 1), batch.mask.repeat(3000, 1)).view(3000, -1).mean(0)
+        rec = model.decoder.sequence_nll(
+            batch.inputs.repeat(3000, 1), flat, batch.targets.repeat(3000, 1), batch.mask.repeat(3000, 1)
+        ).view(3000, -1).mean(0)
         elbo = -rec - posterior.kl()
     # K = 1 is the ELBO in expectation (standard error of the 200-run mean about 0.1 here)
     torch.testing.assert_close(means[1], elbo, atol=0.4, rtol=0)
@@ -122,8 +123,12 @@ class _SuccessorDecoder(torch.nn.Module):
         for token, following in successor.items():
             self.table[token, following] = 3.0
 
-    def forward(self, inputs, z, state=None):
-        return self.table[inputs], state
+    def log_probs(self, inputs, z, state=None):
+        return self.table[inputs].log_softmax(-1), state
+
+    def sequence_nll(self, inputs, z, targets, mask):
+        log_probs, _ = self.log_probs(inputs, z)
+        return -(log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * mask).sum(1)
 
 
 def test_free_running_equals_teacher_forced_when_greedy_predictions_are_the_references():
@@ -156,9 +161,9 @@ def test_inputless_nll_reads_only_begin_and_unknown_tokens():
     seen = []
 
     class Recorder(torch.nn.Module):
-        def forward(self, inputs, z, state=None):
+        def sequence_nll(self, inputs, z, targets, mask):
             seen.append(inputs.clone())
-            return torch.zeros(*inputs.shape, 10), state
+            return torch.zeros(inputs.shape[0])
 
     batch = collate([[4, 5, 6], [7]])
     inputless_nll(Recorder(), batch, torch.zeros(2, 1))
@@ -196,8 +201,9 @@ def test_self_log_likelihood_per_token_matches_a_direct_computation():
     got = self_log_likelihood_per_token(model.decoder, z, ids)
     for row, sentence in enumerate(ids):
         one = collate([sentence])
-        logits, _ = model.decoder(one.inputs, z[row : row + 1])
-        expected = -sequence_nll(logits, one.targets, one.mask) / (len(sentence) + 1)
+        log_probs, _ = model.decoder.log_probs(one.inputs, z[row : row + 1])
+        token = log_probs.gather(-1, one.targets.unsqueeze(-1)).squeeze(-1)
+        expected = (token * one.mask).sum(1) / (len(sentence) + 1)
         torch.testing.assert_close(got[row : row + 1], expected.detach())
 
 

@@ -50,10 +50,10 @@ def test_decoder_is_causal(decoder, injection):
     model = _model(decoder=decoder, injection=injection)
     batch = _batch()
     z = torch.randn(3, 5)
-    before, _ = model.decoder(batch.inputs, z)
+    before, _ = model.decoder.log_probs(batch.inputs, z)
     changed = batch.inputs.clone()
     changed[:, 4] = 39
-    after, _ = model.decoder(changed, z)
+    after, _ = model.decoder.log_probs(changed, z)
     torch.testing.assert_close(after[:, :4], before[:, :4])
     assert not torch.allclose(after[:, 4:], before[:, 4:])
 
@@ -63,8 +63,8 @@ def test_decoder_logits_do_not_depend_on_a_longer_neighbour(decoder, injection):
     model = _model(decoder=decoder, injection=injection)
     batch = _batch((4, 11))
     z = torch.randn(2, 5)
-    together, _ = model.decoder(batch.inputs, z)
-    alone, _ = model.decoder(batch.inputs[:1, :5], z[:1])
+    together, _ = model.decoder.log_probs(batch.inputs, z)
+    alone, _ = model.decoder.log_probs(batch.inputs[:1, :5], z[:1])
     torch.testing.assert_close(together[:1, :5], alone)
 
 
@@ -81,8 +81,8 @@ def test_encoder_summary_does_not_depend_on_a_longer_neighbour(encoder, pooling)
 def test_each_injection_conditions_on_z(decoder, injection):
     model = _model(decoder=decoder, injection=injection)
     batch = _batch()
-    first, _ = model.decoder(batch.inputs, torch.zeros(3, 5))
-    second, _ = model.decoder(batch.inputs, torch.ones(3, 5))
+    first, _ = model.decoder.log_probs(batch.inputs, torch.zeros(3, 5))
+    second, _ = model.decoder.log_probs(batch.inputs, torch.ones(3, 5))
     assert not torch.allclose(first, second)
 
 
@@ -91,15 +91,15 @@ def test_incremental_decoding_matches_the_full_pass(decoder, injection):
     model = _model(decoder=decoder, injection=injection)
     batch = _batch()
     z = torch.randn(3, 5)
-    full, _ = model.decoder(batch.inputs, z)
+    full, _ = model.decoder.log_probs(batch.inputs, z)
     state, steps = None, []
     for position in range(batch.inputs.shape[1]):
-        logits, state = model.decoder(batch.inputs[:, position : position + 1], z, state)
+        logits, state = model.decoder.log_probs(batch.inputs[:, position : position + 1], z, state)
         steps.append(logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
     # a prefix of several tokens, then single steps, also agrees
-    logits, state = model.decoder(batch.inputs[:, :3], z)
-    rest, _ = model.decoder(batch.inputs[:, 3:], z, state)
+    logits, state = model.decoder.log_probs(batch.inputs[:, :3], z)
+    rest, _ = model.decoder.log_probs(batch.inputs[:, 3:], z, state)
     torch.testing.assert_close(torch.cat([logits, rest], dim=1), full, rtol=1e-5, atol=1e-5)
 
 
@@ -112,14 +112,16 @@ def test_inputless_decoder_depends_only_on_z_and_position(decoder, injection):
     output = model(batch, use_mean=True, word_dropout_rate=1.0)  # the model replaces inputs by <unk>
     z = output.posterior.mean[:1].expand(2, -1)
     inputs = batch.inputs.masked_fill(batch.mask & (torch.arange(7) > 0), UNK_ID)
-    logits, _ = model.decoder(inputs, z)
+    logits, _ = model.decoder.log_probs(inputs, z)
     torch.testing.assert_close(logits[0], logits[1])
 
 
 def test_sinusoidal_positions_and_tied_embeddings():
     model = _model(positions="sinusoidal", tie_embeddings=True)
     assert model.decoder.output.weight is model.decoder.embedding.weight
-    assert model(_batch()).logits.shape == (3, 10, 40)
+    batch = _batch()
+    assert model.decoder.log_probs(batch.inputs, torch.zeros(3, 5))[0].shape == (3, 10, 40)
+    assert model(batch).reconstruction.shape == (3,)
 
 
 def test_learned_positions_refuse_sequences_beyond_their_table():
@@ -166,7 +168,7 @@ def test_greedy_decoding_with_the_cache_equals_recomputing_the_prefix(decoder, i
     assert all(len(ids) == 12 for ids in cached)
     tokens = torch.full((4, 1), 2)  # <bos>
     for position in range(12):
-        logits, _ = model.decoder(tokens, z)  # the whole prefix again, no cache
+        logits, _ = model.decoder.log_probs(tokens, z)  # the whole prefix again, no cache
         scores = logits[:, -1].clone()
         scores[:, 3] = float("-inf")  # <eos> barred, as min_length does
         tokens = torch.cat([tokens, scores.argmax(-1, keepdim=True)], dim=1)

@@ -51,10 +51,10 @@ def test_model_applies_word_dropout_in_training_only():
     batch = _batch()
     model = _model()
     model.eval()
-    clean = model(batch, use_mean=True).logits
-    assert torch.equal(model(batch, use_mean=True, word_dropout_rate=0.9).logits, clean)
+    clean = model(batch, use_mean=True).reconstruction
+    assert torch.equal(model(batch, use_mean=True, word_dropout_rate=0.9).reconstruction, clean)
     model.train()
-    noisy = model(batch, use_mean=True, word_dropout_rate=0.9).logits
+    noisy = model(batch, use_mean=True, word_dropout_rate=0.9).reconstruction
     assert not torch.allclose(noisy, clean)
 
 
@@ -62,9 +62,9 @@ def test_inputless_decoder_sees_only_z_and_position():
     batch = _batch()
     model = _model().train()
     output = model(batch, use_mean=True, word_dropout_rate=1.0)
-    # two sentences with different words but equal length and equal z give equal logits
+    # two sentences with different words but equal length and equal z give equal distributions
     other = collate([[7] * 30, [9] * 30])
     z = output.z[:1].expand(2, -1)
     unk_inputs = other.inputs.masked_fill(other.mask & (torch.arange(other.inputs.shape[1]) > 0), UNK_ID)
-    logits, _ = model.decoder(unk_inputs, z)
-    torch.testing.assert_close(logits[0], logits[1])
+    log_probs, _ = model.decoder.log_probs(unk_inputs, z)
+    torch.testing.assert_close(log_probs[0], log_probs[1])

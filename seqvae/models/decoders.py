@@ -18,8 +18,12 @@ Injection modes, named the same across decoders (a decoder takes any combination
 
 The same ``forward`` serves training (all positions at once) and incremental decoding (one
 position per call with the returned state: the LSTM state, or the cached attention keys and
-values), so the cached path and the full pass are one code path. Shapes: B sentences,
-T positions, E embedding, H hidden, Z latent, V vocabulary.
+values), so the cached path and the full pass are one code path. A decoder returns features
+(hidden states, after dropout and the tied bridge); its output layer ``decoder.output``
+(seqvae.models.output_layer: full softmax or adaptive softmax) turns them into a target-only loss
+(``decoder.sequence_nll``) or the full next-token distribution (``decoder.log_probs``), so no
+caller branches on the kind of output layer. Shapes: B sentences, T positions, E embedding,
+H hidden, F features (H, or E when tied), Z latent, V vocabulary.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch
 from torch import nn
 
 from seqvae.models.attention import KeyValue, Positions, TransformerBlock
+from seqvae.models.output_layer import build_output_layer
 
 INJECTIONS = {"lstm": ("initial_state", "concat", "add"), "transformer": ("add", "memory", "prefix")}
 """The injection modes each decoder accepts."""
@@ -37,19 +42,45 @@ INJECTIONS = {"lstm": ("initial_state", "concat", "add"), "transformer": ("add",
 LSTMState = tuple[torch.Tensor, torch.Tensor]
 
 
-def _output_layers(embedding: nn.Embedding, hidden_dim: int, tie: bool) -> tuple[nn.Module, nn.Linear]:
-    """The bridge and the projection from hidden states to logits. Tied (Press & Wolf 2017), the
-    projection reuses the embedding matrix and a linear bridge maps H to E when they differ."""
-    vocab_size, embedding_dim = embedding.weight.shape
-    if not tie:
-        return nn.Identity(), nn.Linear(hidden_dim, vocab_size)
-    bridge = nn.Linear(hidden_dim, embedding_dim) if hidden_dim != embedding_dim else nn.Identity()
-    output = nn.Linear(embedding_dim, vocab_size)
-    output.weight = embedding.weight
-    return bridge, output
+def _bridge(hidden_dim: int, embedding_dim: int, tie: bool) -> nn.Module:
+    """What sits between the hidden states and the output layer: tied (Press & Wolf 2017), a linear
+    map from H to E when they differ, so the output layer can share the E-dimensional embedding."""
+    return nn.Linear(hidden_dim, embedding_dim) if tie and hidden_dim != embedding_dim else nn.Identity()
 
 
-class LSTMDecoder(nn.Module):
+class Decoder(nn.Module):
+    """What both decoders share: ``forward(inputs, z, state)`` returns the features (B, T, F) the
+    output layer ``self.output`` reads, and the two ways callers use them."""
+
+    output: nn.Module
+
+    def _output_layer(self, *, hidden_dim: int, tie: bool, output_layer: str, cutoffs, div_value: float) -> None:
+        vocab_size, embedding_dim = self.embedding.weight.shape
+        self.bridge = _bridge(hidden_dim, embedding_dim, tie)
+        self.output = build_output_layer(
+            output_layer,
+            in_features=embedding_dim if tie else hidden_dim,
+            vocab_size=vocab_size,
+            embedding=self.embedding,
+            tie=tie,
+            cutoffs=tuple(cutoffs),
+            div_value=div_value,
+        )
+
+    def log_probs(self, inputs: torch.Tensor, z: torch.Tensor, state=None):
+        """inputs (B, T), z (B, Z) -> log p(. | x_<t, z) over the whole vocabulary (B, T, V), and
+        the state after position T (pass it back with the next tokens to continue)."""
+        features, state = self(inputs, z, state)
+        return self.output.log_prob(features), state
+
+    def sequence_nll(self, inputs: torch.Tensor, z: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """-log p(x|z) per sentence (B,), summed over the real targets (mask True), computing only
+        what the targets need (the whole softmax, or the adaptive head and the targets' clusters)."""
+        features, _ = self(inputs, z)
+        return self.output.sequence_nll(features, targets, mask)
+
+
+class LSTMDecoder(Decoder):
     """An LSTM language model conditioned on z."""
 
     def __init__(
@@ -62,6 +93,9 @@ class LSTMDecoder(nn.Module):
         num_layers: int = 1,
         injection: tuple[str, ...] = ("initial_state", "concat"),
         tie_embeddings: bool = False,
+        output_layer: str = "softmax",
+        adaptive_cutoffs: tuple[int, ...] = (2000, 6000),
+        adaptive_div_value: float = 4.0,
         dropout: float = 0.0,
         pad_id: int = 0,
     ) -> None:
@@ -80,7 +114,13 @@ class LSTMDecoder(nn.Module):
             self.latent_to_state = nn.Linear(latent_dim, num_layers * hidden_dim)
         if "add" in self.injection:
             self.latent_to_embedding = nn.Linear(latent_dim, embedding_dim)
-        self.bridge, self.output = _output_layers(self.embedding, hidden_dim, tie_embeddings)
+        self._output_layer(
+            hidden_dim=hidden_dim,
+            tie=tie_embeddings,
+            output_layer=output_layer,
+            cutoffs=adaptive_cutoffs,
+            div_value=adaptive_div_value,
+        )
 
     def initial_state(self, z: torch.Tensor) -> LSTMState:
         """The state before the first token: from z, or zeros. Each is (layers, B, H)."""
@@ -94,10 +134,9 @@ class LSTMDecoder(nn.Module):
     def forward(
         self, inputs: torch.Tensor, z: torch.Tensor, state: LSTMState | None = None
     ) -> tuple[torch.Tensor, LSTMState]:
-        """inputs (B, T) token ids, z (B, Z) -> logits (B, T, V) and the state after position T.
-
-        Pass the returned state back with the next input tokens to continue a sequence.
-        """
+        """inputs (B, T) token ids, z (B, Z) -> features (B, T, F) for ``self.output`` and the
+        state after position T. Pass the returned state back with the next input tokens to continue
+        a sequence."""
         if state is None:
             state = self.initial_state(z)
         embedded = self.embedding(inputs)  # (B, T, E)
@@ -107,8 +146,7 @@ class LSTMDecoder(nn.Module):
         if "concat" in self.injection:
             embedded = torch.cat([embedded, z.unsqueeze(1).expand(-1, inputs.shape[1], -1)], dim=-1)
         hidden, state = self.lstm(embedded, state)  # (B, T, H)
-        logits = self.output(self.bridge(self.dropout(hidden)))  # (B, T, V)
-        return logits, state
+        return self.bridge(self.dropout(hidden)), state  # (B, T, F)
 
     @staticmethod
     def reorder_state(state: LSTMState, index: torch.Tensor) -> LSTMState:
@@ -133,7 +171,7 @@ class TransformerState:
     length: int
 
 
-class TransformerDecoder(nn.Module):
+class TransformerDecoder(Decoder):
     """A causal pre-LN Transformer language model conditioned on z."""
 
     def __init__(
@@ -148,6 +186,9 @@ class TransformerDecoder(nn.Module):
         ff_dim: int = 1024,
         injection: tuple[str, ...] = ("memory",),
         tie_embeddings: bool = False,
+        output_layer: str = "softmax",
+        adaptive_cutoffs: tuple[int, ...] = (2000, 6000),
+        adaptive_div_value: float = 4.0,
         dropout: float = 0.0,
         positions: str = "learned",
         max_positions: int = 512,
@@ -174,12 +215,19 @@ class TransformerDecoder(nn.Module):
         )
         self.norm = nn.LayerNorm(hidden_dim)
         self.dropout = nn.Dropout(dropout)
-        self.bridge, self.output = _output_layers(self.embedding, hidden_dim, tie_embeddings)
+        self._output_layer(
+            hidden_dim=hidden_dim,
+            tie=tie_embeddings,
+            output_layer=output_layer,
+            cutoffs=adaptive_cutoffs,
+            div_value=adaptive_div_value,
+        )
 
     def forward(
         self, inputs: torch.Tensor, z: torch.Tensor, state: TransformerState | None = None
     ) -> tuple[torch.Tensor, TransformerState]:
-        """inputs (B, T) token ids, z (B, Z) -> logits (B, T, V) and the state after position T."""
+        """inputs (B, T) token ids, z (B, Z) -> features (B, T, F) for ``self.output`` and the
+        state after position T."""
         x = self.project(self.embedding(inputs))  # (B, T, H)
         if self.latent_to_embedding is not None:
             x = x + self.latent_to_embedding(z).unsqueeze(1)
@@ -196,8 +244,8 @@ class TransformerDecoder(nn.Module):
             new_caches.append(cache)
         length = offset + x.shape[1]
         hidden = self.norm(x[:, 1:] if with_prefix else x)
-        logits = self.output(self.bridge(self.dropout(hidden)))  # (B, T, V)
-        return logits, TransformerState(caches=new_caches, length=length)
+        features = self.bridge(self.dropout(hidden))  # (B, T, F)
+        return features, TransformerState(caches=new_caches, length=length)
 
     @staticmethod
     def reorder_state(state: TransformerState, index: torch.Tensor) -> TransformerState:

@@ -11,15 +11,18 @@ from seqvae.data.batching import Batch
 from seqvae.data.tokenizers import UNK_ID
 from seqvae.models.decoders import DECODERS
 from seqvae.models.encoders import ENCODERS
+from seqvae.models.output_layer import check_adaptive
 from seqvae.models.posterior import DiagonalGaussian, GaussianPosterior
+from seqvae.errors import SeqVAEError
 from seqvae.models.word_dropout import word_dropout
 
 
 @dataclass
 class VAEOutput:
-    """One forward pass: logits (B, T, V), the posterior (B, Z) and the z decoded from (B, Z)."""
+    """One forward pass: the reconstruction -log p(x|z) per sentence (B,), summed over the real
+    targets, the posterior (B, Z) and the z decoded from (B, Z)."""
 
-    logits: torch.Tensor
+    reconstruction: torch.Tensor
     posterior: DiagonalGaussian
     z: torch.Tensor
 
@@ -52,7 +55,8 @@ class SeqVAE(nn.Module):
         generator: torch.Generator | None = None,
         use_mean: bool = False,
     ) -> VAEOutput:
-        """Encode, draw z ~ q(z|x) (or take its mean), and score the targets with the decoder.
+        """Encode, draw z ~ q(z|x) (or take its mean), and score the targets with the decoder
+        (target-only: the output layer computes what the targets need).
 
         Word dropout applies to the decoder's inputs in training mode only: a model in ``eval()``
         mode ignores ``word_dropout_rate``. The encoder always reads the clean sentence.
@@ -62,8 +66,8 @@ class SeqVAE(nn.Module):
         inputs = batch.inputs
         if self.training and word_dropout_rate > 0.0:
             inputs = word_dropout(inputs, batch.mask, rate=word_dropout_rate, unk_id=self.unk_id)
-        logits, _ = self.decoder(inputs, z)
-        return VAEOutput(logits=logits, posterior=posterior, z=z)
+        reconstruction = self.decoder.sequence_nll(inputs, z, batch.targets, batch.mask)
+        return VAEOutput(reconstruction=reconstruction, posterior=posterior, z=z)
 
 
 def build_model(config, *, vocab_size: int, pad_id: int = 0, unk_id: int = UNK_ID) -> SeqVAE:
@@ -93,8 +97,21 @@ def build_model(config, *, vocab_size: int, pad_id: int = 0, unk_id: int = UNK_I
         "num_layers": config.decoder_layers,
         "injection": config.injection,
         "tie_embeddings": config.tie_embeddings,
+        "output_layer": config.output_layer,
+        "adaptive_cutoffs": tuple(config.adaptive_cutoffs),
+        "adaptive_div_value": config.adaptive_div_value,
     }
     if config.decoder == "transformer":
         decoder_arguments.update(transformer)
+    if config.output_layer == "adaptive":
+        try:
+            check_adaptive(
+                config.adaptive_cutoffs,
+                config.adaptive_div_value,
+                vocab_size=vocab_size,
+                in_features=config.embedding_dim if config.tie_embeddings else config.hidden_dim,
+            )
+        except ValueError as error:
+            raise SeqVAEError(str(error)) from None
     decoder = DECODERS[config.decoder](**decoder_arguments)
     return SeqVAE(encoder=encoder, posterior=posterior, decoder=decoder, unk_id=unk_id)
