@@ -80,3 +80,34 @@ def test_sentencepiece_training_is_deterministic(tiny_corpus):
     first = SentencePieceTokenizer.train(sentences, vocab_size=100, model_type="bpe")
     second = SentencePieceTokenizer.train(sentences, vocab_size=100, model_type="bpe")
     assert first.fingerprint == second.fingerprint
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_sentencepiece_ids_are_ordered_by_training_frequency(tiny_corpus, model_type):
+    from collections import Counter
+
+    sentences = _sentences(tiny_corpus)
+    tokenizer = SentencePieceTokenizer.train(sentences, vocab_size=120, model_type=model_type)
+    counts = Counter(i for sentence in sentences for i in tokenizer.encode(sentence))
+    ordinary = [counts[i] for i in range(4, tokenizer.vocab_size)]
+    assert ordinary == sorted(ordinary, reverse=True) and ordinary[0] > ordinary[-1]
+    # the renumbering is a real one: SentencePiece's own ids are not in frequency order here
+    assert tokenizer.order != list(range(tokenizer.vocab_size))
+
+
+def test_a_sentencepiece_run_saved_without_an_order_keeps_sentencepieces_ids(tiny_corpus, tmp_path):
+    import json
+
+    tokenizer = SentencePieceTokenizer.train(_sentences(tiny_corpus), vocab_size=100)
+    tokenizer.save(tmp_path)
+    spec = json.loads((tmp_path / "tokenizer.json").read_text())
+    del spec["order"]  # as runs saved before the renumbering
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    old = load_tokenizer(tmp_path)
+    sentence = _sentences(tiny_corpus)[0]
+    assert old.encode(sentence) == tokenizer.processor.encode(sentence)
+    assert old.decode(old.encode(sentence)) == sentence
+    spec["order"] = [0, 1, 2, 3, 5, 5]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(SeqVAEError, match="not a permutation"):
+        load_tokenizer(tmp_path)

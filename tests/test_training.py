@@ -7,6 +7,7 @@ import torch
 from seqvae.config import load_config
 from seqvae.data.synthetic import ATTRIBUTES, labels_path
 from seqvae.errors import SeqVAEError
+from seqvae.generation import Decoding
 from seqvae.runs import load_run
 from seqvae.training import load_trained_model, train
 
@@ -40,12 +41,13 @@ def test_run_directory_holds_config_tokenizer_checkpoints_and_metrics(tiny_corpu
     assert data["train"]["sentences"] == 300 and data["valid"]["tokens_with_eos"] == result.valid["tokens"]
 
 
-def test_resume_equals_an_uninterrupted_run(tiny_corpus, tmp_path):
-    settings = {"train": {"epochs": 3, "checkpoint_every": 4, "log_every": 3}}
+@pytest.mark.parametrize("model", [{}, {"output_layer": "adaptive", "adaptive_cutoffs": [20, 40]}])
+def test_resume_equals_an_uninterrupted_run(tiny_corpus, tmp_path, model):
+    settings = {"train": {"epochs": 3, "checkpoint_every": 4, "log_every": 3}, "model": model}
     whole = tiny_config(tiny_corpus, tmp_path / "whole", **settings)
     train(whole, progress=False)
     # 300 sentences / 16 = 19 batches an epoch: stop mid-way through epoch 2, then resume
-    parts = tiny_config(tiny_corpus, tmp_path / "parts", **{"train": {**settings["train"], "max_steps": 26}})
+    parts = tiny_config(tiny_corpus, tmp_path / "parts", **{**settings, "train": {**settings["train"], "max_steps": 26}})
     stopped = train(parts, progress=False)
     assert stopped.step == 26 and stopped.epoch == 1
     resumed_config = tiny_config(tiny_corpus, tmp_path / "parts", **settings)
@@ -144,6 +146,19 @@ def test_sentencepiece_run_trains_saves_its_model_and_decodes(tiny_corpus, tmp_p
     assert metrics["ppl_elbo_per_word"] == pytest.approx(math.exp(total_elbo / words))
     assert metrics["ppl_elbo"] == pytest.approx(math.exp(total_elbo / metrics["tokens"]))
     assert metrics["ppl_iw_per_word"] == pytest.approx(math.exp(metrics["nll_iw"] * metrics["sentences"] / words))
+
+
+def test_adaptive_sentencepiece_run_trains_evaluates_and_decodes(tiny_corpus, tmp_path):
+    config = tiny_config(
+        tiny_corpus, tmp_path / "run", tokenizer={"kind": "sentencepiece", "vocab_size": 90, "model_type": "bpe"},
+        model={"output_layer": "adaptive", "adaptive_cutoffs": [30, 60], "tie_embeddings": True}, train={"epochs": 1},
+    )
+    train(config, progress=False)
+    run = load_run(tmp_path / "run", device="cpu")
+    assert type(run.model.decoder.output).__name__ == "AdaptiveOutput"
+    metrics = run.evaluate("valid", iw_samples=3, prior_samples=4)
+    assert metrics["nll_iw"] <= metrics["elbo"] + 1e-4 and math.isfinite(metrics["mi"])
+    assert all(isinstance(sentence, str) for sentence in run.sample(3, decoding=Decoding("beam")))
 
 
 def test_cuda_request_is_an_error_without_a_gpu_and_works_with_one(tiny_corpus, tmp_path):

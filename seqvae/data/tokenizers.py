@@ -1,7 +1,9 @@
 """Tokenizers: a word vocabulary and SentencePiece, with the same four special ids.
 
 Both map a sentence to token ids and back, and both reserve ``<pad>`` = 0, ``<unk>`` = 1,
-``<bos>`` = 2, ``<eos>`` = 3. A literal ``<unk>`` in the text (as in the Mikolov PTB files) maps to
+``<bos>`` = 2, ``<eos>`` = 3. After the specials, ids are ordered by frequency in the training
+split, most frequent first (the adaptive output layer relies on it): the word vocabulary is built
+that way, and a SentencePiece model's own piece ids are renumbered by their training counts. A literal ``<unk>`` in the text (as in the Mikolov PTB files) maps to
 the unknown id. A tokenizer is saved into the run directory (``tokenizer.json``, plus
 ``tokenizer.model`` for SentencePiece) and has a fingerprint that checkpoints record, so a
 checkpoint is never paired with another vocabulary.
@@ -102,11 +104,29 @@ class SentencePieceTokenizer:
     kind = "sentencepiece"
     pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
 
-    def __init__(self, model_proto: bytes) -> None:
+    def __init__(self, model_proto: bytes, order: list[int] | None = None) -> None:
+        """``order[i]`` is the SentencePiece id of seqvae id i (the specials keep theirs); None
+        keeps SentencePiece's own numbering (runs saved before ids were frequency-ordered)."""
         import sentencepiece
 
         self.model_proto = model_proto
         self.processor = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
+        size = self.processor.get_piece_size()
+        order = list(range(size)) if order is None else list(order)
+        if sorted(order) != list(range(size)) or order[: len(SPECIALS)] != list(range(len(SPECIALS))):
+            raise ValueError("order must be a permutation of the piece ids that keeps the specials first")
+        self.order = order  # seqvae id -> SentencePiece id
+        self.index = [0] * size  # SentencePiece id -> seqvae id
+        for ours, theirs in enumerate(order):
+            self.index[theirs] = ours
+
+    @staticmethod
+    def frequency_order(processor, sentences: Iterable[str]) -> list[int]:
+        """SentencePiece ids with the specials first, then by descending count of the pieces in
+        ``sentences`` (ties, and pieces never used, by SentencePiece's own id)."""
+        counts = Counter(piece for sentence in sentences for piece in processor.encode(sentence))
+        rest = range(len(SPECIALS), processor.get_piece_size())
+        return list(range(len(SPECIALS))) + sorted(rest, key=lambda i: (-counts[i], i))
 
     @classmethod
     def train(
@@ -145,7 +165,8 @@ class SentencePieceTokenizer:
                 message = str(error).strip().splitlines()[-1]
                 raise SeqVAEError(f"tokenizer.vocab_size={vocab_size}: SentencePiece training failed: {message}") from None
             model_proto = Path(prefix + ".model").read_bytes()
-        return cls(model_proto)
+        processor = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
+        return cls(model_proto, cls.frequency_order(processor, text))
 
     @property
     def vocab_size(self) -> int:
@@ -153,19 +174,20 @@ class SentencePieceTokenizer:
 
     @property
     def fingerprint(self) -> str:
-        """A hash of the pieces in id order (the model file also records training paths)."""
-        pieces = (self.processor.id_to_piece(i) for i in range(self.vocab_size))
+        """A hash of the pieces in seqvae id order (the model file also records training paths)."""
+        pieces = (self.processor.id_to_piece(i) for i in self.order)
         return hashlib.sha256("\n".join(pieces).encode("utf-8")).hexdigest()[:16]
 
     def encode(self, sentence: str) -> list[int]:
+        index = self.index
         if UNK not in sentence:
-            return self.processor.encode(sentence)
+            return [index[i] for i in self.processor.encode(sentence)]
         ids: list[int] = []
         for position, part in enumerate(sentence.split(UNK)):
             if position:
                 ids.append(UNK_ID)
             if part.strip():
-                ids.extend(self.processor.encode(part.strip()))
+                ids.extend(index[i] for i in self.processor.encode(part.strip()))
         return ids
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -179,7 +201,7 @@ class SentencePieceTokenizer:
                     run = []
                 pieces.append(UNK)
             else:
-                run.append(i)
+                run.append(self.order[i])
         if run:
             pieces.append(self.processor.decode(run))
         return " ".join(pieces)
@@ -187,7 +209,9 @@ class SentencePieceTokenizer:
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         atomic_write_bytes(directory / SENTENCEPIECE_FILE, self.model_proto)
-        atomic_write_json(directory / TOKENIZER_FILE, {"kind": "sentencepiece", "model_file": SENTENCEPIECE_FILE})
+        atomic_write_json(
+            directory / TOKENIZER_FILE, {"kind": "sentencepiece", "model_file": SENTENCEPIECE_FILE, "order": self.order}
+        )
 
 
 def build_tokenizer(config, train_sentences: list[str]) -> Tokenizer:
@@ -224,7 +248,14 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         if not model_path.is_file():
             raise SeqVAEError(f"{model_path}: SentencePiece model not found")
         try:
-            return SentencePieceTokenizer(model_path.read_bytes())
+            processor_bytes = model_path.read_bytes()
+            tokenizer = SentencePieceTokenizer(processor_bytes)
         except RuntimeError:
             raise SeqVAEError(f"{model_path}: corrupt SentencePiece model") from None
+        if spec.get("order") is None:
+            return tokenizer  # saved before ids were frequency-ordered: SentencePiece's own ids
+        try:
+            return SentencePieceTokenizer(processor_bytes, spec["order"])
+        except (ValueError, TypeError):
+            raise SeqVAEError(f"{path}: 'order' is not a permutation of the {tokenizer.vocab_size} piece ids") from None
     raise SeqVAEError(f"{path}: unknown tokenizer kind '{kind}'")
