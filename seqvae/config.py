@@ -164,6 +164,9 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int = 0
     """Stop after this many optimizer steps in all; 0 for no limit."""
+    max_minutes: float = 0.0
+    """Stop once training has taken this many minutes in all (resumed sittings add up; validation
+    counts), then validate and keep best.pt as at an epoch's end; 0 for no limit."""
     batch_size: int = 32
     eval_batch_size: int = 128
     learning_rate: float = 1e-3
@@ -331,6 +334,7 @@ def _check_ranges(config: Config) -> None:
         ("annealing.cycle_ratio", 0.0 < config.annealing.cycle_ratio <= 1.0),
         ("train.epochs", config.train.epochs >= 1),
         ("train.max_steps", config.train.max_steps >= 0),
+        ("train.max_minutes", config.train.max_minutes >= 0.0 and math.isfinite(config.train.max_minutes)),
         ("train.batch_size", config.train.batch_size >= 1),
         ("train.eval_batch_size", config.train.eval_batch_size >= 1),
         ("train.learning_rate", config.train.learning_rate > 0.0),

@@ -50,7 +50,7 @@ CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"
 
-RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps"), ("run", "device")}
+RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps"), ("train", "max_minutes"), ("run", "device")}
 """Config keys a resumed run may change: how long to train, and where."""
 
 
@@ -152,7 +152,7 @@ def _check_resumable(run_dir: Path, saved: Config, given: Config) -> None:
             if given_dict[section][key] != value:
                 raise SeqVAEError(
                     f"{run_dir / CONFIG_FILE}: cannot resume with {section}.{key}={given_dict[section][key]!r}; "
-                    f"the run was started with {value!r} (only train.epochs, train.max_steps, run.device may change)"
+                    f"the run was started with {value!r} (only train.epochs, train.max_steps, train.max_minutes, run.device may change)"
                 )
 
 
@@ -222,9 +222,17 @@ class _MetricWindow:
         return {key: _round(self.sums[key] / self.sums["steps"]) for key in self.KEYS}
 
 
-def _build_optimization(config: Config, model: SeqVAE):
+def build_optimizer(parameters, *, learning_rate: float, device: torch.device) -> torch.optim.Adam:
+    """Adam (Kingma & Ba 2015) with the fused kernel where PyTorch has one for the device (CPU and
+    CUDA): the same update as the default, computed in one pass over the parameters instead of
+    several (3.5 times faster on a CPU at PTB sizes, about a tenth of a whole training step)."""
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.Adam(parameters, lr=learning_rate, fused=fused or None)
+
+
+def _build_optimization(config: Config, model: SeqVAE, device: torch.device):
     """Adam, and the plateau scheduler when ``train.lr_decay = "plateau"``."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate)
+    optimizer = build_optimizer(model.parameters(), learning_rate=config.train.learning_rate, device=device)
     if config.train.lr_decay != "plateau":
         return optimizer, None
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -247,11 +255,14 @@ class _Trainer:
         self.model = build_model(
             config.model, vocab_size=self.tokenizer.vocab_size, pad_id=self.tokenizer.pad_id, unk_id=self.tokenizer.unk_id
         ).to(device)
-        self.optimizer, self.scheduler = _build_optimization(config, self.model)
+        self.optimizer, self.scheduler = _build_optimization(config, self.model, device)
         self.step = self.epoch = self.batch_in_epoch = 0  # checkpoints record the next batch to run
+        self.seconds_before = 0.0  # training time of earlier sittings (train.max_minutes counts them)
+        self.started = time.perf_counter()
         self.best = float("inf")
         self.window = _MetricWindow()
         self.valid: dict[str, float] | None = None
+        self.valid_step: int | None = None  # the step self.valid was measured at
 
     def restore(self, path: Path) -> None:
         """Continue from a checkpoint: weights, optimizer, scheduler, position and RNG states."""
@@ -263,6 +274,7 @@ class _Trainer:
             self.scheduler.load_state_dict(payload["lr_scheduler"])
         self.step, self.epoch, self.batch_in_epoch = payload["step"], payload["epoch"], payload["batch_in_epoch"]
         self.best = payload["best_valid"]
+        self.seconds_before = payload.get("train_seconds", 0.0)
         self.window = _MetricWindow(payload["window"])
         torch.set_rng_state(payload["rng_cpu"])
         if self.device.type == "cuda" and payload.get("rng_cuda"):
@@ -279,6 +291,7 @@ class _Trainer:
                 "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch,
                 "best_valid": self.best,
+                "train_seconds": self.seconds(),
                 "window": self.window.sums,
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
@@ -288,8 +301,17 @@ class _Trainer:
             },
         )
 
+    def seconds(self) -> float:
+        """Training time so far, earlier sittings included."""
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def out_of_time(self) -> bool:
+        limit = self.config.train.max_minutes
+        return bool(limit) and self.seconds() >= 60.0 * limit
+
     def run_epoch(self, metrics: _MetricsLog, last_path: Path, *, progress: bool) -> bool:
-        """Train on the rest of the current epoch; False when train.max_steps stopped it early."""
+        """Train on the rest of the current epoch; False when train.max_steps or
+        train.max_minutes stopped it early."""
         config = self.config
         sequences = self.data.splits["train"].sequences
         batches = bucketed_batches(
@@ -312,6 +334,8 @@ class _Trainer:
         try:
             while self.batch_in_epoch < len(batches):
                 if config.train.max_steps and self.step >= config.train.max_steps:
+                    return False
+                if self.out_of_time():
                     return False
                 batch = collate([sequences[i] for i in batches[self.batch_in_epoch]]).to(self.device)
                 beta = kl_weight(self.step, config.annealing)
@@ -374,6 +398,7 @@ class _Trainer:
             )
         for warning in warnings:
             self.say(f"WARNING (epoch {self.epoch + 1}): {warning}")
+        self.valid_step = self.step
         record = {"split": "valid", "step": self.step, "epoch": self.epoch + 1}
         metrics.write({**record, **{key: _round(value) for key, value in self.valid.items()}, "warnings": warnings})
         return self.valid
@@ -422,6 +447,18 @@ def train(
     selection = config.train.best_metric
     while trainer.epoch < config.train.epochs:
         if not trainer.run_epoch(metrics, last_path, progress=progress):
+            if trainer.out_of_time():  # a time budget ends the run: validate what it reached
+                valid = trainer.valid if trainer.valid_step == trainer.step else trainer.validate(metrics)
+                if valid[selection] < trainer.best:
+                    trainer.best = valid[selection]
+                    trainer.save(run_dir / CHECKPOINT_DIR / BEST)
+                trainer.save(last_path)
+                say(
+                    f"stopped at train.max_minutes={config.train.max_minutes:g} (step {trainer.step}, "
+                    f"{trainer.seconds() / 60:.1f} min): valid elbo {valid['elbo']:.3f} ppl_elbo {valid['ppl_elbo']:.2f}; "
+                    "continue with --resume and a larger train.max_minutes"
+                )
+                break
             trainer.save(last_path)
             say(f"stopped at train.max_steps={config.train.max_steps} (step {trainer.step}); continue with --resume")
             break

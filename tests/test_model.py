@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from seqvae.config import ModelConfig
@@ -42,3 +43,19 @@ def test_tied_embeddings_share_the_matrix():
 
 
 # Overfitting 20 sentences, for every encoder/decoder pairing: tests/test_transformer.py.
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("lengths", [(9, 4, 7), (6, 6, 6)])
+def test_lstm_encoder_summary_equals_the_packed_sequence_reference(bidirectional, layers, lengths):
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    model = _model(bidirectional=bidirectional, encoder_layers=layers).eval()
+    batch = _random_batch(lengths, seed=3)
+    encoder = model.encoder
+    embedded = encoder.embedding(batch.targets)
+    packed = pack_padded_sequence(embedded, batch.lengths, batch_first=True, enforce_sorted=False)
+    _, (hidden, _) = encoder.lstm(packed)
+    reference = torch.cat([hidden[-2], hidden[-1]], dim=-1) if bidirectional else hidden[-1]
+    torch.testing.assert_close(encoder(batch.targets, batch.lengths), reference, rtol=1e-6, atol=1e-6)

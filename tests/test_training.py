@@ -148,6 +148,22 @@ def test_sentencepiece_run_trains_saves_its_model_and_decodes(tiny_corpus, tmp_p
     assert metrics["ppl_iw_per_word"] == pytest.approx(math.exp(metrics["nll_iw"] * metrics["sentences"] / words))
 
 
+def test_a_time_budget_stops_training_validates_and_keeps_best(tiny_corpus, tmp_path):
+    messages = []
+    config = tiny_config(tiny_corpus, tmp_path / "run", train={"epochs": 50, "max_minutes": 0.002, "validation": "elbo"})
+    result = train(config, progress=False, echo=messages.append)
+    assert 0 < result.step < 50 * 19
+    valid = [r for r in _metrics(tmp_path / "run") if r["split"] == "valid"]
+    assert valid[-1]["step"] == result.step and len({r["step"] for r in valid}) == len(valid)
+    best = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
+    assert best["best_valid"] == pytest.approx(min(r["elbo"] for r in valid), rel=1e-5)
+    assert best["train_seconds"] >= 0.12 and "stopped at train.max_minutes=0.002" in messages[-1]
+    # a larger budget continues the run where it stopped
+    budget = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["train_seconds"] / 60 + 0.005
+    more = tiny_config(tiny_corpus, tmp_path / "run", train={"epochs": 50, "max_minutes": budget, "validation": "elbo"})
+    assert train(more, resume=True, progress=False).step > result.step
+
+
 def test_adaptive_sentencepiece_run_trains_evaluates_and_decodes(tiny_corpus, tmp_path):
     config = tiny_config(
         tiny_corpus, tmp_path / "run", tokenizer={"kind": "sentencepiece", "vocab_size": 90, "model_type": "bpe"},

@@ -15,8 +15,17 @@ from seqvae.models.attention import Positions, TransformerBlock
 
 class LSTMEncoder(nn.Module):
     """An LSTM over the sentence; the summary is the last layer's final hidden state (both
-    directions concatenated when bidirectional), as in Bowman et al. 2016. Padding is skipped
-    with packed sequences, so a sentence's summary does not depend on its batch."""
+    directions concatenated when bidirectional), as in Bowman et al. 2016. A sentence's summary
+    does not depend on its batch:
+
+    - unidirectional, the LSTM runs over the padded batch and the summary is the top layer's
+      output at each sentence's last real token, which no padding (always after it) can reach;
+    - bidirectional, a batch whose sentences all have the same length (most length-bucketed
+      batches) runs padded as well, any other runs on packed sequences, which skip the padding
+      that the backward direction would otherwise read first.
+
+    The padded LSTM is the same computation as the packed one, up to floating-point order, and
+    much cheaper on a CPU: packed sequences cannot use the fused oneDNN kernel."""
 
     def __init__(
         self,
@@ -45,11 +54,16 @@ class LSTMEncoder(nn.Module):
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """tokens (B, T), lengths (B,) -> summary (B, H or 2H)."""
         embedded = self.dropout(self.embedding(tokens))  # (B, T, E)
-        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, (hidden, _) = self.lstm(packed)  # hidden: (layers * directions, B, H)
-        if self.lstm.bidirectional:
-            return torch.cat([hidden[-2], hidden[-1]], dim=-1)
-        return hidden[-1]
+        if not self.lstm.bidirectional:
+            outputs, _ = self.lstm(embedded)  # (B, T, H), position t reads tokens up to t only
+            last = (lengths - 1).to(outputs.device).view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])
+            return outputs.gather(1, last).squeeze(1)  # (B, H)
+        if bool((lengths == tokens.shape[1]).all()):
+            _, (hidden, _) = self.lstm(embedded)  # no padding at all: the final states are exact
+        else:
+            packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            _, (hidden, _) = self.lstm(packed)  # hidden: (layers * directions, B, H)
+        return torch.cat([hidden[-2], hidden[-1]], dim=-1)
 
 
 
