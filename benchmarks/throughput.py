@@ -5,18 +5,24 @@ What is measured
 Tokens per second of *training steps*, where a batch's tokens are ``batch.num_tokens``: the
 predicted tokens, i.e. every word plus one end-of-sentence per sentence (padding never counts).
 
-1. **VAE**: exactly the step of ``seqvae.training.train`` with the default objective:
-   ``seqvae.training.train_step`` itself (LSTM encoder on packed sequences, Gaussian posterior,
-   reparametrised z, LSTM decoder with z injected as initial state and concatenated to every
-   input, ``elbo_loss`` with KL weight 1 and no free bits, backward, ``clip_grad_norm_(..., 5)``,
-   Adam step), plus the ``float(loss)`` the training loop takes for its log. The model comes from
-   ``seqvae.models.vae.build_model`` with ``ModelConfig`` defaults apart from the sizes given.
+1. **VAE**, once with each output layer (``softmax``: the full softmax; ``adaptive``: the
+   adaptive softmax with the ``ModelConfig`` default cutoffs [2000, 6000] and div_value 4, or
+   cutoffs at 1/5 and 3/5 of a vocabulary smaller than 6,000):
+   exactly the step of ``seqvae.training.train`` with the default objective:
+   ``seqvae.training.train_step`` itself (LSTM encoder, Gaussian posterior, reparametrised z,
+   LSTM decoder with z injected as initial state and concatenated to every input, the output
+   layer's target-only loss, ``elbo_loss`` with KL weight 1 and no free bits, backward,
+   ``clip_grad_norm_(..., 5)``, Adam step), plus the ``float(loss)`` the training loop takes for
+   its log. The models come from ``seqvae.models.vae.build_model`` with ``ModelConfig`` defaults
+   apart from the sizes and the output layer.
 2. **Floor**: a plain PyTorch LSTM language model of the same sizes, written here with no seqvae
-   model code: ``nn.Embedding(V, E) -> nn.LSTM(E, H, batch_first=True) -> nn.Linear(H, V)``,
-   reading ``batch.inputs`` and predicting ``batch.targets``; loss = token cross-entropy summed
-   over real tokens (``batch.mask``) divided by the batch size; the same zero_grad, backward,
-   clip 5, Adam (lr 1e-3) and ``float(loss)``. It is what one LSTM language model costs, so the
-   ratio VAE/floor shows what the encoder, the latent and seqvae's code add on top.
+   model code: ``nn.Embedding(V, E) -> nn.LSTM(E, H, batch_first=True) -> nn.Linear(H, V)``
+   (a full softmax), reading ``batch.inputs`` and predicting ``batch.targets``; loss = token
+   cross-entropy summed over real tokens (``batch.mask``) divided by the batch size; the same
+   zero_grad, backward, clip 5, the same optimizer as training (``seqvae.training.build_optimizer``:
+   Adam, lr 1e-3, fused on CPU and CUDA) and ``float(loss)``. It is what one LSTM language model
+   costs, so the ratio VAE/floor shows what the encoder, the latent, the output layer and seqvae's
+   code add on top (or, above 1, save).
 
 How
 ---
@@ -25,27 +31,29 @@ sentences), encoded with ``encode_split`` and cut into length-bucketed batches w
 ``bucketed_batches`` (seed, epoch 0, 50-batch pools as in training; later epochs are appended if
 more batches are asked for). The first W + N batches are collated once with ``collate`` and moved
 to the device *before* any timing, so the collate cost is excluded for both models; both models
-see the same batch sequence. Each repeat runs the VAE, then the floor (VAE, floor, VAE, floor, ...):
-W untimed warm-up steps, then N timed steps. The median over R repeats per model is reported,
-so slow drift on a shared machine hits both models alike. On CUDA, ``torch.cuda.synchronize``
-brackets each timed region. Both models keep training across repeats (their state carries over).
+see the same batch sequence. Each repeat runs the models in turn (floor, VAE softmax, VAE
+adaptive, floor, ...): W untimed warm-up steps, then N timed steps. The median over R repeats
+per model is reported, so slow drift on a shared machine hits every model alike. On CUDA,
+``torch.cuda.synchronize`` brackets each timed region. The models keep training across repeats
+(their state carries over). Threads: 2 by default (``--threads``).
 
 Memory: on CPU the peak resident set size of the whole process (``resource.getrusage`` max RSS,
-a high-water mark that never goes down) is reported after the setup, after the first VAE
-repeat and at the end; since the VAE runs first, the floor's own peak is hidden unless it
-exceeds the VAE's. On CUDA the peak allocated GPU memory per model is reported as well.
+a high-water mark that never goes down) is reported after the setup and after each model's first
+repeat; a model's own peak is hidden unless it exceeds the earlier ones'. On CUDA the peak
+allocated GPU memory per model is reported as well.
 
 No timing is asserted anywhere; absolute numbers depend on the machine and its load.
 
 Usage (from the repository root)::
 
-    python benchmarks/throughput.py                                  # synthetic corpus
-    python benchmarks/throughput.py --data-dir ../shared/data/ptb    # PTB train split
+    python benchmarks/throughput.py                                         # synthetic corpus
+    python benchmarks/throughput.py --data-dir ../shared/data/ptb --json    # PTB train split
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import random
@@ -66,7 +74,7 @@ from seqvae.data.corpus import load_text_files
 from seqvae.data.synthetic import DEFAULT_SIZES, write_corpus
 from seqvae.data.tokenizers import WordTokenizer
 from seqvae.models.vae import build_model
-from seqvae.training import train_step
+from seqvae.training import build_optimizer, train_step
 
 LEARNING_RATE = TrainConfig().learning_rate  # 1e-3, as in training
 GRAD_CLIP = 5.0
@@ -106,9 +114,9 @@ class LSTMLanguageModel(nn.Module):
 class FloorStep:
     """One training step of the plain language model."""
 
-    def __init__(self, model: LSTMLanguageModel) -> None:
+    def __init__(self, model: LSTMLanguageModel, device: torch.device) -> None:
         self.model = model
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+        self.optimizer = build_optimizer(model.parameters(), learning_rate=LEARNING_RATE, device=device)
 
     def __call__(self, batch: Batch) -> float:
         logits = self.model(batch.inputs)
@@ -128,9 +136,9 @@ class VAEStep:
 
     description = "seqvae.training.train_step: model(batch) -> elbo_loss(beta=1) -> backward -> clip 5 -> Adam"
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
         self.model = model
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+        self.optimizer = build_optimizer(model.parameters(), learning_rate=LEARNING_RATE, device=device)
         self.objective = ObjectiveConfig()
 
     def __call__(self, batch: Batch) -> float:
@@ -191,6 +199,15 @@ def run_once(step, batches: list[Batch], *, warmup: int, device: torch.device) -
     return time.perf_counter() - start
 
 
+def adaptive_cutoffs(given: str | None, vocab_size: int) -> tuple[int, ...]:
+    """``--adaptive-cutoffs``, else the ModelConfig default when it fits the vocabulary (PTB),
+    else cutoffs at the same shares of a small vocabulary (1/5 and 3/5, the synthetic corpus)."""
+    if given:
+        return tuple(int(item) for item in given.split(","))
+    default = ModelConfig().adaptive_cutoffs
+    return default if default[-1] < vocab_size else (vocab_size // 5, 3 * vocab_size // 5)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None, help="folder holding ptb.train.txt; default: the synthetic corpus")
@@ -203,13 +220,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--injection", default=None, help="comma-separated injection modes [initial_state,concat for an LSTM decoder, memory for a Transformer]"
     )
+    parser.add_argument("--adaptive-cutoffs", default=None, help="comma-separated [2000,6000, or 1/5 and 3/5 of a smaller vocabulary]")
     parser.add_argument("--layers", type=int, default=None, help="layers of each Transformer [2]; LSTMs keep 1")
     parser.add_argument("--num-heads", type=int, default=4)
     parser.add_argument("--ff-dim", type=int, default=1024)
     parser.add_argument("--batches", type=int, default=100, help="timed batches per repeat (default 100)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up batches per repeat (default 10)")
     parser.add_argument("--repeats", type=int, default=5, help="repeats per model, alternating (default 5)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(T); default: torch's choice")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads(T) (default 2)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -219,7 +237,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 0:
         parser.error("--warmup must be 0 or more")
-    if args.threads is not None and args.threads < 1:
+    if args.threads < 1:
         parser.error("--threads must be at least 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available on this machine")
@@ -228,8 +246,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     seed_everything(args.seed)
 
@@ -260,44 +277,44 @@ def main(argv: list[str] | None = None) -> dict:
         encoder_layers=transformer_layers if args.encoder == "transformer" else 1,
         decoder_layers=transformer_layers if args.decoder == "transformer" else 1,
     )
+    model_config = dataclasses.replace(model_config, adaptive_cutoffs=adaptive_cutoffs(args.adaptive_cutoffs, tokenizer.vocab_size))
+    models: dict[str, nn.Module] = {}
     seed_everything(args.seed)
-    vae = build_model(
-        model_config, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, unk_id=tokenizer.unk_id
-    ).to(device)
-    vae.train()
-    seed_everything(args.seed)
-    floor = LSTMLanguageModel(tokenizer.vocab_size, args.embedding_dim, args.hidden_dim).to(device)
-    floor.train()
-    steps = {"vae": VAEStep(vae), "floor": FloorStep(floor)}
-    parameters = {
-        "vae": sum(p.numel() for p in vae.parameters()),
-        "floor": sum(p.numel() for p in floor.parameters()),
-    }
+    models["lm_floor"] = LSTMLanguageModel(tokenizer.vocab_size, args.embedding_dim, args.hidden_dim).to(device)
+    for layer in ("softmax", "adaptive"):
+        seed_everything(args.seed)
+        models[f"vae_{layer}"] = build_model(
+            dataclasses.replace(model_config, output_layer=layer),
+            vocab_size=tokenizer.vocab_size,
+            pad_id=tokenizer.pad_id,
+            unk_id=tokenizer.unk_id,
+        ).to(device)
+    steps = {name: (FloorStep if name == "lm_floor" else VAEStep)(model.train(), device) for name, model in models.items()}
+    parameters = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
 
-    rss_before = max_rss_mib()
-    rss_after_first_vae = None
-    seconds: dict[str, list[float]] = {"vae": [], "floor": []}
-    cuda_peak: dict[str, float] = {"vae": 0.0, "floor": 0.0}
+    rss = {"before_timing": max_rss_mib()}
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    cuda_peak: dict[str, float] = {name: 0.0 for name in steps}
     seed_everything(args.seed)
     for repeat in range(args.repeats):
-        for name in ("vae", "floor"):
+        for name, step in steps.items():
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            seconds[name].append(run_once(steps[name], batches, warmup=args.warmup, device=device))
+            seconds[name].append(run_once(step, batches, warmup=args.warmup, device=device))
             if device.type == "cuda":
                 cuda_peak[name] = max(cuda_peak[name], torch.cuda.max_memory_allocated(device) / 2**20)
-            if repeat == 0 and name == "vae":
-                rss_after_first_vae = max_rss_mib()
-    rss_after = max_rss_mib()
+            if repeat == 0:
+                rss[f"after_first_{name}_repeat"] = max_rss_mib()
 
     rates = {name: [tokens_timed / s for s in values] for name, values in seconds.items()}
     median = {name: statistics.median(values) for name, values in rates.items()}
     result = {
-        "vae_tokens_per_s": median["vae"],
-        "floor_tokens_per_s": median["floor"],
-        "ratio": median["vae"] / median["floor"],
-        "vae_tokens_per_s_repeats": rates["vae"],
-        "floor_tokens_per_s_repeats": rates["floor"],
+        "lm_floor_tokens_per_s": median["lm_floor"],
+        "vae_softmax_tokens_per_s": median["vae_softmax"],
+        "vae_adaptive_tokens_per_s": median["vae_adaptive"],
+        "ratio_vae_softmax_to_floor": median["vae_softmax"] / median["lm_floor"],
+        "ratio_vae_adaptive_to_floor": median["vae_adaptive"] / median["lm_floor"],
+        "tokens_per_s_repeats": rates,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
@@ -307,6 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
         "latent_dim": args.latent_dim,
         "batch_size": args.batch_size,
         "vocab_size": tokenizer.vocab_size,
+        "adaptive_cutoffs": list(model_config.adaptive_cutoffs),
+        "adaptive_div_value": model_config.adaptive_div_value,
         "parameters": parameters,
         "batches": args.batches,
         "warmup": args.warmup,
@@ -314,17 +333,14 @@ def main(argv: list[str] | None = None) -> dict:
         "tokens_timed": tokens_timed,
         "sentences_timed": sentences_timed,
         "padding_share": 1.0 - tokens_timed / padded_positions,
-        "vae_step": steps["vae"].description,
-        "collate": "excluded (batches collated and moved to the device before timing, same batches for both)",
+        "vae_step": VAEStep.description,
+        "optimizer": type(steps["lm_floor"].optimizer).__name__
+        + f" (fused={steps['lm_floor'].optimizer.defaults.get('fused')}), the same for every model",
+        "collate": "excluded (batches collated and moved to the device before timing, same batches for every model)",
         "data": source,
         "train_sentences": len(encoded.sequences),
         "seed": args.seed,
-        "max_rss_mib": {
-            "what": "peak resident set size of the whole process so far (resource.getrusage ru_maxrss)",
-            "before_timing": rss_before,
-            "after_first_vae_repeat": rss_after_first_vae,
-            "after_timing": rss_after,
-        },
+        "max_rss_mib": {"what": "peak resident set size of the whole process so far (resource.getrusage ru_maxrss)", **rss},
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
@@ -339,43 +355,39 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def print_table(r: dict) -> None:
-    rss = r["max_rss_mib"]
     print(f"data        {r['data']} ({r['train_sentences']} sentences, vocabulary {r['vocab_size']})")
     print(
-        f"VAE         encoder/decoder {r['pairing']}\n"
+        f"VAE         encoder/decoder {r['pairing']}; adaptive cutoffs {r['adaptive_cutoffs']}, "
+        f"div_value {r['adaptive_div_value']:g}\n"
         f"sizes       embedding {r['embedding_dim']}, hidden {r['hidden_dim']}, latent {r['latent_dim']}, "
         f"batch {r['batch_size']}"
     )
-    print(
-        f"device      {r['device']} ({r['device_name']}), threads {r['threads']}, torch {r['torch']}"
-    )
+    print(f"device      {r['device']} ({r['device_name']}), threads {r['threads']}, torch {r['torch']}")
     print(
         f"timing      {r['repeats']} repeats x ({r['warmup']} warm-up + {r['batches']} timed batches), "
-        f"alternating VAE/floor; median reported"
+        f"models in turn; median reported"
     )
     print(
         f"tokens      {r['tokens_timed']} per repeat (words + EOS; {r['sentences_timed']} sentences, "
         f"padding {100 * r['padding_share']:.1f}% of positions)"
     )
     print(f"VAE step    {r['vae_step']}")
+    print(f"optimizer   {r['optimizer']}")
     print(f"collate     {r['collate']}")
     print()
-    print(f"{'model':<8}{'params':>12}{'tokens/s (median)':>20}{'min':>12}{'max':>12}")
-    for name in ("vae", "floor"):
-        values = r[f"{name}_tokens_per_s_repeats"]
+    print(f"{'model':<14}{'params':>12}{'tokens/s (median)':>20}{'min':>12}{'max':>12}{'ratio to floor':>16}")
+    for name in ("lm_floor", "vae_softmax", "vae_adaptive"):
+        values = r["tokens_per_s_repeats"][name]
+        ratio = r[f"{name}_tokens_per_s"] / r["lm_floor_tokens_per_s"]
         print(
-            f"{name:<8}{r['parameters'][name]:>12,}{r[f'{name}_tokens_per_s']:>20,.0f}"
-            f"{min(values):>12,.0f}{max(values):>12,.0f}"
+            f"{name:<14}{r['parameters'][name]:>12,}{r[f'{name}_tokens_per_s']:>20,.0f}"
+            f"{min(values):>12,.0f}{max(values):>12,.0f}{ratio:>16.3f}"
         )
-    print(f"ratio VAE/floor: {r['ratio']:.3f}")
     print()
-    print(
-        f"max RSS (process peak, getrusage): {rss['before_timing']:.0f} MiB before timing, "
-        f"{rss['after_first_vae_repeat']:.0f} MiB after the first VAE repeat, {rss['after_timing']:.0f} MiB at the end"
-    )
+    rss = {key: value for key, value in r["max_rss_mib"].items() if key != "what"}
+    print("max RSS (process peak, getrusage): " + ", ".join(f"{key} {value:.0f} MiB" for key, value in rss.items()))
     if "cuda_peak_allocated_mib" in r:
-        peak = r["cuda_peak_allocated_mib"]
-        print(f"CUDA peak allocated: VAE {peak['vae']:.0f} MiB, floor {peak['floor']:.0f} MiB")
+        print("CUDA peak allocated: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in r["cuda_peak_allocated_mib"].items()))
 
 
 if __name__ == "__main__":

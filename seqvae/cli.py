@@ -380,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from seqvae.allocator import keep_freed_memory
+
+    keep_freed_memory()  # long loops reuse freed memory instead of faulting in fresh pages
     try:
         return args.handler(args)
     except SeqVAEError as error:

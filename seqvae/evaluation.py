@@ -97,7 +97,6 @@ def evaluate_split(
     tokenizer,
     *,
     iw_samples: int = 500,
-    iw_chunk_size: int = 50,
     mi_group_size: int | None = None,
     prior_samples: int = 100,
     free_bits_target: float = 0.0,
@@ -146,7 +145,7 @@ def evaluate_split(
             kl_per_dimension += kl_dims.sum(0).cpu()
             if iw_samples:
                 log_likelihood = importance_weighted_log_likelihood(
-                    model, batch, num_samples=iw_samples, chunk_size=iw_chunk_size, generator=iw_generator
+                    model, batch, num_samples=iw_samples, generator=iw_generator
                 )
                 totals["iw"] -= float(log_likelihood.sum())
             # one greedy pass gives the free-running NLL and the decodes BLEU compares

@@ -23,34 +23,49 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
 
 
+SCORES_PER_CALL = 4_000_000
+"""How many output-layer scores (positions x the scores each position needs: V with the full
+softmax, the head's size with the adaptive one) one IW decoder call may hold: 16 MB of float32,
+small enough that the C allocator reuses the freed blocks instead of mapping and faulting in fresh
+memory for every chunk (it does so for blocks under 32 MB), large enough that the decoder runs on
+batches of hundreds of sentence-samples."""
+
+
 @torch.no_grad()
 def importance_weighted_log_likelihood(
     model,
     batch: Batch,
     *,
     num_samples: int = 500,
-    chunk_size: int = 50,
-    max_positions: int = 16_384,
+    chunk_size: int | None = None,
+    scores_per_call: int = SCORES_PER_CALL,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """log p(x) ~ logsumexp_k [log p(x|z_k) + log N(z_k; 0, I) - log q(z_k|x)] - log K, z_k ~ q(z|x)
-    (Burda et al. 2016), per sentence, (B,). The encoder runs once; samples are decoded a chunk
-    at a time as one batch of chunk * B sentences, the chunk at most ``chunk_size`` and small
-    enough that a decoder call holds at most ``max_positions`` token positions (its logits:
-    max_positions x V floats), so memory is bounded whatever K, B and the sentence length."""
+    (Burda et al. 2016), per sentence, (B,).
+
+    The encoder runs once per sentence and all K x B codes are drawn at once, so the estimate does
+    not depend on how the samples are chunked. The decoder scores the samples a chunk at a time,
+    as one batch of chunk x B sentence-samples through the target-only path of the output layer;
+    a chunk holds at most ``chunk_size`` samples (default: as many as fit) and at most
+    ``scores_per_call`` output-layer scores, so memory is bounded whatever K, B, the sentence
+    length and the vocabulary. The repeated inputs, targets and mask are built once."""
     posterior = model.encode(batch)
-    chunk_size = max(1, min(chunk_size, max_positions // batch.inputs.numel()))
-    weights = []
-    for start in range(0, num_samples, chunk_size):
-        count = min(chunk_size, num_samples - start)
-        noise = torch.randn((count, *posterior.mean.shape), generator=generator, device=generator.device if generator else posterior.mean.device)
-        z = posterior.mean + posterior.std * noise.to(posterior.mean.device)  # (k, B, Z)
-        flat = z.reshape(-1, z.shape[-1])  # (k * B, Z)
-        inputs = batch.inputs.repeat(count, 1)
-        log_likelihood = -model.decoder.sequence_nll(inputs, flat, batch.targets.repeat(count, 1), batch.mask.repeat(count, 1))
-        log_likelihood = log_likelihood.view(count, -1)  # (k, B)
-        weights.append(log_likelihood + standard_normal_log_prob(z) - posterior.log_prob(z))
-    return torch.logsumexp(torch.cat(weights), dim=0) - math.log(num_samples)
+    rows, width = batch.inputs.shape
+    per_sample = batch.inputs.numel() * getattr(model.decoder.output, "scores_per_position", 1)
+    chunk = max(1, min(num_samples, scores_per_call // per_sample, chunk_size or num_samples))
+    device = posterior.mean.device
+    noise = torch.randn((num_samples, *posterior.mean.shape), generator=generator, device=generator.device if generator else device)
+    z = posterior.mean + posterior.std * noise.to(device)  # (K, B, Z)
+    log_weights = standard_normal_log_prob(z) - posterior.log_prob(z)  # (K, B)
+    inputs, targets, mask = (part.repeat(chunk, 1) for part in (batch.inputs, batch.targets, batch.mask))
+    for start in range(0, num_samples, chunk):
+        count = min(chunk, num_samples - start)
+        used = count * rows  # the first rows of the repeats hold ``count`` copies of the batch
+        flat = z[start : start + count].reshape(used, -1)  # (count * B, Z)
+        nll = model.decoder.sequence_nll(inputs[:used], flat, targets[:used], mask[:used])
+        log_weights[start : start + count] -= nll.view(count, rows)
+    return torch.logsumexp(log_weights, dim=0) - math.log(num_samples)
 
 
 def mutual_information(

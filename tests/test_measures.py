@@ -57,10 +57,17 @@ def test_iw_nll_matches_numerical_integration_on_a_one_dimensional_model():
     generator = torch.Generator().manual_seed(0)
     estimate = importance_weighted_log_likelihood(model, batch, num_samples=4000, chunk_size=500, generator=generator)
     assert torch.allclose(-estimate, -exact, rtol=0.01)
-    # a memory bound of one sentence-sample's positions per decoder call: chunks of one sample
-    assert batch.inputs.numel() == 12
-    bounded = importance_weighted_log_likelihood(model, batch, num_samples=2000, max_positions=12, generator=generator)
-    assert torch.allclose(-bounded, -exact, rtol=0.01)
+    # a memory bound of one sample's scores per decoder call: chunks of one sample, the same codes
+    scores = batch.inputs.numel() * model.decoder.output.scores_per_position
+    bounded = importance_weighted_log_likelihood(
+        model, batch, num_samples=4000, scores_per_call=scores, generator=torch.Generator().manual_seed(0)
+    )
+    torch.testing.assert_close(bounded, estimate, rtol=1e-5, atol=1e-5)
+    calls = []
+    hook = model.decoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    importance_weighted_log_likelihood(model, batch, num_samples=7, scores_per_call=2 * scores - 1)
+    hook.remove()
+    assert calls == [batch.num_sentences] * 7
 
 
 def test_iw_bound_is_at_least_the_elbo_and_tightens_with_k():

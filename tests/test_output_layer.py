@@ -179,3 +179,16 @@ def test_cutoffs_read_from_toml_as_a_list_of_integers(tmp_path):
     path.write_text('[model]\nadaptive_cutoffs = ["100"]\n')
     with pytest.raises(SeqVAEError, match="expected list of integers"):
         load_config(path)
+
+
+def test_scoring_without_gradients_in_blocks_equals_the_whole_computation(monkeypatch):
+    import seqvae.models.output_layer as output_layer
+
+    model = _model(output_layer="softmax")
+    batch = _batch(seed=2)
+    z = torch.randn(4, 3)
+    whole = model.decoder.sequence_nll(batch.inputs, z, batch.targets, batch.mask)  # with gradients: one block
+    monkeypatch.setattr(output_layer, "SCORING_BYTES", 4 * VOCAB * 3)  # three positions a block
+    with torch.no_grad():
+        blocked = model.decoder.sequence_nll(batch.inputs, z, batch.targets, batch.mask)
+    torch.testing.assert_close(blocked, whole.detach(), rtol=1e-6, atol=1e-5)

@@ -14,6 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from seqvae import SeqVAEError, load_config, load_run, train
+from seqvae.allocator import keep_freed_memory
 from seqvae.evaluation import format_metrics
 
 CONFIG = Path(__file__).with_name("config.toml")
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         "K = 500 on the test set is hours on a CPU)",
     )
     args = parser.parse_args(argv)
+    keep_freed_memory()  # long loops reuse freed memory instead of faulting in fresh pages
     try:
         data_dir = Path(args.data_dir)
         if not data_dir.is_dir():

@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from seqvae import SeqVAEError, load_config, load_run, train, write_corpus
+from seqvae.allocator import keep_freed_memory
 from seqvae.evaluation import format_metrics
 from seqvae.report import save_evaluation, write_report
 
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     parser.add_argument("--corpus-size", type=int, default=10000, help="training sentences to generate")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # long loops reuse freed memory instead of faulting in fresh pages
     try:
         config = _load(args)
         result = train(config, resume=args.resume, overwrite=args.overwrite, echo=tqdm.write)

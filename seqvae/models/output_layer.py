@@ -36,6 +36,10 @@ from torch import nn
 
 OUTPUT_LAYERS = ("softmax", "adaptive")
 
+SCORING_BYTES = 16 * 1024 * 1024
+"""Logits computed at once by the full softmax when scoring without gradients (under the 32 MB up
+to which the C allocator reuses freed blocks, seqvae.allocator)."""
+
 
 def sequence_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """-log p(x|z) per sentence, (B,): token cross-entropy of full-softmax logits summed over real
@@ -51,19 +55,34 @@ class SoftmaxOutput(nn.Linear):
     """Logits W h + b over the whole vocabulary and their softmax. Tied (Press & Wolf 2017), W is
     the input embedding matrix (the state_dict keys are those of the plain ``nn.Linear``)."""
 
+    @property
+    def scores_per_position(self) -> int:
+        """Scores the target-only path computes per position: all V logits."""
+        return self.out_features
+
     def log_prob(self, features: torch.Tensor) -> torch.Tensor:
         """(..., F) -> (..., V) log-probabilities."""
         return F.log_softmax(self(features), dim=-1)
 
     def token_log_prob(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """(..., F), targets (...) -> log p(target) (...)."""
-        logits = self(features)
-        flat = logits.reshape(-1, logits.shape[-1])
-        return -F.cross_entropy(flat, targets.reshape(-1), reduction="none").view(targets.shape)
+        """(..., F), targets (...) -> log p(target) (...). Without gradients (scoring), the
+        logits are computed for ``SCORING_BYTES`` worth of positions at a time, so their buffers
+        stay small enough to be reused from one block to the next."""
+        flat, flat_targets = features.reshape(-1, features.shape[-1]), targets.reshape(-1)
+        block = max(1, SCORING_BYTES // (4 * self.out_features))
+        if (torch.is_grad_enabled() and features.requires_grad) or flat.shape[0] <= block:
+            return -F.cross_entropy(self(flat), flat_targets, reduction="none").view(targets.shape)
+        parts = [
+            -F.cross_entropy(self(flat[start : start + block]), flat_targets[start : start + block], reduction="none")
+            for start in range(0, flat.shape[0], block)
+        ]
+        return torch.cat(parts).view(targets.shape)
 
     def sequence_nll(self, features: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, F) -> (B,): -log p(x|z) summed over each sentence's real targets."""
-        return sequence_nll(self(features), targets, mask)
+        if torch.is_grad_enabled() and features.requires_grad:
+            return sequence_nll(self(features), targets, mask)
+        return -(self.token_log_prob(features, targets) * mask).sum(dim=1)
 
 
 class _TiedHead(nn.Module):
@@ -108,6 +127,12 @@ class AdaptiveOutput(nn.AdaptiveLogSoftmaxWithLoss):
         super().__init__(in_features, vocab_size, list(cutoffs), div_value=div_value, head_bias=True)
         if tie_to is not None:
             self.head = _TiedHead(tie_to, shortlist_size=self.shortlist_size, clusters=self.n_clusters, bias=True)
+
+    @property
+    def scores_per_position(self) -> int:
+        """Scores the target-only path computes per position: the head's (a tail cluster's, for
+        the few positions whose target lies in one, come on top)."""
+        return self.head_size
 
     def log_prob(self, features: torch.Tensor) -> torch.Tensor:
         """(..., F) -> (..., V) log-probabilities: the head and every cluster."""
