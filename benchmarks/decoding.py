@@ -37,8 +37,8 @@ def recompute_decode(decoder, z: torch.Tensor, *, length: int) -> list[list[int]
     """Greedy decoding without a cache: every step runs the decoder over the whole prefix."""
     tokens = torch.full((z.shape[0], 1), BOS_ID, dtype=torch.long)
     for _ in range(length):
-        logits, _ = decoder(tokens, z)
-        scores = logits[:, -1].clone()
+        log_probs, _ = decoder.log_probs(tokens, z)
+        scores = log_probs[:, -1].clone()
         scores[:, EOS_ID] = float("-inf")
         tokens = torch.cat([tokens, scores.argmax(dim=-1, keepdim=True)], dim=1)
     return tokens[:, 1:].tolist()

@@ -54,7 +54,8 @@ class Decoder(nn.Module):
 
     output: nn.Module
 
-    def _output_layer(self, *, hidden_dim: int, tie: bool, output_layer: str, cutoffs, div_value: float) -> None:
+    def _output_layer(self, hidden_dim: int, tie: bool, output_layer: str, cutoffs, div_value: float) -> None:
+        """The bridge and ``self.output`` (seqvae.models.output_layer), after ``self.embedding``."""
         vocab_size, embedding_dim = self.embedding.weight.shape
         self.bridge = _bridge(hidden_dim, embedding_dim, tie)
         self.output = build_output_layer(
@@ -114,13 +115,7 @@ class LSTMDecoder(Decoder):
             self.latent_to_state = nn.Linear(latent_dim, num_layers * hidden_dim)
         if "add" in self.injection:
             self.latent_to_embedding = nn.Linear(latent_dim, embedding_dim)
-        self._output_layer(
-            hidden_dim=hidden_dim,
-            tie=tie_embeddings,
-            output_layer=output_layer,
-            cutoffs=adaptive_cutoffs,
-            div_value=adaptive_div_value,
-        )
+        self._output_layer(hidden_dim, tie_embeddings, output_layer, adaptive_cutoffs, adaptive_div_value)
 
     def initial_state(self, z: torch.Tensor) -> LSTMState:
         """The state before the first token: from z, or zeros. Each is (layers, B, H)."""
@@ -215,13 +210,7 @@ class TransformerDecoder(Decoder):
         )
         self.norm = nn.LayerNorm(hidden_dim)
         self.dropout = nn.Dropout(dropout)
-        self._output_layer(
-            hidden_dim=hidden_dim,
-            tie=tie_embeddings,
-            output_layer=output_layer,
-            cutoffs=adaptive_cutoffs,
-            div_value=adaptive_div_value,
-        )
+        self._output_layer(hidden_dim, tie_embeddings, output_layer, adaptive_cutoffs, adaptive_div_value)
 
     def forward(
         self, inputs: torch.Tensor, z: torch.Tensor, state: TransformerState | None = None
