@@ -161,7 +161,7 @@ def write_report(
     model = config.model
     setting = (
         f"{model.encoder} encoder, {model.decoder} decoder, z ({model.latent_dim} dims) as "
-        f"{'+'.join(model.injection)}; annealing {config.annealing.schedule}, word dropout "
+        f"{'+'.join(model.injection)}, {model.output_layer} output layer; annealing {config.annealing.schedule}, word dropout "
         f"{config.objective.word_dropout}, free bits {config.objective.free_bits}"
     )
     plot = plot_training(history, output / "training.png", title=f"{run_dir.name}: {setting}")
