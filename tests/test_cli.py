@@ -232,13 +232,14 @@ def test_ptb_recipe_end_to_end_on_a_tiny_stand_in(tiny_corpus, tmp_path, pairing
         (data / f"ptb.{split}.txt").write_text("".join(f" {line.replace('coach', '<unk>')} \n" for line in lines))
     result = _run(
         [str(REPO / "recipes/ptb/run.py"), "--data-dir", str(data), "--iw-samples", "20", "train.epochs=1", "model.hidden_dim=16",
-         "model.embedding_dim=8", "model.latent_dim=4", *pairing],
+         "model.embedding_dim=8", "model.latent_dim=4", "model.adaptive_cutoffs=40,100", *pairing],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert "test (best checkpoint):" in result.stdout and "ppl_elbo" in result.stdout and "ppl_iw" in result.stdout
     config = (tmp_path / "runs/ptb/config.toml").read_text()
     assert 'free_bits = "per_dimension"' in config and "latent_dim = 4" in config
+    assert 'output_layer = "adaptive"' in config and "adaptive_cutoffs = [40, 100]" in config
 
 
 def test_ptb_recipe_names_a_missing_file(tmp_path):
