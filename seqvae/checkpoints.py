@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -12,16 +11,15 @@ from typing import Any
 import torch
 
 from seqvae.errors import SeqVAEError
-from seqvae.files import atomic_write_bytes
+from seqvae.files import atomic_write_with
 
 FORMAT = "seqvae-checkpoint-1"
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Serialise to memory, then write through a temporary file and rename."""
-    buffer = io.BytesIO()
-    torch.save({"format": FORMAT, **payload}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    """Serialise straight into a temporary file, then rename it over ``path`` (no copy of the
+    checkpoint in memory: with the optimizer state it is several times the model's size)."""
+    atomic_write_with(path, lambda handle: torch.save({"format": FORMAT, **payload}, handle))
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from seqvae.errors import SeqVAEError
 
@@ -13,12 +14,22 @@ from seqvae.errors import SeqVAEError
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write through a temporary file in the same folder and rename it over ``path``, so a reader
     (or a crash half-way) never leaves half a file behind."""
+    atomic_write_with(path, lambda handle: handle.write(data))
+
+
+def atomic_write_with(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """``write(handle)`` into a temporary file in the same folder, then rename it over ``path``:
+    for writers that stream (a checkpoint), so the file's bytes are never held in memory at once."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(temporary, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, path)
 
 
