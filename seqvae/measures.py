@@ -51,8 +51,8 @@ def importance_weighted_log_likelihood(
     ``scores_per_call`` output-layer scores, so memory is bounded whatever K, B, the sentence
     length and the vocabulary. The repeated inputs, targets and mask are built once."""
     posterior = model.encode(batch)
-    rows, width = batch.inputs.shape
-    per_sample = batch.inputs.numel() * getattr(model.decoder.output, "scores_per_position", 1)
+    rows = batch.inputs.shape[0]
+    per_sample = batch.inputs.numel() * model.decoder.output.scores_per_position
     chunk = max(1, min(num_samples, scores_per_call // per_sample, chunk_size or num_samples))
     device = posterior.mean.device
     noise = torch.randn((num_samples, *posterior.mean.shape), generator=generator, device=generator.device if generator else device)

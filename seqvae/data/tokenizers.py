@@ -3,8 +3,8 @@
 Both map a sentence to token ids and back, and both reserve ``<pad>`` = 0, ``<unk>`` = 1,
 ``<bos>`` = 2, ``<eos>`` = 3. After the specials, ids are ordered by frequency in the training
 split, most frequent first (the adaptive output layer relies on it): the word vocabulary is built
-that way, and a SentencePiece model's own piece ids are renumbered by their training counts. A literal ``<unk>`` in the text (as in the Mikolov PTB files) maps to
-the unknown id. A tokenizer is saved into the run directory (``tokenizer.json``, plus
+that way, and a SentencePiece model's own piece ids are renumbered by their training counts. A
+literal ``<unk>`` in the text (as in the Mikolov PTB files) maps to the unknown id. A tokenizer is saved into the run directory (``tokenizer.json``, plus
 ``tokenizer.model`` for SentencePiece) and has a fingerprint that checkpoints record, so a
 checkpoint is never paired with another vocabulary.
 """
@@ -247,15 +247,10 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         model_path = Path(directory) / spec.get("model_file", SENTENCEPIECE_FILE)
         if not model_path.is_file():
             raise SeqVAEError(f"{model_path}: SentencePiece model not found")
-        try:
-            processor_bytes = model_path.read_bytes()
-            tokenizer = SentencePieceTokenizer(processor_bytes)
+        try:  # no 'order': saved before ids were frequency-ordered, SentencePiece's own ids
+            return SentencePieceTokenizer(model_path.read_bytes(), spec.get("order"))
         except RuntimeError:
             raise SeqVAEError(f"{model_path}: corrupt SentencePiece model") from None
-        if spec.get("order") is None:
-            return tokenizer  # saved before ids were frequency-ordered: SentencePiece's own ids
-        try:
-            return SentencePieceTokenizer(processor_bytes, spec["order"])
         except (ValueError, TypeError):
-            raise SeqVAEError(f"{path}: 'order' is not a permutation of the {tokenizer.vocab_size} piece ids") from None
+            raise SeqVAEError(f"{path}: 'order' is not a permutation of the model's piece ids") from None
     raise SeqVAEError(f"{path}: unknown tokenizer kind '{kind}'")

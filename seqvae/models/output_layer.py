@@ -51,7 +51,16 @@ def sequence_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
     return (token_nll * mask).sum(dim=1)
 
 
-class SoftmaxOutput(nn.Linear):
+class _SentenceScores:
+    """``sequence_nll`` from ``token_log_prob``, the same for both layers."""
+
+    def sequence_nll(self, features: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) -> (B,): -log p(x|z) summed over each sentence's real targets (padding
+        targets are <pad>, a head word for the adaptive layer, so they cost no tail cluster)."""
+        return -(self.token_log_prob(features, targets) * mask).sum(dim=1)
+
+
+class SoftmaxOutput(_SentenceScores, nn.Linear):
     """Logits W h + b over the whole vocabulary and their softmax. Tied (Press & Wolf 2017), W is
     the input embedding matrix (the state_dict keys are those of the plain ``nn.Linear``)."""
 
@@ -77,12 +86,6 @@ class SoftmaxOutput(nn.Linear):
             for start in range(0, flat.shape[0], block)
         ]
         return torch.cat(parts).view(targets.shape)
-
-    def sequence_nll(self, features: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, T, F) -> (B,): -log p(x|z) summed over each sentence's real targets."""
-        if torch.is_grad_enabled() and features.requires_grad:
-            return sequence_nll(self(features), targets, mask)
-        return -(self.token_log_prob(features, targets) * mask).sum(dim=1)
 
 
 class _TiedHead(nn.Module):
@@ -110,7 +113,7 @@ class _TiedHead(nn.Module):
         return F.linear(features, weight, self.bias)
 
 
-class AdaptiveOutput(nn.AdaptiveLogSoftmaxWithLoss):
+class AdaptiveOutput(_SentenceScores, nn.AdaptiveLogSoftmaxWithLoss):
     """The adaptive softmax (Grave et al. 2017) over a frequency-ordered vocabulary; see the module
     docstring. ``tie_to``: the input embedding whose first c_1 rows become the head's shortlist."""
 
@@ -144,11 +147,6 @@ class AdaptiveOutput(nn.AdaptiveLogSoftmaxWithLoss):
         cluster only for the positions whose target lies in it."""
         flat = features.reshape(-1, features.shape[-1])
         return super().forward(flat, targets.reshape(-1)).output.view(targets.shape)
-
-    def sequence_nll(self, features: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, T, F) -> (B,): -log p(x|z) summed over each sentence's real targets (padding
-        targets are <pad>, a head word, so they cost no tail cluster)."""
-        return -(self.token_log_prob(features, targets) * mask).sum(dim=1)
 
 
 def check_adaptive(cutoffs, div_value: float, *, vocab_size: int, in_features: int) -> None:
