@@ -144,6 +144,12 @@ def _command_sample(args: argparse.Namespace) -> int:
     decoding = _decoding(args)
     output = _check_output(args.output, args.overwrite, (".jsonl",)) if args.output else None
     run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    if run.model.is_language_model and decoding.strategy != "sample" and args.num_samples > 1:
+        print(
+            f"note: {args.run_dir} is a language model (no z): {decoding.strategy} decoding gives the same sentence "
+            "every time; --strategy sample draws different ones",
+            file=sys.stderr,
+        )
     generated = run.generate(run.prior(args.num_samples, seed=args.seed), decoding=decoding, seed=args.seed)
     for item in generated:
         print(f"{item.log_prob_per_token:8.3f}  {item.text}")

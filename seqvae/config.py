@@ -89,6 +89,14 @@ class ModelConfig:
     embedding_dim: int = 256
     hidden_dim: int = 256
     latent_dim: int = 32
+    """Dimensions of z; 0 trains the decoder alone as a language model (no encoder, no z, no KL:
+    its NLL and perplexity are exact, and every measure that needs z is reported as absent)."""
+    posterior: str = "gaussian"
+    """q(z|x): ``gaussian`` (a linear map to mean and log-variance) or ``batchnorm`` (BN-VAE, Zhu
+    et al. 2020: the means batch-normalised with a fixed scale posterior_gamma and a learned shift,
+    which keeps the batch-mean KL above about latent_dim * posterior_gamma^2 / 2)."""
+    posterior_gamma: float = 0.7
+    """BN-VAE: the fixed scale of the normalised posterior means (Zhu et al. 2020 compare 0.5 to 0.7)."""
     encoder_layers: int = 1
     bidirectional: bool = False
     """Bidirectional LSTM encoder (both final states feed the posterior)."""
@@ -130,9 +138,16 @@ class ObjectiveConfig:
     word_dropout: float = 0.0
     """Probability of replacing a decoder input token by <unk> in training (Bowman et al. 2016)."""
     free_bits: str = "none"
-    """``none``, ``per_dimension`` (Kingma et al. 2016) or ``total_hinge`` (the notes, 4.3)."""
+    """``none``, ``per_dimension`` (Kingma et al. 2016), ``total_hinge`` (the notes, 4.3) or
+    ``mdr`` (minimum desired rate, Pelsmaeker & Aziz 2020: the constraint KL >= free_bits_lambda
+    enforced by a Lagrange multiplier learned by gradient ascent)."""
     free_bits_lambda: float = 0.0
-    """Free-bits target in nats: per dimension, or for the total KL with ``total_hinge``."""
+    """Free-bits target in nats: per dimension, or for the total KL with ``total_hinge``, or the
+    target rate r with ``mdr``."""
+    mdr_learning_rate: float = 0.001
+    """``mdr``: learning rate of the multiplier's gradient ascent (RMSprop, as in the authors' code)."""
+    mdr_initial_multiplier: float = 1.0
+    """``mdr``: the multiplier's starting value (the authors start near 1)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,6 +210,20 @@ class TrainConfig:
     """K of the importance-weighted bound after each epoch (``seqvae eval`` uses 500); 0 skips it."""
     validation_prior_samples: int = 100
     """Prior samples decoded after each epoch for distinct-n, self-BLEU, log p(x|z); 0 skips them."""
+    init_from: str = ""
+    """Warm start (Li et al. 2019): a run directory whose best checkpoint gives the parts named in
+    init_parts; the other parts start afresh from run.seed. The vocabularies must match."""
+    init_parts: tuple[str, ...] = ("encoder", "posterior")
+    """Warm start: the parts copied from init_from, any of ``encoder``, ``posterior``, ``decoder``."""
+    aggressive: bool = False
+    """Aggressive inference-network training (He et al. 2019): before each decoder update, the
+    encoder and posterior alone are updated on random training batches until their loss stops
+    improving; switched off for good after the first epoch whose validation MI does not rise."""
+    aggressive_max_inner_steps: int = 100
+    """Aggressive: the most encoder-only updates before one decoder update."""
+    aggressive_check_every: int = 15
+    """Aggressive: every this many inner steps, the mean loss per token of the last window is
+    compared with the window before; the inner loop stops when it did not fall."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,16 +251,18 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.positions": ("learned", "sinusoidal"),
     "model.pooling": ("mean", "summary_token"),
     "model.output_layer": ("softmax", "adaptive"),
-    "objective.free_bits": ("none", "per_dimension", "total_hinge"),
+    "model.posterior": ("gaussian", "batchnorm"),
+    "objective.free_bits": ("none", "per_dimension", "total_hinge", "mdr"),
     "annealing.schedule": ("constant", "linear", "logistic", "cyclical"),
     "train.lr_decay": ("none", "plateau"),
     "train.best_metric": ("elbo", "rec"),
     "train.validation": ("full", "elbo"),
+    "train.init_parts": ("encoder", "posterior", "decoder"),
 }
 """Names a string field (or each item of a tuple field) may take."""
 
-PATH_KEYS = ("data.train", "data.valid", "data.test")
-"""Keys holding file paths, made absolute (from the current directory) when a config is loaded."""
+PATH_KEYS = ("data.train", "data.valid", "data.test", "train.init_from")
+"""Keys holding file or folder paths, made absolute (from the current directory) when a config is loaded."""
 
 
 def _section_types(section_cls: type) -> dict[str, Any]:
@@ -317,7 +348,8 @@ def _check_ranges(config: Config) -> None:
     checks = [
         ("model.embedding_dim", config.model.embedding_dim >= 1),
         ("model.hidden_dim", config.model.hidden_dim >= 1),
-        ("model.latent_dim", config.model.latent_dim >= 1),
+        ("model.latent_dim", config.model.latent_dim >= 0),
+        ("model.posterior_gamma", config.model.posterior_gamma > 0.0 and math.isfinite(config.model.posterior_gamma)),
         ("model.encoder_layers", config.model.encoder_layers >= 1),
         ("model.decoder_layers", config.model.decoder_layers >= 1),
         ("model.dropout", 0.0 <= config.model.dropout < 1.0),
@@ -328,6 +360,8 @@ def _check_ranges(config: Config) -> None:
         ("model.adaptive_div_value", config.model.adaptive_div_value >= 1.0),
         ("objective.word_dropout", 0.0 <= config.objective.word_dropout <= 1.0),
         ("objective.free_bits_lambda", config.objective.free_bits_lambda >= 0.0),
+        ("objective.mdr_learning_rate", config.objective.mdr_learning_rate > 0.0),
+        ("objective.mdr_initial_multiplier", math.isfinite(config.objective.mdr_initial_multiplier)),
         ("annealing.beta", config.annealing.beta >= 0.0 and math.isfinite(config.annealing.beta)),
         ("annealing.warmup_steps", config.annealing.warmup_steps >= 0),
         ("annealing.cycle_steps", config.annealing.cycle_steps >= 1),
@@ -343,6 +377,8 @@ def _check_ranges(config: Config) -> None:
         ("train.log_every", config.train.log_every >= 1),
         ("train.checkpoint_every", config.train.checkpoint_every >= 0),
         ("train.validation_iw_samples", config.train.validation_iw_samples >= 0),
+        ("train.aggressive_max_inner_steps", config.train.aggressive_max_inner_steps >= 1),
+        ("train.aggressive_check_every", config.train.aggressive_check_every >= 1),
         ("train.validation_prior_samples", config.train.validation_prior_samples in (0,) or config.train.validation_prior_samples >= 2),
         ("data.max_length", config.data.max_length >= 0),
         ("tokenizer.min_frequency", config.tokenizer.min_frequency >= 1),
@@ -354,6 +390,7 @@ def _check_ranges(config: Config) -> None:
             section, name = key.split(".")
             value = getattr(getattr(config, section), name)
             raise SeqVAEError(f"config key '{key}': value {value!r} is out of range")
+    _check_methods(config)
     from seqvae.models.decoders import INJECTIONS
 
     allowed = INJECTIONS[config.model.decoder]
@@ -369,6 +406,25 @@ def _check_ranges(config: Config) -> None:
             f"config key 'model.num_heads': hidden_dim {config.model.hidden_dim} is not divisible by "
             f"{config.model.num_heads} heads"
         )
+
+
+def _check_methods(config: Config) -> None:
+    """Combinations of methods that have no meaning, refused with the reason."""
+    if config.model.latent_dim == 0:  # a language model: nothing about z applies
+        refused = [
+            ("model.posterior", config.model.posterior != "gaussian"),
+            ("objective.free_bits", config.objective.free_bits != "none"),
+            ("train.aggressive", config.train.aggressive),
+        ]
+        for key, wrong in refused:
+            if wrong:
+                raise SeqVAEError(f"config key '{key}': a language model (model.latent_dim = 0) has no z or KL for it to act on")
+        if config.train.init_from and set(config.train.init_parts) != {"decoder"}:
+            raise SeqVAEError("config key 'train.init_parts': a language model (model.latent_dim = 0) has only a decoder to warm-start")
+    if config.train.init_parts and len(set(config.train.init_parts)) != len(config.train.init_parts):
+        raise SeqVAEError(f"config key 'train.init_parts': {list(config.train.init_parts)} names a part twice")
+    if config.train.init_from and not config.train.init_parts:
+        raise SeqVAEError("config key 'train.init_parts': name at least one part to copy from train.init_from")
 
 
 def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> Config:
@@ -434,39 +490,53 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Read a TOML config (or start from defaults when ``path`` is None), then apply overrides.
 
-    Relative paths (``run.dir`` and the data files) are taken from the current directory, like
-    every path on the command line; the returned config holds absolute data paths so that a
-    saved run can be evaluated from anywhere.
+    Relative paths (``run.dir``, the data files and ``train.init_from``) are taken from the
+    current directory, like every path on the command line; the returned config holds absolute
+    data paths so that a saved run can be evaluated from anywhere.
     """
+    return load_layered_config([] if path is None else [path], overrides)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SeqVAEError(f"{path}: config file not found")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SeqVAEError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SeqVAEError(f"{path}: invalid TOML: {error}") from None
+
+
+def load_layered_config(paths: list[str | Path], overrides: list[str] | None = None) -> Config:
+    """Several TOML files read in order, each key of a later file replacing the same key of an
+    earlier one (a recipe's base config, then a method's few keys), then the overrides."""
     raw: dict[str, Any] = {}
     source = "config"
-    if path is not None:
-        path = Path(path)
+    for path in map(Path, paths):
+        layer = _read_toml(path)
         source = str(path)
-        if not path.is_file():
-            raise SeqVAEError(f"{path}: config file not found")
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise SeqVAEError(f"{path}: not UTF-8 text") from None
-        except tomllib.TOMLDecodeError as error:
-            raise SeqVAEError(f"{path}: invalid TOML: {error}") from None
+        for section_name, values in layer.items():
+            if isinstance(values, dict) and isinstance(raw.get(section_name), dict):
+                raw[section_name] = {**raw[section_name], **values}
+            else:
+                raw[section_name] = values
     raw = apply_overrides(raw, overrides or [])
     raw = _resolve_paths(raw, Path.cwd())
     return config_from_dict(raw, source=source)
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
-    data = raw.get("data")
-    if not isinstance(data, dict):
-        return raw
-    data = dict(data)
+    raw = dict(raw)
     for dotted in PATH_KEYS:
-        key = dotted.split(".")[1]
-        value = data.get(key)
+        section_name, key = dotted.split(".")
+        section = raw.get(section_name)
+        if not isinstance(section, dict):
+            continue
+        value = section.get(key)
         if isinstance(value, str) and value and not Path(value).is_absolute():
-            data[key] = str((base / value).resolve())
-    return {**raw, "data": data}
+            raw[section_name] = {**section, key: str((base / value).resolve())}
+    return raw
 
 
 def _toml_value(value: Any) -> str:

@@ -58,14 +58,18 @@ def evaluate_elbo(
     - kl: mean over sentences of KL(q(z|x) || N(0, I)) (analytic)
     - elbo: rec + kl, the bound NLL <= rec + KL (Kingma & Welling 2014), nats per sentence
     - ppl_elbo: exp(sum(rec + kl) / tokens), tokens = words + EOS (Bowman et al. 2016)
+    - mi: I(x; z) with the aggregate posterior over the whole set (Hoffman & Johnson 2016), the
+      measure aggressive training watches; a second's work for a few thousand sentences
     - active_units (Burda et al. 2016) and mean_posterior_std, for the collapse diagnostics
     """
+    if model.is_language_model:
+        return evaluate_language_model(model, batches)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     rec_sum = kl_sum = 0.0
     sentences = tokens = 0
-    means, stds = [], []
+    means, logvars = [], []
     try:
         for batch in batches:
             batch = batch.to(device)
@@ -73,21 +77,88 @@ def evaluate_elbo(
             rec_sum += float(output.reconstruction.sum())
             kl_sum += float(output.posterior.kl().sum())
             means.append(output.posterior.mean.cpu())
-            stds.append(output.posterior.std.cpu())
+            logvars.append(output.posterior.logvar.cpu())
             sentences += batch.num_sentences
             tokens += batch.num_tokens
     finally:
         model.train(was_training)
+    aggregate = DiagonalGaussian(mean=torch.cat(means), logvar=torch.cat(logvars))
     return {
         "rec": rec_sum / sentences,
         "kl": kl_sum / sentences,
         "elbo": (rec_sum + kl_sum) / sentences,
         "ppl_elbo": perplexity(rec_sum + kl_sum, tokens),
-        "active_units": active_units(torch.cat(means)),
-        "mean_posterior_std": float(torch.cat(stds).mean()),
+        "mi": mutual_information(aggregate, generator=generator),
+        "active_units": active_units(aggregate.mean),
+        "mean_posterior_std": float(aggregate.std.mean()),
         "sentences": sentences,
         "tokens": tokens,
     }
+
+
+ABSENT_FOR_LANGUAGE_MODELS = (
+    "rec", "kl", "elbo", "ppl_elbo", "nll_iw", "ppl_iw", "mi", "active_units", "kl_per_dimension",
+    "nll_inputless", "bleu", "prior_distinct_1", "prior_distinct_2", "prior_self_bleu",
+    "prior_log_likelihood_per_token", "mean_posterior_std",
+)
+"""The measures that need z: a language model reports them as absent (never as zero)."""
+
+LANGUAGE_MODEL_NOTE = "a language model (model.latent_dim = 0) has no z"
+
+
+@torch.no_grad()
+def evaluate_language_model(model: SeqVAE, batches: Iterable[Batch]) -> dict[str, Any]:
+    """A model without z: its exact NLL, -log p(x) = -sum_t log p(x_t | x_<t) per sentence, and
+    exact perplexity exp(total NLL / (words + EOS)); no bound and no sampling."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    nll_sum, sentences, tokens = 0.0, 0, 0
+    try:
+        for batch in batches:
+            batch = batch.to(device)
+            nll_sum += float(model(batch).reconstruction.sum())
+            sentences += batch.num_sentences
+            tokens += batch.num_tokens
+    finally:
+        model.train(was_training)
+    return {"nll": nll_sum / sentences, "ppl": perplexity(nll_sum, tokens), "sentences": sentences, "tokens": tokens}
+
+
+@torch.no_grad()
+def _evaluate_split_language_model(model: SeqVAE, batches: list[Batch], tokenizer, *, progress: bool) -> dict[str, Any]:
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    totals = {"nll": 0.0, "fr": 0.0}
+    sentences = tokens = words = 0
+    try:
+        for batch in tqdm(batches, desc="evaluating", disable=not progress, leave=False, dynamic_ncols=True):
+            batch = batch.to(device)
+            z = model.encode(batch).mean  # (B, 0)
+            teacher, free = teacher_forced_and_free_running_nll(model.decoder, batch, z)
+            totals["nll"] += float(teacher.sum())
+            totals["fr"] += float(free.sum())
+            for row, length in zip(batch.targets.tolist(), batch.lengths.tolist()):
+                words += len(tokenizer.decode(row[: length - 1]).split()) + 1
+            sentences += batch.num_sentences
+            tokens += batch.num_tokens
+    finally:
+        model.train(was_training)
+    result: dict[str, Any] = {"nll": totals["nll"] / sentences, "ppl": perplexity(totals["nll"], tokens)}
+    if getattr(tokenizer, "kind", "word") != "word":
+        result.update(ppl_per_word=perplexity(totals["nll"], words), words=words)
+    result.update(
+        nll_teacher_forced=totals["nll"] / sentences,
+        nll_free_running=totals["fr"] / sentences,
+        free_running_gap=(totals["fr"] - totals["nll"]) / sentences,
+        sentences=sentences,
+        tokens=tokens,
+        absent=list(ABSENT_FOR_LANGUAGE_MODELS),
+        absent_because=LANGUAGE_MODEL_NOTE,
+        warnings=[],
+    )
+    return result
 
 
 @torch.no_grad()
@@ -122,7 +193,12 @@ def evaluate_split(
       ``prior_samples`` sentences greedily decoded from z ~ N(0, I) (the notes, section 3.3)
     - mean_posterior_std and ``warnings``: the collapse / overload diagnostics of
       :func:`seqvae.measures.diagnose`, with the figures that triggered them
+
+    A language model (``latent_dim = 0``) gets its exact ``nll`` and ``ppl``, the teacher-forced
+    and free-running NLL, and the names of the measures that need z listed under ``absent``.
     """
+    if model.is_language_model:
+        return _evaluate_split_language_model(model, batches, tokenizer, progress=progress)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -241,6 +317,12 @@ def format_metrics(metrics: dict[str, Any]) -> list[str]:
     for key, value in metrics.items():
         if key == "warnings":
             lines.extend(f"WARNING: {warning}" for warning in value)
+            continue
+        if key == "absent_because":
+            continue
+        if key == "absent":
+            reason = metrics.get("absent_because", "")
+            lines.append(f"{key:<18} {' '.join(value)}" + (f" ({reason})" if reason else ""))
             continue
         if isinstance(value, list):
             shown = " ".join(f"{item:.2f}" for item in value)

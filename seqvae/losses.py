@@ -14,7 +14,7 @@ from seqvae.data.batching import Batch
 from seqvae.models.output_layer import sequence_nll
 from seqvae.models.vae import VAEOutput
 
-FREE_BITS = ("none", "per_dimension", "total_hinge")
+FREE_BITS = ("none", "per_dimension", "total_hinge", "mdr")
 
 __all__ = ["FREE_BITS", "LossTerms", "elbo_loss", "free_bits_per_dimension", "free_bits_total_hinge", "kl_penalty", "sequence_nll"]
 
@@ -35,8 +35,9 @@ def free_bits_total_hinge(kl: torch.Tensor, free_bits: float) -> torch.Tensor:
 
 
 def kl_penalty(kl_per_dimension: torch.Tensor, *, variant: str = "none", free_bits: float = 0.0) -> torch.Tensor:
-    """The KL term that beta multiplies: the batch-mean total KL, or one of the free-bits variants."""
-    if variant == "none":
+    """The KL term that beta multiplies: the batch-mean total KL, or one of the free-bits variants
+    (with ``mdr`` the plain KL: the rate constraint is a separate term, seqvae.rate_constraint)."""
+    if variant in ("none", "mdr"):
         return kl_per_dimension.sum(dim=1).mean()
     if variant == "per_dimension":
         return free_bits_per_dimension(kl_per_dimension, free_bits)
@@ -60,16 +61,30 @@ class LossTerms:
     kl: float
     kl_penalty: float
     kl_weight: float
+    multiplier: float | None = None
+    """The minimum-desired-rate multiplier |lambda| of this step, when the objective has one."""
 
 
 def elbo_loss(
-    output: VAEOutput, batch: Batch, *, kl_weight: float, free_bits: str = "none", free_bits_lambda: float = 0.0
+    output: VAEOutput,
+    batch: Batch,
+    *,
+    kl_weight: float,
+    free_bits: str = "none",
+    free_bits_lambda: float = 0.0,
+    rate_constraint=None,
 ) -> LossTerms:
-    """mean_batch[-log p(x|z)] + beta * KL term: the negative ELBO when beta = 1 and no free bits."""
+    """mean_batch[-log p(x|z)] + beta * KL term: the negative ELBO when beta = 1 and no free bits;
+    with a ``rate_constraint`` (seqvae.rate_constraint.MinimumDesiredRate), plus
+    |lambda| * (r - KL) on the batch-mean KL."""
     nll = output.reconstruction  # (B,)
     kl_dims = output.posterior.kl_per_dimension()  # (B, Z)
     penalty = kl_penalty(kl_dims, variant=free_bits, free_bits=free_bits_lambda)
     total = nll.mean() + kl_weight * penalty
+    multiplier = None
+    if rate_constraint is not None:
+        total = total + rate_constraint(kl_dims.sum(dim=1).mean())
+        multiplier = abs(rate_constraint.value)
     return LossTerms(
         total=total,
         loss=float(total.detach()),
@@ -77,4 +92,5 @@ def elbo_loss(
         kl=float(kl_dims.detach().sum(dim=1).mean()),
         kl_penalty=float(penalty.detach()),
         kl_weight=kl_weight,
+        multiplier=multiplier,
     )

@@ -62,18 +62,21 @@ def plot_training(history: TrainingHistory, path: str | Path, *, title: str = ""
     figure, (rec_axis, kl_axis, beta_axis) = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
     panels = ((rec_axis, "rec", "reconstruction (nats / sentence)"), (kl_axis, "kl", "KL (nats / sentence)"))
     for axis, key, label in panels:
-        if history.train:
-            axis.plot([r["step"] for r in history.train], [r[key] for r in history.train], lw=1, label="train")
-        if history.valid:
-            axis.plot(
-                [r["step"] for r in history.valid], [r[key] for r in history.valid], "o-", ms=4, label="valid"
-            )
+        # a language model logs its exact NLL where a VAE logs rec, and no KL
+        train = [(r["step"], r.get(key, r.get("nll") if key == "rec" else None)) for r in history.train]
+        valid = [(r["step"], r.get(key, r.get("nll") if key == "rec" else None)) for r in history.valid]
+        train, valid = [p for p in train if p[1] is not None], [p for p in valid if p[1] is not None]
+        if train:
+            axis.plot([step for step, _ in train], [value for _, value in train], lw=1, label="train")
+        if valid:
+            axis.plot([step for step, _ in valid], [value for _, value in valid], "o-", ms=4, label="valid")
         if key == "kl" and any("mi" in r for r in history.valid):
             measured = [r for r in history.valid if "mi" in r]
             axis.plot([r["step"] for r in measured], [r["mi"] for r in measured], "s--", ms=4, label="valid MI")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
-        axis.legend(loc="upper right")
+        if train or valid:
+            axis.legend(loc="upper right")
     if history.train:
         beta_axis.plot([r["step"] for r in history.train], [r["beta"] for r in history.train], color="tab:green")
     beta_axis.set_ylabel("beta (KL weight)")
@@ -159,11 +162,14 @@ def write_report(
     output = Path(output_dir) if output_dir is not None else run_dir / REPORT_DIR
     config = run.config
     model = config.model
+    language_model = run.model.is_language_model
     setting = (
         f"{model.encoder} encoder, {model.decoder} decoder, z ({model.latent_dim} dims) as "
         f"{'+'.join(model.injection)}, {model.output_layer} output layer; annealing {config.annealing.schedule}, word dropout "
         f"{config.objective.word_dropout}, free bits {config.objective.free_bits}"
     )
+    if language_model:
+        setting = f"{model.decoder} language model (no z), {model.output_layer} output layer, word dropout {config.objective.word_dropout}"
     plot = plot_training(history, output / "training.png", title=f"{run_dir.name}: {setting}")
 
     lines = [f"# Run report: {run_dir}", "", setting + ".", ""]
@@ -174,7 +180,7 @@ def write_report(
         lines += ["## Data", "", *_table(header, [[split, *values.values()] for split, values in data.items()]), ""]
     lines += ["## Training", "", f"![reconstruction, KL and beta over training steps]({plot.name})", ""]
     if history.valid:
-        wanted = ("rec", "kl", "elbo", "ppl_elbo", "ppl_iw", "mi", "active_units", "free_running_gap", "bleu", "prior_self_bleu")
+        wanted = ("nll", "ppl", "rec", "kl", "elbo", "ppl_elbo", "ppl_iw", "mi", "active_units", "free_running_gap", "bleu", "prior_self_bleu")
         keys = [key for key in wanted if key in history.valid[-1]]
         rows = [[r["epoch"], r["step"], *(r.get(key, "-") for key in keys), "; ".join(r.get("warnings", [])) or "-"] for r in history.valid]
         lines += ["Validation after each epoch:", "", *_table(["epoch", "step", *keys, "warnings"], rows), ""]
@@ -189,15 +195,24 @@ def write_report(
             lines += _table(["measure", "value"], [[key, value] for key, value in metrics.items() if key != "warnings"])
             lines += ["", "Warnings: " + ("; ".join(metrics.get("warnings", [])) or "none"), ""]
     elif history.valid:
-        best = min(history.valid, key=lambda r: r.get("elbo", float("inf")))
+        best = min(history.valid, key=lambda r: r.get("elbo", r.get("nll", float("inf"))))
         lines += [
             f"No saved `seqvae eval` result yet (run `seqvae eval {run_dir} --split test` for the full suite); "
-            f"the validation record with the lowest ELBO (epoch {best['epoch']}):",
+            f"the validation record with the lowest {'NLL' if language_model else 'ELBO'} (epoch {best['epoch']}):",
             "",
             *_table(["measure", "value"], [[k, v] for k, v in best.items() if k not in ("split", "warnings")]),
             "",
         ]
 
+    if language_model:  # no z: ancestral samples, no reconstructions or interpolations
+        from seqvae.generation import Decoding
+
+        lines += [f"## Samples ({checkpoint} checkpoint)", "", f"Sentences sampled from the language model, seed {seed}:", ""]
+        drawn = run.sample(samples, seed=seed, decoding=Decoding("sample"))
+        lines += [f"{i}. {_escape(sentence)}" for i, sentence in enumerate(drawn, start=1)]
+        markdown = output / "report.md"
+        atomic_write_text(markdown, "\n".join(lines) + "\n")
+        return {"plot": plot, "markdown": markdown}
     lines += [f"## Samples from the prior ({checkpoint} checkpoint)", "", f"Greedy decodes of z ~ N(0, I), seed {seed}:", ""]
     lines += [f"{i}. {_escape(sentence)}" for i, sentence in enumerate(run.sample(samples, seed=seed), start=1)]
     valid_sentences = load_corpus(config.data).splits.get("valid", []) if interpolation is None or reconstructions else []

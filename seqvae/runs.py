@@ -62,12 +62,20 @@ class Run:
     @torch.no_grad()
     def encode(self, sentences: list[str], *, batch_size: int = 256) -> DiagonalGaussian:
         """q(z|x) for each sentence: mean and logvar (N, Z), in input order."""
+        self._needs_z("encode sentences into")
         means, logvars = [], []
         for start in range(0, len(sentences), batch_size):
             posterior = self.model.encode(self._batch(sentences[start : start + batch_size]))
             means.append(posterior.mean)
             logvars.append(posterior.logvar)
         return DiagonalGaussian(mean=torch.cat(means), logvar=torch.cat(logvars))
+
+    def _needs_z(self, what: str) -> None:
+        if self.model.is_language_model:
+            raise SeqVAEError(
+                f"{self.run_dir}: a language model (model.latent_dim = 0) has no z to {what}; "
+                "it can be evaluated and sampled (with --strategy sample) only"
+            )
 
     def _decoding(self, decoding: Decoding | None, max_length: int | None) -> Decoding:
         decoding = decoding or Decoding()
@@ -124,6 +132,7 @@ class Run:
         max_length: int | None = None,
     ) -> list[tuple[float, str]]:
         """Decode ``steps`` points of a path between two codes (Z,): (t, sentence) pairs."""
+        self._needs_z("interpolate between")
         if path not in PATHS:
             raise SeqVAEError(f"path '{path}': choose {' or '.join(PATHS)}")
         t, codes = PATHS[path](start.to(self.device), end.to(self.device), steps)
@@ -194,7 +203,7 @@ class Run:
         )
         result["truncated"] = data.splits[split].truncated
         result["dropped"] = data.splits[split].dropped
-        labels = self.labels(split, len(corpus.splits[split]))
+        labels = None if self.model.is_language_model else self.labels(split, len(corpus.splits[split]))
         if labels is not None:
             result.update(latent_probe(self.encode(corpus.splits[split]).mean, labels, seed=seed))
         return result

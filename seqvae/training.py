@@ -18,6 +18,7 @@ its own generator seeded by (seed, epoch), so it never perturbs training randomn
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -30,6 +31,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from seqvae.aggressive import AggressiveSwitch, InnerLoopRule
 from seqvae.annealing import kl_weight
 from seqvae.checkpoints import check_vocabulary, load_checkpoint, load_model_state, save_checkpoint
 from seqvae.config import Config, ObjectiveConfig, config_to_dict, config_to_toml, load_config
@@ -42,6 +44,7 @@ from seqvae.measures import diagnose
 from seqvae.files import atomic_write_json, atomic_write_text
 from seqvae.losses import LossTerms, elbo_loss
 from seqvae.models.vae import SeqVAE, build_model
+from seqvae.rate_constraint import MinimumDesiredRate
 
 CONFIG_FILE = "config.toml"
 DATA_FILE = "data.json"
@@ -185,18 +188,51 @@ def train_step(
     kl_weight: float,
     objective: ObjectiveConfig,
     grad_clip: float,
+    rate_constraint: MinimumDesiredRate | None = None,
+    update: list[torch.nn.Parameter] | None = None,
 ) -> LossTerms:
-    """One update: forward with word dropout, ELBO with free bits, backward, clipping, step."""
+    """One update: forward with word dropout, ELBO with free bits (and the rate constraint, whose
+    multiplier then takes its ascent step), backward, clipping, step.
+
+    ``update``: the parameters this step changes (default all). The others keep their values and
+    their optimizer state (Adam skips a parameter without a gradient); aggressive training updates
+    the encoder alone, then the decoder alone."""
     output = model(batch, word_dropout_rate=objective.word_dropout)
     terms = elbo_loss(
-        output, batch, kl_weight=kl_weight, free_bits=objective.free_bits, free_bits_lambda=objective.free_bits_lambda
+        output,
+        batch,
+        kl_weight=kl_weight,
+        free_bits=objective.free_bits,
+        free_bits_lambda=objective.free_bits_lambda,
+        rate_constraint=rate_constraint,
     )
     optimizer.zero_grad(set_to_none=True)
     terms.total.backward()
+    parameters = list(model.parameters()) if update is None else update
+    if update is not None:
+        chosen = {id(parameter) for parameter in update}
+        for parameter in model.parameters():
+            if id(parameter) not in chosen:
+                parameter.grad = None
     if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
     optimizer.step()
+    if rate_constraint is not None:
+        rate_constraint.ascend()
     return terms
+
+
+@contextlib.contextmanager
+def _frozen(parameters: list[torch.nn.Parameter]):
+    """No gradients for these parameters inside the block (backward skips their weight gradients)."""
+    flags = [parameter.requires_grad for parameter in parameters]
+    for parameter in parameters:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in zip(parameters, flags):
+            parameter.requires_grad_(flag)
 
 
 def _round(value):
@@ -205,21 +241,27 @@ def _round(value):
 
 
 class _MetricWindow:
-    """Running sums of the training terms between two log records."""
+    """Running sums of the training terms between two log records, and of what some methods add:
+    ``multiplier`` (the minimum-desired-rate |lambda|) and ``inner_steps`` (aggressive training's
+    encoder-only updates before each decoder update)."""
 
     KEYS = ("loss", "rec", "kl", "kl_penalty")
 
     def __init__(self, sums: dict[str, float] | None = None) -> None:
         self.sums = dict(sums) if sums else {key: 0.0 for key in (*self.KEYS, "steps")}
 
-    def add(self, terms: LossTerms) -> None:
+    def add(self, terms: LossTerms, **extra: float) -> None:
         values = (terms.loss, terms.reconstruction, terms.kl, terms.kl_penalty)
         for key, value in zip(self.KEYS, values):
             self.sums[key] += value
+        if terms.multiplier is not None:
+            extra["multiplier"] = terms.multiplier
+        for key, value in extra.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
         self.sums["steps"] += 1
 
     def means(self) -> dict[str, float]:
-        return {key: _round(self.sums[key] / self.sums["steps"]) for key in self.KEYS}
+        return {key: _round(value / self.sums["steps"]) for key, value in self.sums.items() if key != "steps"}
 
 
 def build_optimizer(parameters, *, learning_rate: float, device: torch.device) -> torch.optim.Adam:
@@ -255,6 +297,17 @@ class _Trainer:
             config.model, vocab_size=self.tokenizer.vocab_size, pad_id=self.tokenizer.pad_id, unk_id=self.tokenizer.unk_id
         ).to(device)
         self.optimizer, self.scheduler = _build_optimization(config, self.model, device)
+        self.rate_constraint = None
+        if config.objective.free_bits == "mdr":
+            self.rate_constraint = MinimumDesiredRate(
+                rate=config.objective.free_bits_lambda,
+                learning_rate=config.objective.mdr_learning_rate,
+                initial=config.objective.mdr_initial_multiplier,
+            ).to(device)
+        self.switch = AggressiveSwitch(on=config.train.aggressive)
+        encoder_parts = [part for part in (self.model.encoder, self.model.posterior) if part is not None]
+        self.encoder_parameters = [p for part in encoder_parts for p in part.parameters() if p.requires_grad]
+        self.decoder_parameters = [p for p in self.model.decoder.parameters() if p.requires_grad]
         self.step = self.epoch = self.batch_in_epoch = 0  # checkpoints record the next batch to run
         self.seconds_before = 0.0  # training time of earlier sittings (train.max_minutes counts them)
         self.started = time.perf_counter()
@@ -275,6 +328,10 @@ class _Trainer:
         self.best = payload["best_valid"]
         self.seconds_before = payload.get("train_seconds", 0.0)
         self.window = _MetricWindow(payload["window"])
+        if self.rate_constraint is not None:
+            self.rate_constraint.restore(payload["rate_constraint"])
+        if payload.get("aggressive"):
+            self.switch.load_state_dict(payload["aggressive"])
         torch.set_rng_state(payload["rng_cpu"])
         if self.device.type == "cuda" and payload.get("rng_cuda"):
             torch.cuda.set_rng_state_all(payload["rng_cuda"])
@@ -292,6 +349,8 @@ class _Trainer:
                 "best_valid": self.best,
                 "train_seconds": self.seconds(),
                 "window": self.window.sums,
+                "rate_constraint": self.rate_constraint.checkpoint() if self.rate_constraint is not None else {},
+                "aggressive": self.switch.state_dict() if self.config.train.aggressive else {},
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
                 "config": config_to_dict(self.config),
@@ -300,10 +359,22 @@ class _Trainer:
             },
         )
 
+    def warm_start(self) -> None:
+        """Copy ``train.init_parts`` from the best checkpoint of ``train.init_from`` (Li et al.
+        2019); the other parts keep the initialisation drawn from the seed."""
+        config = self.config.train
+        copied = load_parts(self.model, config.init_from, config.init_parts, self.tokenizer)
+        self.say(f"warm start: {', '.join(config.init_parts)} ({copied} tensors) from {config.init_from}")
+
+    def selection_value(self, valid: dict[str, Any]) -> float:
+        """The validation figure that picks best.pt and drives the plateau decay: ``train.best_metric``,
+        or the exact NLL of a language model (which has neither ELBO nor reconstruction)."""
+        return valid["nll"] if self.model.is_language_model else valid[self.config.train.best_metric]
+
     def keep_if_best(self, valid: dict[str, Any], best_path: Path) -> None:
         """Save best.pt when this validation beats every earlier one on ``train.best_metric``."""
-        if valid[self.config.train.best_metric] < self.best:
-            self.best = valid[self.config.train.best_metric]
+        if self.selection_value(valid) < self.best:
+            self.best = self.selection_value(valid)
             self.save(best_path)
 
     def seconds(self) -> float:
@@ -344,27 +415,34 @@ class _Trainer:
                     return False
                 batch = collate([sequences[i] for i in batches[self.batch_in_epoch]]).to(self.device)
                 beta = kl_weight(self.step, config.annealing)
-                terms = train_step(
-                    self.model,
-                    self.optimizer,
-                    batch,
-                    kl_weight=beta,
-                    objective=config.objective,
-                    grad_clip=config.train.grad_clip,
-                )
+                extra = {}
+                if config.train.aggressive:
+                    extra["inner_steps"] = self.aggressive_inner_loop(batch, batches, beta) if self.switch.on else 0
+                with _frozen(self.encoder_parameters) if self.switch.on else contextlib.nullcontext():
+                    terms = train_step(
+                        self.model,
+                        self.optimizer,
+                        batch,
+                        kl_weight=beta,
+                        objective=config.objective,
+                        grad_clip=config.train.grad_clip,
+                        rate_constraint=self.rate_constraint,
+                        update=self.decoder_parameters if self.switch.on else None,
+                    )
                 self.step += 1
                 self.batch_in_epoch += 1
-                self.window.add(terms)
-                bar.set_postfix(
-                    loss=f"{terms.loss:.2f}",
-                    rec=f"{terms.reconstruction:.2f}",
-                    kl=f"{terms.kl:.2f}",
-                    beta=f"{beta:.3f}",
-                    refresh=False,  # drawn by update(), at most every mininterval seconds
-                )
+                self.window.add(terms, **extra)
+                shown = {"nll": f"{terms.reconstruction:.2f}"} if self.model.is_language_model else {
+                    "loss": f"{terms.loss:.2f}", "rec": f"{terms.reconstruction:.2f}", "kl": f"{terms.kl:.2f}", "beta": f"{beta:.3f}"
+                }
+                if "inner_steps" in extra:
+                    shown["inner"] = extra["inner_steps"]
+                if terms.multiplier is not None:
+                    shown["lambda"] = f"{terms.multiplier:.3f}"
+                bar.set_postfix(shown, refresh=False)  # drawn by update(), at most every mininterval seconds
                 bar.update(1)
                 if self.step % config.train.log_every == 0:
-                    record = {"split": "train", "step": self.step, "epoch": self.epoch + 1, **self.window.means()}
+                    record = {"split": "train", "step": self.step, "epoch": self.epoch + 1, **self._window_means()}
                     metrics.write({**record, "beta": _round(beta), "lr": self.optimizer.param_groups[0]["lr"]})
                     self.window = _MetricWindow()
                 every = config.train.checkpoint_every
@@ -374,7 +452,39 @@ class _Trainer:
             bar.close()
         return True
 
-    def validate(self, metrics: _MetricsLog) -> dict[str, Any]:
+    def _window_means(self) -> dict[str, float]:
+        means = self.window.means()
+        if self.model.is_language_model:  # no KL to log: the reconstruction is the exact NLL
+            means = {"loss": means["loss"], "nll": means["rec"]}
+        return means
+
+    def aggressive_inner_loop(self, batch: Batch, batches: list[list[int]], beta: float) -> int:
+        """He et al. 2019's inner loop before one decoder update: encoder-and-posterior-only steps,
+        first on the outer step's batch, then on random batches of the epoch, until
+        :class:`~seqvae.aggressive.InnerLoopRule` stops it. The random batches come from a
+        generator seeded by (seed, step), so a resumed run draws the same ones. Returns the number
+        of inner steps taken. (The inner loop runs inside one outer step, between checkpoints.)"""
+        config = self.config
+        rule = InnerLoopRule(check_every=config.train.aggressive_check_every, max_steps=config.train.aggressive_max_inner_steps)
+        generator = torch.Generator().manual_seed(config.run.seed * 1_000_003 + self.step)
+        sequences = self.data.splits["train"].sequences
+        with _frozen(self.decoder_parameters):
+            while True:
+                terms = train_step(
+                    self.model,
+                    self.optimizer,
+                    batch,
+                    kl_weight=beta,
+                    objective=config.objective,
+                    grad_clip=config.train.grad_clip,
+                    update=self.encoder_parameters,
+                )
+                if rule.add(terms.loss * batch.num_sentences, batch.num_tokens):
+                    return rule.steps
+                index = int(torch.randint(len(batches), (1,), generator=generator))
+                batch = collate([sequences[i] for i in batches[index]]).to(self.device)
+
+    def validate(self, metrics: _MetricsLog, *, epoch_end: bool = False) -> dict[str, Any]:
         """The validation measures of ``train.validation`` (every measure of ``seqvae eval``, or
         the ELBO terms only), with z drawn from generators of their own."""
         config = self.config
@@ -395,7 +505,7 @@ class _Trainer:
             self.valid = evaluate_elbo(
                 self.model, batches, generator=_validation_generator(config.run.seed, self.epoch)
             )
-            warnings = diagnose(
+            warnings = [] if self.model.is_language_model else diagnose(
                 kl=self.valid["kl"],
                 active=self.valid["active_units"],
                 mean_posterior_std=self.valid["mean_posterior_std"],
@@ -405,6 +515,13 @@ class _Trainer:
             self.say(f"WARNING (epoch {self.epoch + 1}): {warning}")
         self.valid_step = self.step
         record = {"split": "valid", "step": self.step, "epoch": self.epoch + 1}
+        if config.train.aggressive:
+            if epoch_end and self.switch.on and not self.switch.after_epoch(self.valid["mi"]):
+                self.say(
+                    f"aggressive training off for good after epoch {self.epoch + 1}: validation MI "
+                    f"{self.valid['mi']:.3f} did not rise"
+                )
+            record["aggressive"] = self.switch.on
         metrics.write({**record, **{key: _round(value) for key, value in self.valid.items()}, "warnings": warnings})
         return self.valid
 
@@ -441,6 +558,8 @@ def train(
         trainer.restore(last_path)
         say(f"resumed {run_dir} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch_in_epoch})")
     else:
+        if config.train.init_from:  # checked before the run directory is replaced
+            trainer.warm_start()
         _create_run_dir(run_dir)
         tokenizer.save(run_dir)
     resumed_from = trainer.step if resume else None
@@ -449,7 +568,6 @@ def train(
     atomic_write_json(run_dir / DATA_FILE, data.summary)
     metrics = _MetricsLog(run_dir / METRICS_FILE, _read_metrics(run_dir / METRICS_FILE, trainer.step))
 
-    selection = config.train.best_metric
     while trainer.epoch < config.train.epochs:
         if not trainer.run_epoch(metrics, last_path, progress=progress):
             if trainer.out_of_time():  # a time budget ends the run: validate what it reached
@@ -465,14 +583,10 @@ def train(
             trainer.save(last_path)
             say(f"stopped at train.max_steps={config.train.max_steps} (step {trainer.step}); continue with --resume")
             break
-        valid = trainer.validate(metrics)
-        say(
-            f"epoch {trainer.epoch + 1}: valid rec {valid['rec']:.3f} kl {valid['kl']:.3f} "
-            f"elbo {valid['elbo']:.3f} ppl_elbo {valid['ppl_elbo']:.2f}"
-            + (f" mi {valid['mi']:.2f} au {valid['active_units']} bleu {valid['bleu']:.1f}" if "mi" in valid else "")
-        )
+        valid = trainer.validate(metrics, epoch_end=True)
+        say(f"epoch {trainer.epoch + 1}: valid {_summary(valid)}")
         if trainer.scheduler is not None:
-            trainer.scheduler.step(valid[selection])
+            trainer.scheduler.step(trainer.selection_value(valid))
         trainer.epoch, trainer.batch_in_epoch = trainer.epoch + 1, 0
         trainer.keep_if_best(valid, run_dir / CHECKPOINT_DIR / BEST)
         trainer.save(last_path)
@@ -486,6 +600,57 @@ def train(
         resumed_from_step=resumed_from,
         seconds=time.perf_counter() - started,
     )
+
+
+def load_parts(model: SeqVAE, run_dir: str | Path, parts: tuple[str, ...], tokenizer) -> int:
+    """Copy the named parts (``encoder``, ``posterior``, ``decoder``: every parameter and buffer
+    under that module) from the best checkpoint of another run into ``model``, leaving the rest as
+    they are; returns the number of tensors copied. The two runs' vocabularies must be the same
+    and each copied part must have the same shapes in both models, else a one-line error."""
+    run_dir = Path(run_dir)
+    what = f"train.init_from={run_dir}"
+    path = run_dir / CHECKPOINT_DIR / BEST
+    if not run_dir.is_dir():
+        raise SeqVAEError(f"{what}: run directory not found")
+    if not path.is_file():
+        raise SeqVAEError(f"{what}: no {CHECKPOINT_DIR}/{BEST} to start from (the run has not finished an epoch)")
+    payload = load_checkpoint(path)
+    if payload.get("vocab_fingerprint") != tokenizer.fingerprint or payload.get("vocab_size") != tokenizer.vocab_size:
+        raise SeqVAEError(
+            f"{what}: that run's vocabulary ({payload.get('vocab_size')} tokens) is not this run's "
+            f"({tokenizer.vocab_size} tokens, built from data.train with [tokenizer]); train both on the same data and tokenizer"
+        )
+    source = payload["model"]
+    state = model.state_dict()
+    copied = 0
+    for part in parts:
+        prefix = f"{part}."
+        wanted = {key for key in state if key.startswith(prefix)}
+        given = {key for key in source if key.startswith(prefix)}
+        if not wanted or not given:
+            owner = "this model" if not wanted else "that run"
+            raise SeqVAEError(f"{what}: {owner} has no {part} (a language model has only a decoder)")
+        if wanted != given:
+            differing = sorted(wanted ^ given)[0]
+            raise SeqVAEError(f"{what}: the {part} differs from this run's ({differing} is in one model only); use the same [model] settings for it")
+        for key in sorted(wanted):
+            if source[key].shape != state[key].shape:
+                raise SeqVAEError(
+                    f"{what}: {key} has shape {tuple(source[key].shape)} there and {tuple(state[key].shape)} here; "
+                    f"use the same [model] sizes for the {part}"
+                )
+            state[key] = source[key]
+            copied += 1
+    model.load_state_dict(state)
+    return copied
+
+
+def _summary(valid: dict[str, Any]) -> str:
+    """One line of the validation figures that are there (a language model has no z measures)."""
+    shown = [("rec", ".3f"), ("kl", ".3f"), ("elbo", ".3f"), ("ppl_elbo", ".2f"), ("nll", ".3f"), ("ppl", ".2f"),
+             ("mi", ".2f"), ("active_units", "d"), ("bleu", ".1f")]
+    names = {"active_units": "au"}
+    return " ".join(f"{names.get(key, key)} {valid[key]:{spec}}" for key, spec in shown if valid.get(key) is not None)
 
 
 def load_run_config(run_dir: str | Path) -> Config:
@@ -521,6 +686,7 @@ def load_trained_model(
 
 __all__ = [
     "TrainResult",
+    "load_parts",
     "load_run_config",
     "load_trained_model",
     "prepare_data",

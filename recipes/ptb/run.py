@@ -1,8 +1,14 @@
-"""Penn Treebank recipe: train the LSTM VAE at Li et al. 2019's sizes, then evaluate on the test set.
+"""Penn Treebank recipe: train one row of the PTB table at Li et al. 2019's sizes, then evaluate it.
 
-    python recipes/ptb/run.py --data-dir DIR [--iw-samples K] [--overwrite | --resume] [section.key=value ...]
+    python recipes/ptb/run.py --data-dir DIR [--method NAME] [--iw-samples K] [--eval SPLITS]
+                              [--overwrite | --resume] [section.key=value ...]
 
-DIR holds the Mikolov split: ptb.train.txt, ptb.valid.txt, ptb.test.txt.
+DIR holds the Mikolov split: ptb.train.txt, ptb.valid.txt, ptb.test.txt. Without --method the
+recipe trains config.toml (annealing with free bits); each method is config.toml with the few
+keys of methods/NAME.toml (whose header gives the paper, the setting and the command) and the
+overrides on top. ``ae-fb`` has two stages: the autoencoder (methods/ae.toml) into RUN_DIR-ae,
+then the warm-started VAE (methods/ae-fb.toml) into RUN_DIR; --resume continues whichever stage
+was interrupted, and the overrides apply to both.
 """
 
 from __future__ import annotations
@@ -13,24 +19,60 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from seqvae import SeqVAEError, load_config, load_run, train
+from seqvae import SeqVAEError, load_run, train
 from seqvae.allocator import keep_freed_memory
+from seqvae.config import load_layered_config
 from seqvae.evaluation import format_metrics
+from seqvae.generation import Decoding
 
-CONFIG = Path(__file__).with_name("config.toml")
+HERE = Path(__file__).parent
+CONFIG = HERE / "config.toml"
 FILES = {"train": "ptb.train.txt", "valid": "ptb.valid.txt", "test": "ptb.test.txt"}
+METHODS = {
+    "lm": ("lm",),
+    "annealing": ("annealing",),
+    "cyclical": ("cyclical",),
+    "aggressive": ("aggressive",),
+    "ae-fb": ("ae", "ae-fb"),
+    "bn-vae": ("bn-vae",),
+    "mdr": ("mdr",),
+}
+"""Each method's stages, each stage a file methods/STAGE.toml; a later stage warm-starts from the
+run directory of the one before (train.init_from)."""
+
+
+def stage_configs(method: str | None, overrides: list[str]):
+    """The configs a method trains, in order (one per stage)."""
+    if method is None:
+        return [load_layered_config([CONFIG], overrides)]
+    stages = METHODS[method]
+    last = load_layered_config([CONFIG, HERE / "methods" / f"{stages[-1]}.toml"], overrides)
+    configs = []
+    for index, stage in enumerate(stages):
+        extra = []
+        if index < len(stages) - 1:  # an earlier stage lives beside the last one's run directory
+            extra.append(f"run.dir={last.run.dir}-{stage}")
+        if index > 0:
+            extra.append(f"train.init_from={configs[-1].run.dir}")
+        configs.append(load_layered_config([CONFIG, HERE / "methods" / f"{stage}.toml"], overrides + extra))
+    return configs
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--data-dir", required=True, help="folder with ptb.{train,valid,test}.txt")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    parser.add_argument("--method", choices=tuple(METHODS), help="a row of the PTB table (methods/NAME.toml)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing run directories")
+    parser.add_argument("--resume", action="store_true", help="continue the run (each stage) from its last checkpoint")
     parser.add_argument(
         "--iw-samples", type=int, default=500,
         help="K of the importance-weighted bound in the final evaluation (500 as published; 0 skips it; "
         "K = 500 on the test set takes about 8 minutes on a 2-core CPU with the adaptive output layer)",
+    )
+    parser.add_argument(
+        "--eval", choices=("both", "valid", "test", "none"), default="both",
+        help="which splits the best checkpoint is evaluated on after training (default both)",
     )
     args = parser.parse_args(argv)
     keep_freed_memory()  # long loops reuse freed memory instead of faulting in fresh pages
@@ -42,16 +84,24 @@ def main(argv: list[str] | None = None) -> int:
             if not (data_dir / name).is_file():
                 raise SeqVAEError(f"{data_dir / name}: missing (a PTB directory holds {', '.join(FILES.values())})")
         data = [f"data.{split}={data_dir / name}" for split, name in FILES.items()]
-        config = load_config(CONFIG, data + args.overrides)
-        result = train(config, resume=args.resume, overwrite=args.overwrite, echo=tqdm.write)
+        configs = stage_configs(args.method, data + args.overrides)
+        for index, config in enumerate(configs):
+            if len(configs) > 1:
+                tqdm.write(f"stage {index + 1} of {len(configs)}: {config.run.dir}")
+            # --resume continues a stage that has a checkpoint and starts one that has not begun
+            resume = args.resume and (Path(config.run.dir) / "checkpoints" / "last.pt").is_file()
+            result = train(config, resume=resume, overwrite=args.overwrite, echo=tqdm.write)
         run = load_run(result.run_dir, device=config.run.device)
         print(f"\ntrained {result.epoch} epochs, {result.step} steps in {result.seconds:.0f} s")
-        for split in ("valid", "test"):
+        splits = {"both": ("valid", "test"), "none": ()}.get(args.eval, (args.eval,))
+        for split in splits:
             print(f"{split} (best checkpoint):")
             for line in format_metrics(run.evaluate(split, iw_samples=args.iw_samples, progress=True)):
                 print(f"  {line}")
-        print("\nfive sentences decoded from z ~ N(0, I):")
-        for sentence in run.sample(5, seed=config.run.seed):
+        print("\nfive sentences decoded from z ~ N(0, I):" if run.model.latent_dim else "\nfive sentences sampled from the language model:")
+        # greedy decoding of a language model gives one sentence; sample it instead
+        decoding = None if run.model.latent_dim else Decoding("sample")
+        for sentence in run.sample(5, seed=config.run.seed, decoding=decoding):
             print(f"  {sentence}")
     except SeqVAEError as error:
         print(f"ptb: error: {error}", file=sys.stderr)

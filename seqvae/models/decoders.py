@@ -22,7 +22,9 @@ values), so the cached path and the full pass are one code path. A decoder retur
 (hidden states, after dropout and the tied bridge); its output layer ``decoder.output``
 (seqvae.models.output_layer: full softmax or adaptive softmax) turns them into a target-only loss
 (``decoder.sequence_nll``) or the full next-token distribution (``decoder.log_probs``), so no
-caller branches on the kind of output layer. Shapes: B sentences, T positions, E embedding,
+caller branches on the kind of output layer. With ``latent_dim = 0`` a decoder has no injection
+at all (its injection setting is unused): it is a plain language model that ignores its (B, 0) z.
+Shapes: B sentences, T positions, E embedding,
 H hidden, F features (H, or E when tied), Z latent, V vocabulary.
 """
 
@@ -102,7 +104,7 @@ class LSTMDecoder(Decoder):
     ) -> None:
         super().__init__()
         _check_injection("lstm", injection)
-        self.injection = tuple(injection)
+        self.injection = tuple(injection) if latent_dim > 0 else ()
         self.num_layers = num_layers
         self.hidden_dim = hidden_dim
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
@@ -191,7 +193,7 @@ class TransformerDecoder(Decoder):
     ) -> None:
         super().__init__()
         _check_injection("transformer", injection)
-        self.injection = tuple(injection)
+        self.injection = tuple(injection) if latent_dim > 0 else ()
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
         self.project = nn.Linear(embedding_dim, hidden_dim) if embedding_dim != hidden_dim else nn.Identity()
         self.positions = Positions(kind=positions, hidden_dim=hidden_dim, max_positions=max_positions)

@@ -12,7 +12,7 @@ from seqvae.data.tokenizers import UNK_ID
 from seqvae.models.decoders import DECODERS
 from seqvae.models.encoders import ENCODERS
 from seqvae.models.output_layer import check_adaptive
-from seqvae.models.posterior import DiagonalGaussian, GaussianPosterior
+from seqvae.models.posterior import DiagonalGaussian, GaussianPosterior, empty_posterior
 from seqvae.errors import SeqVAEError
 from seqvae.models.word_dropout import word_dropout
 
@@ -28,10 +28,19 @@ class VAEOutput:
 
 
 class SeqVAE(nn.Module):
-    """Encoder, posterior and decoder composed; each part can be used on its own."""
+    """Encoder, posterior and decoder composed; each part can be used on its own.
+
+    Without an encoder and posterior (``latent_dim = 0``) the model is the decoder alone, a
+    language model: ``encode`` gives an empty posterior (B x 0), so z has no dimension, the KL is
+    exactly 0 and the reconstruction term is the exact -log p(x)."""
 
     def __init__(
-        self, *, encoder: nn.Module, posterior: GaussianPosterior, decoder: nn.Module, unk_id: int = UNK_ID
+        self,
+        *,
+        encoder: nn.Module | None,
+        posterior: GaussianPosterior | None,
+        decoder: nn.Module,
+        unk_id: int = UNK_ID,
     ) -> None:
         super().__init__()
         self.unk_id = unk_id
@@ -41,10 +50,17 @@ class SeqVAE(nn.Module):
 
     @property
     def latent_dim(self) -> int:
-        return self.posterior.latent_dim
+        return 0 if self.posterior is None else self.posterior.latent_dim
+
+    @property
+    def is_language_model(self) -> bool:
+        """True for the decoder alone (latent_dim = 0): no z, no KL, exact likelihoods."""
+        return self.posterior is None
 
     def encode(self, batch: Batch) -> DiagonalGaussian:
         """q(z|x) for every sentence of the batch; the encoder reads x_1 ... x_n <eos>."""
+        if self.posterior is None:
+            return empty_posterior(batch.targets.shape[0], device=batch.targets.device)
         return self.posterior(self.encoder(batch.targets, batch.lengths))
 
     def forward(
@@ -84,13 +100,16 @@ def build_model(config, *, vocab_size: int, pad_id: int = 0, unk_id: int = UNK_I
         "positions": config.positions,
         "max_positions": config.max_positions,
     }
-    if config.encoder == "lstm":
-        encoder = ENCODERS["lstm"](**shared, num_layers=config.encoder_layers, bidirectional=config.bidirectional)
-    else:
-        encoder = ENCODERS[config.encoder](
-            **shared, **transformer, num_layers=config.encoder_layers, pooling=config.pooling
-        )
-    posterior = GaussianPosterior(input_dim=encoder.output_dim, latent_dim=config.latent_dim)
+    encoder = posterior = None
+    if config.latent_dim > 0:
+        if config.encoder == "lstm":
+            encoder = ENCODERS["lstm"](**shared, num_layers=config.encoder_layers, bidirectional=config.bidirectional)
+        else:
+            encoder = ENCODERS[config.encoder](
+                **shared, **transformer, num_layers=config.encoder_layers, pooling=config.pooling
+            )
+        gamma = config.posterior_gamma if config.posterior == "batchnorm" else None
+        posterior = GaussianPosterior(input_dim=encoder.output_dim, latent_dim=config.latent_dim, batchnorm_gamma=gamma)
     decoder_arguments = {
         **shared,
         "latent_dim": config.latent_dim,

@@ -1,0 +1,323 @@
+"""The collapse remedies as named methods: each tested for its mechanism, for exact resume, and
+end to end through recipes/ptb/run.py --method on a tiny stand-in for PTB."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqvae.aggressive import AggressiveSwitch, InnerLoopRule
+from seqvae.config import ModelConfig
+from seqvae.data.batching import collate
+from seqvae.errors import SeqVAEError
+from seqvae.evaluation import ABSENT_FOR_LANGUAGE_MODELS
+from seqvae.models.posterior import GaussianPosterior
+from seqvae.models.vae import build_model
+from seqvae.rate_constraint import MinimumDesiredRate
+from seqvae.runs import load_run
+from seqvae.training import train
+
+from conftest import tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _weights(run_dir, name="last"):
+    return torch.load(run_dir / "checkpoints" / f"{name}.pt", weights_only=True)["model"]
+
+
+# ---- the language-model baseline (model.latent_dim = 0) ----
+
+
+def test_language_model_nll_equals_a_plain_lstm_language_model_with_the_same_weights():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_dim=0, embedding_dim=8, hidden_dim=12), vocab_size=30).eval()
+    assert model.encoder is None and model.posterior is None
+    assert all(name.startswith("decoder.") for name, _ in model.named_parameters())
+    embedding, lstm, output = torch.nn.Embedding(30, 8), torch.nn.LSTM(8, 12, batch_first=True), torch.nn.Linear(12, 30)
+    embedding.weight.data.copy_(model.decoder.embedding.weight)
+    lstm.load_state_dict(model.decoder.lstm.state_dict())
+    output.load_state_dict(model.decoder.output.state_dict())
+    batch = collate([[5, 6, 7, 8], [9, 10], [11, 12, 13]])
+    hidden, _ = lstm(embedding(batch.inputs))  # zero initial state: nothing conditions it
+    log_probs = torch.log_softmax(output(hidden), dim=-1).gather(2, batch.targets.unsqueeze(2)).squeeze(2)
+    expected = -(log_probs * batch.mask).sum(1)
+    result = model(batch)
+    assert torch.allclose(result.reconstruction, expected, atol=1e-5)
+    assert result.z.shape == (3, 0) and torch.equal(result.posterior.kl(), torch.zeros(3))
+
+
+def test_language_model_trains_evaluates_exactly_and_reports_z_measures_as_absent(tiny_corpus, tmp_path):
+    config = tiny_config(tiny_corpus, tmp_path / "lm", model={"latent_dim": 0}, objective={"word_dropout": 0.0})
+    result = train(config, progress=False)
+    assert {"nll", "ppl"} <= set(result.valid) and not {"kl", "rec", "elbo", "mi"} & set(result.valid)
+    cheap = train(tiny_config(tiny_corpus, tmp_path / "cheap", model={"latent_dim": 0}, train={"validation": "elbo"}), progress=False)
+    assert set(cheap.valid) == {"nll", "ppl", "sentences", "tokens"}
+    assert result.valid["ppl"] == pytest.approx(math.exp(result.valid["nll"] * result.valid["sentences"] / result.valid["tokens"]))
+    train_records = [r for r in _metrics(tmp_path / "lm") if r["split"] == "train"]
+    assert "kl" not in train_records[0] and "nll" in train_records[0]
+    run = load_run(tmp_path / "lm", device="cpu")
+    metrics = run.evaluate("test", iw_samples=5, prior_samples=4)
+    for name in ABSENT_FOR_LANGUAGE_MODELS:
+        assert name not in metrics
+    assert set(ABSENT_FOR_LANGUAGE_MODELS) == set(metrics["absent"])
+    assert metrics["nll"] == pytest.approx(metrics["nll_teacher_forced"])
+    # the exact NLL: the same with any K, and equal to the training-time validation of the best checkpoint
+    assert metrics["nll"] == pytest.approx(run.evaluate("test", iw_samples=50, prior_samples=0)["nll"], rel=1e-6)
+    assert run.evaluate("valid", iw_samples=0, prior_samples=0)["nll"] == pytest.approx(result.best_valid, rel=1e-5)
+    with pytest.raises(SeqVAEError, match="language model .* has no z"):
+        run.reconstruct(["the cat sat ."])
+    with pytest.raises(SeqVAEError, match="language model"):
+        run.interpolate_codes(torch.zeros(0), torch.zeros(0))
+
+
+def test_language_model_refuses_settings_that_act_on_z(tiny_corpus, tmp_path):
+    with pytest.raises(SeqVAEError, match="objective.free_bits.*language model"):
+        tiny_config(tiny_corpus, tmp_path, model={"latent_dim": 0}, objective={"free_bits": "per_dimension"})
+    with pytest.raises(SeqVAEError, match="train.aggressive.*language model"):
+        tiny_config(tiny_corpus, tmp_path, model={"latent_dim": 0}, train={"aggressive": True})
+
+
+# ---- warm start from another run's parts ----
+
+
+def test_warm_start_copies_exactly_the_named_parts_and_draws_the_rest_from_the_seed(tiny_corpus, tmp_path):
+    source = tiny_config(tiny_corpus, tmp_path / "source", train={"epochs": 1})
+    train(source, progress=False)
+    source_weights = _weights(tmp_path / "source", "best")
+    warm = tiny_config(
+        tiny_corpus, tmp_path / "warm", run={"seed": 3}, train={"epochs": 1, "max_steps": 1, "init_from": str(tmp_path / "source")}
+    )
+    from seqvae.data.corpus import load_corpus
+    from seqvae.data.tokenizers import build_tokenizer
+    from seqvae.training import load_parts
+
+    tokenizer = build_tokenizer(warm.tokenizer, load_corpus(warm.data).splits["train"])
+    torch.manual_seed(3)
+    model = build_model(warm.model, vocab_size=tokenizer.vocab_size)
+    torch.manual_seed(3)
+    reference = build_model(warm.model, vocab_size=tokenizer.vocab_size)
+    copied = load_parts(model, tmp_path / "source", ("encoder", "posterior"), tokenizer)
+    state, drawn = model.state_dict(), reference.state_dict()
+    assert copied == sum(key.startswith(("encoder.", "posterior.")) for key in state)
+    for key, value in state.items():
+        expected = source_weights[key] if key.startswith(("encoder.", "posterior.")) else drawn[key]
+        assert torch.equal(value, expected), key
+    assert not torch.equal(state["decoder.embedding.weight"], source_weights["decoder.embedding.weight"])
+    # through train(): the run starts from those weights and says so in its messages
+    said = []
+    train(warm, progress=False, echo=said.append)
+    assert any("warm start: encoder, posterior" in line for line in said)
+
+
+def test_warm_start_refuses_another_vocabulary_or_other_sizes(tiny_corpus, tmp_path):
+    train(tiny_config(tiny_corpus, tmp_path / "source", train={"epochs": 1}), progress=False)
+    other_vocabulary = tiny_config(
+        tiny_corpus, tmp_path / "a", tokenizer={"min_frequency": 3}, train={"init_from": str(tmp_path / "source")}
+    )
+    with pytest.raises(SeqVAEError, match="vocabulary"):
+        train(other_vocabulary, progress=False)
+    assert not (tmp_path / "a").exists()
+    other_sizes = tiny_config(tiny_corpus, tmp_path / "b", model={"hidden_dim": 20}, train={"init_from": str(tmp_path / "source")})
+    with pytest.raises(SeqVAEError, match="shape"):
+        train(other_sizes, progress=False)
+    missing = tiny_config(tiny_corpus, tmp_path / "c", train={"init_from": str(tmp_path / "nowhere")})
+    with pytest.raises(SeqVAEError, match="run directory not found"):
+        train(missing, progress=False)
+
+
+# ---- aggressive inference-network training ----
+
+
+def test_inner_loop_stops_when_the_windowed_loss_per_token_stops_falling():
+    rule = InnerLoopRule(check_every=3, max_steps=100)
+    # windows of 3 steps, 10 tokens each: means 5.0, 4.0, 4.5 -> stop at the end of the third window
+    losses = [50, 50, 50, 40, 40, 40, 45, 45, 45, 1, 1, 1]
+    stops = [rule.add(loss, 10) for loss in losses[:9]]
+    assert stops == [False] * 8 + [True] and rule.steps == 9
+    # a loss that keeps falling runs to the cap
+    rule = InnerLoopRule(check_every=15, max_steps=100)
+    stops = [rule.add(100.0 - step * 0.5, 10) for step in range(100)]
+    assert stops.index(True) == 99 and rule.steps == 100
+
+
+def test_aggressive_mode_switches_off_for_good_at_the_first_epoch_whose_mi_does_not_rise():
+    switch = AggressiveSwitch()
+    phases = [switch.after_epoch(mi) for mi in [0.5, 1.2, 1.9, 1.7, 2.5, 3.0]]
+    assert phases == [True, True, True, False, False, False]
+    restored = AggressiveSwitch()
+    restored.load_state_dict(AggressiveSwitch(on=True, previous_mi=1.0).state_dict())
+    assert restored.after_epoch(1.0) is False  # equal MI did not rise
+
+
+def test_aggressive_training_updates_only_the_encoder_in_the_inner_loop_and_logs_inner_steps(tiny_corpus, tmp_path):
+    config = tiny_config(
+        tiny_corpus, tmp_path / "agg",
+        train={"epochs": 1, "max_steps": 1, "aggressive": True, "aggressive_check_every": 2, "aggressive_max_inner_steps": 5},
+    )
+    fresh = tiny_config(tiny_corpus, tmp_path / "fresh", train={"epochs": 1, "max_steps": 0})
+    train(fresh, progress=False)
+    train(config, progress=False)
+    before, after = _weights(tmp_path / "fresh"), _weights(tmp_path / "agg")
+    changed = {key.split(".")[0] for key in before if not torch.equal(before[key], after[key])}
+    assert changed == {"encoder", "posterior", "decoder"}
+    # with the whole rule run for several steps: inner steps are logged per outer step
+    logged = tiny_config(
+        tiny_corpus, tmp_path / "logged", train={"epochs": 1, "aggressive": True, "aggressive_check_every": 2, "log_every": 5}
+    )
+    train(logged, progress=False)
+    records = _metrics(tmp_path / "logged")
+    steps = [r["inner_steps"] for r in records if r["split"] == "train"]
+    assert steps and all(2 <= value <= 100 for value in steps)
+    assert [r["aggressive"] for r in records if r["split"] == "valid"] == [True]
+
+
+# ---- BN-VAE ----
+
+
+@pytest.mark.parametrize("gamma", [0.3, 0.7, 1.0])
+def test_batchnorm_posterior_keeps_the_batch_mean_kl_above_its_bound(gamma):
+    torch.manual_seed(0)
+    latent = 16
+    posterior = GaussianPosterior(input_dim=10, latent_dim=latent, batchnorm_gamma=gamma).train()
+    for shifted in (False, True):  # the learned shift only adds beta_j^2 / 2 to each dimension
+        if shifted:
+            with torch.no_grad():
+                posterior.mean_norm.bias.normal_()
+        for scale in (1.0, 100.0):  # summaries whose means vary well above BatchNorm's epsilon
+            q = posterior(scale * torch.randn(64, 10))
+            assert float(q.kl().mean().detach()) >= latent * gamma**2 / 2 * (1 - 1e-3)
+            assert torch.allclose(q.mean.detach().var(0, unbiased=False), torch.full((latent,), gamma**2), rtol=1e-3)
+    assert not posterior.mean_norm.weight.requires_grad and posterior.mean_norm.bias.requires_grad
+    # evaluation uses the running statistics: one sentence gives the same mean alone or in a batch
+    posterior.eval()
+    x = torch.randn(8, 10)
+    assert torch.allclose(posterior(x[:1]).mean, posterior(x).mean[:1], atol=1e-6)
+    posterior.train()
+    assert posterior(x[:1]).mean.shape == (1, latent)  # a batch of one in training: running statistics
+
+
+# ---- minimum desired rate ----
+
+
+def test_mdr_multiplier_rises_below_the_target_rate_and_falls_above_it():
+    below = MinimumDesiredRate(rate=5.0, learning_rate=0.01, initial=1.0)
+    below(torch.tensor(1.0)).backward()
+    below.ascend()
+    assert below.value > 1.0
+    above = MinimumDesiredRate(rate=5.0, learning_rate=0.01, initial=1.0)
+    above(torch.tensor(9.0)).backward()
+    above.ascend()
+    assert above.value < 1.0
+
+
+def test_mdr_training_logs_the_multiplier(tiny_corpus, tmp_path):
+    config = tiny_config(tiny_corpus, tmp_path / "mdr", objective={"free_bits": "mdr", "free_bits_lambda": 50.0}, annealing={"schedule": "constant"})
+    train(config, progress=False)
+    values = [r["multiplier"] for r in _metrics(tmp_path / "mdr") if r["split"] == "train"]
+    assert values[0] > 1.0 and values[-1] > values[0]  # the KL stays under 50 nats: lambda keeps rising
+
+
+# ---- exact resume for every method ----
+
+METHOD_SETTINGS = {
+    "language model": {"model": {"latent_dim": 0}},
+    "aggressive": {"train": {"aggressive": True, "aggressive_check_every": 3, "aggressive_max_inner_steps": 7}},
+    "bn-vae": {"model": {"posterior": "batchnorm", "posterior_gamma": 0.7}},
+    "mdr": {"objective": {"free_bits": "mdr", "free_bits_lambda": 5.0}},
+}
+
+
+@pytest.mark.parametrize("method", list(METHOD_SETTINGS))
+def test_each_method_resumes_bit_exactly_after_an_interruption_mid_epoch(tiny_corpus, tmp_path, method):
+    settings = {key: dict(value) for key, value in METHOD_SETTINGS[method].items()}
+    settings.setdefault("train", {}).update(epochs=2, checkpoint_every=4, log_every=3)
+    if method == "language model":
+        settings["objective"] = {"word_dropout": 0.2}
+    whole = train(tiny_config(tiny_corpus, tmp_path / "whole", **settings), progress=False)
+    stopped_settings = {**settings, "train": {**settings["train"], "max_steps": 26}}
+    stopped = train(tiny_config(tiny_corpus, tmp_path / "parts", **stopped_settings), progress=False)
+    assert stopped.step == 26 and stopped.epoch == 1  # 19 batches an epoch: stopped in epoch 2
+    resumed = train(tiny_config(tiny_corpus, tmp_path / "parts", **settings), resume=True, progress=False)
+    assert resumed.step == whole.step
+    for key, value in _weights(tmp_path / "whole").items():
+        assert torch.equal(value, _weights(tmp_path / "parts")[key]), key
+    assert _metrics(tmp_path / "whole") == _metrics(tmp_path / "parts")
+
+
+def test_aggressive_resumes_bit_exactly_after_it_switched_off(tiny_corpus, tmp_path, monkeypatch):
+    # validation MI scripted to fall after epoch 2: aggressive mode ends there; resume in epoch 3
+    import seqvae.evaluation
+
+    scripted = []
+
+    def scripted_mi(*args, **kwargs):
+        scripted.append(None)
+        return [1.0, 0.5, 0.7][len(scripted) - 1]
+
+    monkeypatch.setattr(seqvae.evaluation, "mutual_information", scripted_mi)
+    settings = {"train": {"epochs": 3, "aggressive": True, "aggressive_check_every": 3, "aggressive_max_inner_steps": 4, "checkpoint_every": 5}}
+    train(tiny_config(tiny_corpus, tmp_path / "whole", **settings), progress=False)
+    phases = [r["aggressive"] for r in _metrics(tmp_path / "whole") if r["split"] == "valid"]
+    assert phases == [True, False, False]
+    inner = [r["inner_steps"] for r in _metrics(tmp_path / "whole") if r["split"] == "train"]
+    assert inner[0] > 0 and inner[-1] == 0  # no inner loop once aggressive mode is off
+    scripted.clear()
+    stopped = {"train": {**settings["train"], "max_steps": 45}}  # 19 batches an epoch: in epoch 3
+    train(tiny_config(tiny_corpus, tmp_path / "parts", **stopped), progress=False)
+    train(tiny_config(tiny_corpus, tmp_path / "parts", **settings), resume=True, progress=False)
+    assert [r["aggressive"] for r in _metrics(tmp_path / "parts") if r["split"] == "valid"] == phases
+    for key, value in _weights(tmp_path / "whole").items():
+        assert torch.equal(value, _weights(tmp_path / "parts")[key]), key
+    assert _metrics(tmp_path / "whole") == _metrics(tmp_path / "parts")
+
+
+# ---- every --method of the PTB recipe, end to end on a tiny stand-in ----
+
+
+def _ptb_recipe():
+    spec = importlib.util.spec_from_file_location("ptb_run", REPO / "recipes" / "ptb" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def ptb_stand_in(tiny_corpus, tmp_path_factory):
+    data = tmp_path_factory.mktemp("ptb")
+    for split in ("train", "valid", "test"):
+        lines = tiny_corpus[split].read_text().splitlines()[:60]
+        (data / f"ptb.{split}.txt").write_text("".join(f" {line} \n" for line in lines))
+    return data
+
+
+@pytest.mark.parametrize("method", ["lm", "annealing", "cyclical", "aggressive", "ae-fb", "bn-vae", "mdr"])
+def test_each_ptb_method_runs_end_to_end(ptb_stand_in, tmp_path, monkeypatch, capsys, method):
+    recipe = _ptb_recipe()
+    monkeypatch.chdir(tmp_path)
+    tiny = ["train.epochs=1", "model.hidden_dim=16", "model.embedding_dim=8", "model.output_layer=softmax", "train.batch_size=16"]
+    if method != "lm":
+        tiny.append("model.latent_dim=4")
+    arguments = ["--data-dir", str(ptb_stand_in), "--method", method, "--iw-samples", "3", "--eval", "test", *tiny]
+    assert recipe.main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "test (best checkpoint):" in out
+    run_dir = tmp_path / "runs" / f"ptb-{method}"
+    config = (run_dir / "config.toml").read_text()
+    if method == "lm":
+        assert "latent_dim = 0" in config and "absent" in out and "\n  ppl_iw" not in out and "\n  ppl " in out
+    else:
+        assert "\n  ppl_iw" in out and "latent_dim = 4" in config
+    if method == "ae-fb":
+        stage_one = (tmp_path / "runs" / "ptb-ae-fb-ae" / "config.toml").read_text()
+        assert "beta = 0.0" in stage_one and 'best_metric = "rec"' in stage_one
+        assert f'init_from = "{tmp_path / "runs" / "ptb-ae-fb-ae"}"' in config
+        # --resume with both stages finished trains nothing more and evaluates again
+        assert recipe.main(arguments + ["--resume"]) == 0
