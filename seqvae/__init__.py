@@ -7,7 +7,7 @@ The data flow is the layout: ``seqvae.data`` (corpora, tokenizers, batches) ->
 vectors, ``seqvae.report`` the run report), and ``seqvae.cli`` is the ``seqvae`` command over all of it.
 """
 
-from seqvae.config import Config, config_to_toml, load_config
+from seqvae.config import Config, config_to_toml, load_config, load_layered_config
 from seqvae.data.synthetic import write_corpus
 from seqvae.errors import SeqVAEError
 from seqvae.generation import Decoding
@@ -25,6 +25,7 @@ __all__ = [
     "TrainResult",
     "config_to_toml",
     "load_config",
+    "load_layered_config",
     "load_run",
     "train",
     "write_corpus",
