@@ -321,3 +321,21 @@ def test_each_ptb_method_runs_end_to_end(ptb_stand_in, tmp_path, monkeypatch, ca
         assert f'init_from = "{tmp_path / "runs" / "ptb-ae-fb-ae"}"' in config
         # --resume with both stages finished trains nothing more and evaluates again
         assert recipe.main(arguments + ["--resume"]) == 0
+        # interrupted in stage 1: stage 2 waits; --resume finishes stage 1, then trains stage 2
+        assert recipe.main(arguments + ["--overwrite", "train.max_steps=2"]) == 0
+        assert "stage 1 stopped before its last epoch" in capsys.readouterr().out
+        assert not run_dir.exists()  # --overwrite replaced stage 1: the stage 2 trained from the old one is gone
+        assert recipe.main(arguments + ["--resume"]) == 0
+        assert "test (best checkpoint):" in capsys.readouterr().out
+        assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize("method", list(METHOD_SETTINGS))
+def test_each_method_trains_with_the_transformer_pair(tiny_corpus, tmp_path, method):
+    settings = {key: dict(value) for key, value in METHOD_SETTINGS[method].items()}
+    settings.setdefault("model", {}).update(encoder="transformer", decoder="transformer", injection=["memory"], num_heads=2, ff_dim=32)
+    settings.setdefault("train", {}).update(epochs=1, max_steps=12)
+    result = train(tiny_config(tiny_corpus, tmp_path / "run", **settings), progress=False)
+    assert result.step == 12
+    metrics = load_run(tmp_path / "run", checkpoint="last", device="cpu").evaluate("valid", iw_samples=3, prior_samples=2)
+    assert math.isfinite(metrics["nll"] if method == "language model" else metrics["nll_iw"])

@@ -14,6 +14,7 @@ was interrupted, and the overrides apply to both.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "--eval", choices=("both", "valid", "test", "none"), default="both",
         help="which splits the best checkpoint is evaluated on after training (default both)",
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before or after the flags
     keep_freed_memory()  # long loops reuse freed memory instead of faulting in fresh pages
     try:
         data_dir = Path(args.data_dir)
@@ -85,12 +86,20 @@ def main(argv: list[str] | None = None) -> int:
                 raise SeqVAEError(f"{data_dir / name}: missing (a PTB directory holds {', '.join(FILES.values())})")
         data = [f"data.{split}={data_dir / name}" for split, name in FILES.items()]
         configs = stage_configs(args.method, data + args.overrides)
+        if args.overwrite:  # a later stage trained from the replaced run would be stale
+            for later in configs[1:]:
+                if (Path(later.run.dir) / "config.toml").is_file():
+                    shutil.rmtree(later.run.dir)
         for index, config in enumerate(configs):
             if len(configs) > 1:
                 tqdm.write(f"stage {index + 1} of {len(configs)}: {config.run.dir}")
             # --resume continues a stage that has a checkpoint and starts one that has not begun
             resume = args.resume and (Path(config.run.dir) / "checkpoints" / "last.pt").is_file()
             result = train(config, resume=resume, overwrite=args.overwrite, echo=tqdm.write)
+            if index < len(configs) - 1 and result.epoch < config.train.epochs:
+                # stopped by train.max_steps or train.max_minutes: the next stage needs this one finished
+                print(f"stage {index + 1} stopped before its last epoch; continue both stages with --resume")
+                return 0
         run = load_run(result.run_dir, device=config.run.device)
         print(f"\ntrained {result.epoch} epochs, {result.step} steps in {result.seconds:.0f} s")
         splits = {"both": ("valid", "test"), "none": ()}.get(args.eval, (args.eval,))
