@@ -418,28 +418,15 @@ class _Trainer:
                 extra = {}
                 if config.train.aggressive:
                     extra["inner_steps"] = self.aggressive_inner_loop(batch, batches, beta) if self.switch.on else 0
-                with _frozen(self.encoder_parameters) if self.switch.on else contextlib.nullcontext():
-                    terms = train_step(
-                        self.model,
-                        self.optimizer,
-                        batch,
-                        kl_weight=beta,
-                        objective=config.objective,
-                        grad_clip=config.train.grad_clip,
-                        rate_constraint=self.rate_constraint,
-                        update=self.decoder_parameters if self.switch.on else None,
-                    )
+                if self.switch.on:  # aggressive phase: this step updates the decoder alone
+                    with _frozen(self.encoder_parameters):
+                        terms = self._update(batch, beta, only=self.decoder_parameters, rate_constraint=self.rate_constraint)
+                else:
+                    terms = self._update(batch, beta, rate_constraint=self.rate_constraint)
                 self.step += 1
                 self.batch_in_epoch += 1
                 self.window.add(terms, **extra)
-                shown = {"nll": f"{terms.reconstruction:.2f}"} if self.model.is_language_model else {
-                    "loss": f"{terms.loss:.2f}", "rec": f"{terms.reconstruction:.2f}", "kl": f"{terms.kl:.2f}", "beta": f"{beta:.3f}"
-                }
-                if "inner_steps" in extra:
-                    shown["inner"] = extra["inner_steps"]
-                if terms.multiplier is not None:
-                    shown["lambda"] = f"{terms.multiplier:.3f}"
-                bar.set_postfix(shown, refresh=False)  # drawn by update(), at most every mininterval seconds
+                bar.set_postfix(self._progress(terms, beta, extra), refresh=False)  # drawn by update()
                 bar.update(1)
                 if self.step % config.train.log_every == 0:
                     record = {"split": "train", "step": self.step, "epoch": self.epoch + 1, **self._window_means()}
@@ -451,6 +438,30 @@ class _Trainer:
         finally:
             bar.close()
         return True
+
+    def _update(self, batch: Batch, beta: float, *, only=None, rate_constraint=None) -> LossTerms:
+        """One optimizer step of the configured objective, on all parameters or ``only`` these."""
+        return train_step(
+            self.model,
+            self.optimizer,
+            batch,
+            kl_weight=beta,
+            objective=self.config.objective,
+            grad_clip=self.config.train.grad_clip,
+            rate_constraint=rate_constraint,
+            update=only,
+        )
+
+    def _progress(self, terms: LossTerms, beta: float, extra: dict[str, float]) -> dict[str, str]:
+        """The progress bar's figures for a step."""
+        if self.model.is_language_model:
+            return {"nll": f"{terms.reconstruction:.2f}"}
+        shown = {"loss": f"{terms.loss:.2f}", "rec": f"{terms.reconstruction:.2f}", "kl": f"{terms.kl:.2f}", "beta": f"{beta:.3f}"}
+        if "inner_steps" in extra:
+            shown["inner"] = str(extra["inner_steps"])
+        if terms.multiplier is not None:
+            shown["lambda"] = f"{terms.multiplier:.3f}"
+        return shown
 
     def _window_means(self) -> dict[str, float]:
         means = self.window.means()
@@ -470,15 +481,7 @@ class _Trainer:
         sequences = self.data.splits["train"].sequences
         with _frozen(self.decoder_parameters):
             while True:
-                terms = train_step(
-                    self.model,
-                    self.optimizer,
-                    batch,
-                    kl_weight=beta,
-                    objective=config.objective,
-                    grad_clip=config.train.grad_clip,
-                    update=self.encoder_parameters,
-                )
+                terms = self._update(batch, beta, only=self.encoder_parameters)
                 if rule.add(terms.loss * batch.num_sentences, batch.num_tokens):
                     return rule.steps
                 index = int(torch.randint(len(batches), (1,), generator=generator))
