@@ -97,6 +97,15 @@ class ModelConfig:
     which keeps the batch-mean KL above about latent_dim * posterior_gamma^2 / 2)."""
     posterior_gamma: float = 0.7
     """BN-VAE: the fixed scale of the normalised posterior means (Zhu et al. 2020 compare 0.5 to 0.7)."""
+    flow: str = "none"
+    """A normalizing flow on the Gaussian posterior (seqvae.models.flows): ``none``, ``iaf``
+    (inverse autoregressive flow, Kingma et al. 2016) or ``planar`` (Rezende & Mohamed 2015). With
+    a flow the KL is the single-sample Monte-Carlo estimate log q(z|x) - log p(z) on the z the
+    decoder reads, so per-dimension free bits do not apply (use total_hinge or mdr)."""
+    flow_steps: int = 2
+    """Flow steps (0: the Gaussian itself, exactly)."""
+    flow_hidden: int = 320
+    """IAF: width of each step's masked autoregressive network (at least latent_dim)."""
     encoder_layers: int = 1
     bidirectional: bool = False
     """Bidirectional LSTM encoder (both final states feed the posterior)."""
@@ -252,6 +261,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.pooling": ("mean", "summary_token"),
     "model.output_layer": ("softmax", "adaptive"),
     "model.posterior": ("gaussian", "batchnorm"),
+    "model.flow": ("none", "iaf", "planar"),
     "objective.free_bits": ("none", "per_dimension", "total_hinge", "mdr"),
     "annealing.schedule": ("constant", "linear", "logistic", "cyclical"),
     "train.lr_decay": ("none", "plateau"),
@@ -349,6 +359,8 @@ def _check_ranges(config: Config) -> None:
         ("model.embedding_dim", config.model.embedding_dim >= 1),
         ("model.hidden_dim", config.model.hidden_dim >= 1),
         ("model.latent_dim", config.model.latent_dim >= 0),
+        ("model.flow_steps", config.model.flow_steps >= 0),
+        ("model.flow_hidden", config.model.flow_hidden >= max(1, config.model.latent_dim)),
         ("model.posterior_gamma", config.model.posterior_gamma > 0.0 and math.isfinite(config.model.posterior_gamma)),
         ("model.encoder_layers", config.model.encoder_layers >= 1),
         ("model.decoder_layers", config.model.decoder_layers >= 1),
@@ -413,6 +425,7 @@ def _check_methods(config: Config) -> None:
     if config.model.latent_dim == 0:  # a language model: nothing about z applies
         refused = [
             ("model.posterior", config.model.posterior != "gaussian"),
+            ("model.flow", config.model.flow != "none"),
             ("objective.free_bits", config.objective.free_bits != "none"),
             ("train.aggressive", config.train.aggressive),
         ]
@@ -421,6 +434,17 @@ def _check_methods(config: Config) -> None:
                 raise SeqVAEError(f"config key '{key}': a language model (model.latent_dim = 0) has no z or KL for it to act on")
         if config.train.init_from and set(config.train.init_parts) != {"decoder"}:
             raise SeqVAEError("config key 'train.init_parts': a language model (model.latent_dim = 0) has only a decoder to warm-start")
+    if config.model.flow != "none" and config.model.flow_steps and config.objective.free_bits == "per_dimension":
+        raise SeqVAEError(
+            "config key 'objective.free_bits': per_dimension has no meaning with a flow posterior (its KL is a "
+            "Monte-Carlo estimate of the whole code, not a sum over dimensions); use total_hinge with "
+            "free_bits_lambda = the total target, or mdr"
+        )
+    if config.model.flow == "planar" and config.model.flow_steps and config.train.aggressive:
+        raise SeqVAEError(
+            "config key 'train.aggressive': it switches off on the validation MI, which a planar flow posterior "
+            "cannot give (no tractable inverse); use model.flow=iaf"
+        )
     if config.train.init_parts and len(set(config.train.init_parts)) != len(config.train.init_parts):
         raise SeqVAEError(f"config key 'train.init_parts': {list(config.train.init_parts)} names a part twice")
     if config.train.init_from and not config.train.init_parts:

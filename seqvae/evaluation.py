@@ -28,7 +28,7 @@ from seqvae.measures import (
     self_log_likelihood_per_token,
     teacher_forced_and_free_running_nll,
 )
-from seqvae.models.posterior import DiagonalGaussian
+from seqvae.models.posterior import DiagonalGaussian, FlowPosterior
 from seqvae.models.vae import SeqVAE
 
 
@@ -69,31 +69,63 @@ def evaluate_elbo(
     device = next(model.parameters()).device
     rec_sum = kl_sum = 0.0
     sentences = tokens = 0
-    means, logvars = [], []
+    posteriors = []
     try:
         for batch in batches:
             batch = batch.to(device)
             output = model(batch, generator=generator)
             rec_sum += float(output.reconstruction.sum())
-            kl_sum += float(output.posterior.kl().sum())
-            means.append(output.posterior.mean.cpu())
-            logvars.append(output.posterior.logvar.cpu())
+            kl_sum += float(output.kl.sum())
+            posteriors.append(_kept(output.posterior))
             sentences += batch.num_sentences
             tokens += batch.num_tokens
     finally:
         model.train(was_training)
-    aggregate = DiagonalGaussian(mean=torch.cat(means), logvar=torch.cat(logvars))
-    return {
+    aggregate = type(posteriors[0]).concatenate(posteriors)
+    result = {
         "rec": rec_sum / sentences,
         "kl": kl_sum / sentences,
         "elbo": (rec_sum + kl_sum) / sentences,
         "ppl_elbo": perplexity(rec_sum + kl_sum, tokens),
-        "mi": mutual_information(aggregate, generator=generator),
-        "active_units": active_units(aggregate.mean),
-        "mean_posterior_std": float(aggregate.std.mean()),
+    }
+    if aggregate.has_density:
+        result["mi"] = mutual_information(aggregate, generator=generator)
+    return {
+        **result,
+        "active_units": active_units(aggregate.base.mean),
+        "mean_posterior_std": float(aggregate.base.std.mean()),
         "sentences": sentences,
         "tokens": tokens,
     }
+
+
+def _kept(posterior):
+    """A batch's posterior kept for the set's MI and active units: a Gaussian's moments on the
+    CPU; a flow posterior (base moments and contexts, tensors of a few floats per sentence) on the
+    model's device, where its flow is."""
+    if isinstance(posterior, FlowPosterior):
+        return posterior
+    return DiagonalGaussian(mean=posterior.mean.cpu(), logvar=posterior.logvar.cpu())
+
+
+def posterior_note(model: SeqVAE) -> str | None:
+    """What the z measures mean for a flow posterior (None for the Gaussian)."""
+    flow = model.posterior.flow if model.posterior is not None else None
+    if flow is None:
+        return None
+    kind = "IAF" if flow.has_inverse else "planar"
+    return (
+        f"{kind} flow posterior: kl is the single-sample Monte-Carlo estimate log q(z|x) - log p(z) on z ~ q(z|x); "
+        "active_units, mean_posterior_std and kl_base_per_dimension are of the base Gaussian q0(z0|x); "
+        "reconstructions decode the image of the base mean"
+        + ("; mi uses the flow's exact inverse" if flow.has_inverse else "")
+    )
+
+
+PLANAR_MI_ABSENT = (
+    "a planar flow has no tractable inverse, so log q(z|x_j) at other sentences' codes, which the "
+    "aggregate posterior of the MI needs, is not available"
+)
 
 
 ABSENT_FOR_LANGUAGE_MODELS = (
@@ -209,16 +241,16 @@ def evaluate_split(
     totals = {"rec": 0.0, "kl": 0.0, "iw": 0.0, "tf": 0.0, "fr": 0.0, "inputless": 0.0}
     kl_per_dimension = torch.zeros(model.latent_dim)
     sentences = tokens = words = 0
-    means, logvars, hypotheses, references = [], [], [], []
+    posteriors, hypotheses, references = [], [], []
     try:
         for batch in tqdm(batches, desc="evaluating", disable=not progress, leave=False, dynamic_ncols=True):
             batch = batch.to(device)
             posterior = model.encode(batch)
-            rec = model.decoder.sequence_nll(batch.inputs, posterior.rsample(elbo_generator), batch.targets, batch.mask)
+            z, kl = posterior.sample_kl(elbo_generator)  # analytic KL, or Monte Carlo with a flow
+            rec = model.decoder.sequence_nll(batch.inputs, z, batch.targets, batch.mask)
             totals["rec"] += float(rec.sum())
-            kl_dims = posterior.kl_per_dimension()
-            totals["kl"] += float(kl_dims.sum())
-            kl_per_dimension += kl_dims.sum(0).cpu()
+            totals["kl"] += float(kl.sum())
+            kl_per_dimension += posterior.base.kl_per_dimension().sum(0).cpu()
             if iw_samples:
                 log_likelihood = importance_weighted_log_likelihood(
                     model, batch, num_samples=iw_samples, generator=iw_generator
@@ -235,13 +267,13 @@ def evaluate_split(
             for row, length in zip(batch.targets.tolist(), batch.lengths.tolist()):
                 references.append(tokenizer.decode(row[: length - 1]))
                 words += len(references[-1].split()) + 1
-            means.append(posterior.mean.cpu())
-            logvars.append(posterior.logvar.cpu())
+            posteriors.append(_kept(posterior))
             sentences += batch.num_sentences
             tokens += batch.num_tokens
     finally:
         model.train(was_training)
-    aggregate = DiagonalGaussian(mean=torch.cat(means), logvar=torch.cat(logvars))
+    aggregate = type(posteriors[0]).concatenate(posteriors)
+    note = posterior_note(model)
     result: dict[str, Any] = {
         "rec": totals["rec"] / sentences,
         "kl": totals["kl"] / sentences,
@@ -255,22 +287,30 @@ def evaluate_split(
         if iw_samples:
             result["ppl_iw_per_word"] = perplexity(totals["iw"], words)
         result["words"] = words
+    if aggregate.has_density:
+        result.update(
+            mi=mutual_information(aggregate, group_size=mi_group_size, generator=mi_generator),
+            mi_aggregate="whole set" if mi_group_size is None else f"groups of {mi_group_size}",
+        )
+    else:
+        result.update(absent=["mi"], absent_because=PLANAR_MI_ABSENT)
+    per_dimension_key = "kl_per_dimension" if note is None else "kl_base_per_dimension"
     result.update(
-        mi=mutual_information(aggregate, group_size=mi_group_size, generator=mi_generator),
-        mi_aggregate="whole set" if mi_group_size is None else f"groups of {mi_group_size}",
-        active_units=active_units(aggregate.mean),
+        active_units=active_units(aggregate.base.mean),
         nll_teacher_forced=totals["tf"] / sentences,
         nll_free_running=totals["fr"] / sentences,
         free_running_gap=(totals["fr"] - totals["tf"]) / sentences,
         nll_inputless=totals["inputless"] / sentences,
         bleu=corpus_bleu(hypotheses, references),
-        kl_per_dimension=[round(float(value) / sentences, 4) for value in kl_per_dimension],
+        **{per_dimension_key: [round(float(value) / sentences, 4) for value in kl_per_dimension]},
         sentences=sentences,
         tokens=tokens,
     )
     if prior_samples:
         result.update(_prior_sample_measures(model, tokenizer, prior_samples, prior_generator))
-    result["mean_posterior_std"] = float(aggregate.std.mean())
+    result["mean_posterior_std"] = float(aggregate.base.std.mean())
+    if note is not None:
+        result["posterior"] = note
     result["warnings"] = diagnose(
         kl=result["kl"],
         active=result["active_units"],

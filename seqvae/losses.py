@@ -12,6 +12,7 @@ import torch
 
 from seqvae.data.batching import Batch
 from seqvae.models.output_layer import sequence_nll
+from seqvae.models.posterior import FlowPosterior
 from seqvae.models.vae import VAEOutput
 
 FREE_BITS = ("none", "per_dimension", "total_hinge", "mdr")
@@ -63,6 +64,8 @@ class LossTerms:
     kl_weight: float
     multiplier: float | None = None
     """The minimum-desired-rate multiplier |lambda| of this step, when the objective has one."""
+    kl_std: float | None = None
+    """With a flow posterior: the batch standard deviation of the Monte-Carlo KL estimate."""
 
 
 def elbo_loss(
@@ -78,19 +81,27 @@ def elbo_loss(
     with a ``rate_constraint`` (seqvae.rate_constraint.MinimumDesiredRate), plus
     |lambda| * (r - KL) on the batch-mean KL."""
     nll = output.reconstruction  # (B,)
-    kl_dims = output.posterior.kl_per_dimension()  # (B, Z)
-    penalty = kl_penalty(kl_dims, variant=free_bits, free_bits=free_bits_lambda)
+    kl = output.kl  # (B,): analytic, or the Monte-Carlo estimate with a flow posterior
+    if free_bits == "per_dimension":
+        penalty = free_bits_per_dimension(output.posterior.kl_per_dimension(), free_bits_lambda)
+    elif free_bits == "total_hinge":
+        penalty = free_bits_total_hinge(kl, free_bits_lambda)
+    elif free_bits in ("none", "mdr"):
+        penalty = kl.mean()
+    else:
+        raise ValueError(f"unknown free-bits variant '{free_bits}'; choices: {', '.join(FREE_BITS)}")
     total = nll.mean() + kl_weight * penalty
     multiplier = None
     if rate_constraint is not None:
-        total = total + rate_constraint(kl_dims.sum(dim=1).mean())
+        total = total + rate_constraint(kl.mean())
         multiplier = abs(rate_constraint.value)
     return LossTerms(
         total=total,
         loss=float(total.detach()),
         reconstruction=float(nll.detach().mean()),
-        kl=float(kl_dims.detach().sum(dim=1).mean()),
+        kl=float(kl.detach().mean()),
         kl_penalty=float(penalty.detach()),
         kl_weight=kl_weight,
         multiplier=multiplier,
+        kl_std=float(kl.detach().std()) if isinstance(output.posterior, FlowPosterior) and kl.numel() > 1 else None,
     )

@@ -13,7 +13,7 @@ import torch
 from seqvae.data.batching import Batch
 from seqvae.data.tokenizers import EOS_ID, UNK_ID
 from seqvae.generation import cut_at_eos
-from seqvae.models.posterior import DiagonalGaussian
+from seqvae.models.posterior import DiagonalGaussian, FlowPosterior
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -54,10 +54,8 @@ def importance_weighted_log_likelihood(
     rows = batch.inputs.shape[0]
     per_sample = batch.inputs.numel() * model.decoder.output.scores_per_position
     chunk = max(1, min(num_samples, scores_per_call // per_sample, chunk_size or num_samples))
-    device = posterior.mean.device
-    noise = torch.randn((num_samples, *posterior.mean.shape), generator=generator, device=generator.device if generator else device)
-    z = posterior.mean + posterior.std * noise.to(device)  # (K, B, Z)
-    log_weights = standard_normal_log_prob(z) - posterior.log_prob(z)  # (K, B)
+    z, log_q = posterior.sample_with_log_prob(num_samples, generator)  # (K, B, Z), (K, B): with a flow,
+    log_weights = standard_normal_log_prob(z) - log_q  # each sample's own log q, no inverse needed
     inputs, targets, mask = (part.repeat(chunk, 1) for part in (batch.inputs, batch.targets, batch.mask))
     for start in range(0, num_samples, chunk):
         count = min(chunk, num_samples - start)
@@ -68,29 +66,34 @@ def importance_weighted_log_likelihood(
     return torch.logsumexp(log_weights, dim=0) - math.log(num_samples)
 
 
+@torch.no_grad()
 def mutual_information(
-    posterior: DiagonalGaussian, *, group_size: int | None = None, generator: torch.Generator | None = None
+    posterior: DiagonalGaussian | FlowPosterior,
+    *,
+    group_size: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> float:
     """I(x; z) = E_x E_q(z|x)[log q(z|x)] - E_x E_q(z|x)[log q(z)] (Hoffman & Johnson 2016), with
     the aggregate posterior q(z) the mixture (1/N) sum_j q(z|x_j) over all N sentences given, or,
     with ``group_size``, over consecutive groups of that many (He et al. 2019's mini-batch
-    variant). One z per sentence; the first term is the analytic negative entropy."""
-    mean, logvar = posterior.mean, posterior.logvar
-    size = mean.shape[0] if group_size is None else group_size
+    variant). One z per sentence. The first term is the analytic negative entropy of the
+    Gaussian; with a flow, the base's analytic negative entropy minus the log-determinant at the
+    sampled z_0. log q(z_i | x_j) of a flow comes from its exact inverse (IAF); a flow without one
+    (planar) raises ValueError."""
+    if not posterior.has_density:
+        raise ValueError("the posterior has no tractable density at other sentences' codes")
+    sentences = posterior.base.mean.shape[0]
+    size = sentences if group_size is None else group_size
     total = 0.0
-    for start in range(0, mean.shape[0], size):
-        group = DiagonalGaussian(mean=mean[start : start + size], logvar=logvar[start : start + size])
-        count, latent = group.mean.shape
-        negative_entropy = (-0.5 * latent * LOG_2PI - 0.5 * (1 + group.logvar).sum(-1)).sum()
-        z = group.rsample(generator)  # (n, Z)
+    for start in range(0, sentences, size):
+        group = posterior.select(slice(start, start + size))
+        z, expected_log_q = group.sample_for_information(generator)  # (n, Z), (n,)
+        count = z.shape[0]
         log_aggregate = torch.cat(
-            [
-                torch.logsumexp(group.log_prob(z[i : i + 256].unsqueeze(1)), dim=1)  # (chunk, n) -> (chunk,)
-                for i in range(0, count, 256)
-            ]
+            [torch.logsumexp(group.cross_log_prob(z[i : i + 256]), dim=1) for i in range(0, count, 256)]  # (chunk,)
         ) - math.log(count)
-        total += float(negative_entropy - log_aggregate.sum())
-    return total / mean.shape[0]
+        total += float(expected_log_q.sum() - log_aggregate.sum())
+    return total / sentences
 
 
 def active_units(means: torch.Tensor, *, threshold: float = 0.01) -> int:

@@ -26,7 +26,7 @@ from seqvae.data.synthetic import labels_path, read_labels
 from seqvae.evaluation import evaluate_split, free_bits_target, latent_probe
 from seqvae.generation import PATHS, Decoding, decode, sample_prior
 from seqvae.measures import self_log_likelihood_per_token
-from seqvae.models.posterior import DiagonalGaussian
+from seqvae.models.posterior import DiagonalGaussian, FlowPosterior
 from seqvae.models.vae import SeqVAE
 from seqvae.training import load_trained_model, prepare_data, resolve_device
 
@@ -60,15 +60,13 @@ class Run:
         return collate(encoded.sequences).to(self.device)
 
     @torch.no_grad()
-    def encode(self, sentences: list[str], *, batch_size: int = 256) -> DiagonalGaussian:
-        """q(z|x) for each sentence: mean and logvar (N, Z), in input order."""
+    def encode(self, sentences: list[str], *, batch_size: int = 256) -> DiagonalGaussian | FlowPosterior:
+        """q(z|x) for each sentence, in input order: ``.mean`` and ``.std`` are (N, Z). With a
+        flow posterior, ``.mean`` is the image of the base mean under the flow (the code every
+        decoding uses) and ``.std`` the base's; ``.rsample()`` draws through the flow."""
         self._needs_z("encode sentences into")
-        means, logvars = [], []
-        for start in range(0, len(sentences), batch_size):
-            posterior = self.model.encode(self._batch(sentences[start : start + batch_size]))
-            means.append(posterior.mean)
-            logvars.append(posterior.logvar)
-        return DiagonalGaussian(mean=torch.cat(means), logvar=torch.cat(logvars))
+        parts = [self.model.encode(self._batch(sentences[start : start + batch_size])) for start in range(0, len(sentences), batch_size)]
+        return type(parts[0]).concatenate(parts)
 
     def _needs_z(self, what: str) -> None:
         if self.model.is_language_model:

@@ -256,6 +256,8 @@ class _MetricWindow:
             self.sums[key] += value
         if terms.multiplier is not None:
             extra["multiplier"] = terms.multiplier
+        if terms.kl_std is not None:
+            extra["kl_std"] = terms.kl_std
         for key, value in extra.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
         self.sums["steps"] += 1

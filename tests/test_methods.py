@@ -298,11 +298,12 @@ def ptb_stand_in(tiny_corpus, tmp_path_factory):
     return data
 
 
-@pytest.mark.parametrize("method", ["lm", "annealing", "cyclical", "aggressive", "ae-fb", "bn-vae", "mdr"])
+@pytest.mark.parametrize("method", ["lm", "annealing", "cyclical", "aggressive", "ae-fb", "bn-vae", "mdr", "iaf"])
 def test_each_ptb_method_runs_end_to_end(ptb_stand_in, tmp_path, monkeypatch, capsys, method):
     recipe = _ptb_recipe()
     monkeypatch.chdir(tmp_path)
-    tiny = ["train.epochs=1", "model.hidden_dim=16", "model.embedding_dim=8", "model.output_layer=softmax", "train.batch_size=16"]
+    tiny = ["train.epochs=1", "model.hidden_dim=16", "model.embedding_dim=8", "model.output_layer=softmax", "train.batch_size=16",
+            "model.flow_hidden=8"]
     if method != "lm":
         tiny.append("model.latent_dim=4")
     arguments = ["--data-dir", str(ptb_stand_in), "--method", method, "--iw-samples", "3", "--eval", "test", *tiny]

@@ -37,6 +37,7 @@ METHODS = {
     "ae-fb": ("ae", "ae-fb"),
     "bn-vae": ("bn-vae",),
     "mdr": ("mdr",),
+    "iaf": ("iaf",),
 }
 """Each method's stages, each stage a file methods/STAGE.toml; a later stage warm-starts from the
 run directory of the one before (train.init_from)."""

@@ -12,7 +12,7 @@ from seqvae.data.tokenizers import UNK_ID
 from seqvae.models.decoders import DECODERS
 from seqvae.models.encoders import ENCODERS
 from seqvae.models.output_layer import check_adaptive
-from seqvae.models.posterior import DiagonalGaussian, GaussianPosterior, empty_posterior
+from seqvae.models.posterior import DiagonalGaussian, FlowPosterior, GaussianPosterior, empty_posterior
 from seqvae.errors import SeqVAEError
 from seqvae.models.word_dropout import word_dropout
 
@@ -20,11 +20,14 @@ from seqvae.models.word_dropout import word_dropout
 @dataclass
 class VAEOutput:
     """One forward pass: the reconstruction -log p(x|z) per sentence (B,), summed over the real
-    targets, the posterior (B, Z) and the z decoded from (B, Z)."""
+    targets, the posterior (B, Z), the z decoded from (B, Z), and the KL the objective uses (B,):
+    analytic for the Gaussian, the Monte-Carlo estimate log q(z|x) - log p(z) on this z with a
+    flow."""
 
     reconstruction: torch.Tensor
-    posterior: DiagonalGaussian
+    posterior: DiagonalGaussian | FlowPosterior
     z: torch.Tensor
+    kl: torch.Tensor
 
 
 class SeqVAE(nn.Module):
@@ -57,7 +60,7 @@ class SeqVAE(nn.Module):
         """True for the decoder alone (latent_dim = 0): no z, no KL, exact likelihoods."""
         return self.posterior is None
 
-    def encode(self, batch: Batch) -> DiagonalGaussian:
+    def encode(self, batch: Batch) -> DiagonalGaussian | FlowPosterior:
         """q(z|x) for every sentence of the batch; the encoder reads x_1 ... x_n <eos>."""
         if self.posterior is None:
             return empty_posterior(batch.targets.shape[0], device=batch.targets.device)
@@ -78,12 +81,14 @@ class SeqVAE(nn.Module):
         mode ignores ``word_dropout_rate``. The encoder always reads the clean sentence.
         """
         posterior = self.encode(batch)
-        z = posterior.mean if use_mean else posterior.rsample(generator)
+        z, kl = posterior.sample_kl(generator)
+        if use_mean:
+            z = posterior.mean
         inputs = batch.inputs
         if self.training and word_dropout_rate > 0.0:
             inputs = word_dropout(inputs, batch.mask, rate=word_dropout_rate, unk_id=self.unk_id)
         reconstruction = self.decoder.sequence_nll(inputs, z, batch.targets, batch.mask)
-        return VAEOutput(reconstruction=reconstruction, posterior=posterior, z=z)
+        return VAEOutput(reconstruction=reconstruction, posterior=posterior, z=z, kl=kl)
 
 
 def build_model(config, *, vocab_size: int, pad_id: int = 0, unk_id: int = UNK_ID) -> SeqVAE:
@@ -109,7 +114,14 @@ def build_model(config, *, vocab_size: int, pad_id: int = 0, unk_id: int = UNK_I
                 **shared, **transformer, num_layers=config.encoder_layers, pooling=config.pooling
             )
         gamma = config.posterior_gamma if config.posterior == "batchnorm" else None
-        posterior = GaussianPosterior(input_dim=encoder.output_dim, latent_dim=config.latent_dim, batchnorm_gamma=gamma)
+        posterior = GaussianPosterior(
+            input_dim=encoder.output_dim,
+            latent_dim=config.latent_dim,
+            batchnorm_gamma=gamma,
+            flow=config.flow,
+            flow_steps=config.flow_steps,
+            flow_hidden=config.flow_hidden,
+        )
     decoder_arguments = {
         **shared,
         "latent_dim": config.latent_dim,
