@@ -15,6 +15,9 @@ predicted tokens, i.e. every word plus one end-of-sentence per sentence (padding
    ``clip_grad_norm_(..., 5)``, Adam step), plus the ``float(loss)`` the training loop takes for
    its log. The models come from ``seqvae.models.vae.build_model`` with ``ModelConfig`` defaults
    apart from the sizes and the output layer.
+   With ``--flow iaf`` (or ``planar``), a third VAE: the adaptive one with that flow on its
+   posterior (``--flow-steps``, ``--flow-hidden``; the KL is then the Monte-Carlo estimate), so
+   the cost of the flow is the ratio of the two adaptive VAEs measured in the same run.
 2. **Floor**: a plain PyTorch LSTM language model of the same sizes, written here with no seqvae
    model code: ``nn.Embedding(V, E) -> nn.LSTM(E, H, batch_first=True) -> nn.Linear(H, V)``
    (a full softmax), reading ``batch.inputs`` and predicting ``batch.targets``; loss = token
@@ -228,6 +231,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up batches per repeat (default 10)")
     parser.add_argument("--repeats", type=int, default=5, help="repeats per model, alternating (default 5)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads(T) (default 2)")
+    parser.add_argument("--flow", choices=("none", "iaf", "planar"), default="none", help="also time the adaptive VAE with this flow")
+    parser.add_argument("--flow-steps", type=int, default=2)
+    parser.add_argument("--flow-hidden", type=int, default=320)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -289,6 +295,14 @@ def main(argv: list[str] | None = None) -> dict:
             pad_id=tokenizer.pad_id,
             unk_id=tokenizer.unk_id,
         ).to(device)
+    if args.flow != "none":
+        seed_everything(args.seed)
+        flow_config = dataclasses.replace(
+            model_config, output_layer="adaptive", flow=args.flow, flow_steps=args.flow_steps, flow_hidden=args.flow_hidden
+        )
+        models[f"vae_adaptive_{args.flow}"] = build_model(
+            flow_config, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, unk_id=tokenizer.unk_id
+        ).to(device)
     steps = {name: (FloorStep if name == "lm_floor" else VAEStep)(model.train(), device) for name, model in models.items()}
     parameters = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
 
@@ -314,6 +328,16 @@ def main(argv: list[str] | None = None) -> dict:
         "vae_adaptive_tokens_per_s": median["vae_adaptive"],
         "ratio_vae_softmax_to_floor": median["vae_softmax"] / median["lm_floor"],
         "ratio_vae_adaptive_to_floor": median["vae_adaptive"] / median["lm_floor"],
+        **(
+            {
+                f"vae_adaptive_{args.flow}_tokens_per_s": median[f"vae_adaptive_{args.flow}"],
+                f"ratio_vae_adaptive_{args.flow}_to_floor": median[f"vae_adaptive_{args.flow}"] / median["lm_floor"],
+                f"ratio_{args.flow}_to_gaussian": median[f"vae_adaptive_{args.flow}"] / median["vae_adaptive"],
+                "flow": {"kind": args.flow, "steps": args.flow_steps, "hidden": args.flow_hidden},
+            }
+            if args.flow != "none"
+            else {}
+        ),
         "tokens_per_s_repeats": rates,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
@@ -375,12 +399,12 @@ def print_table(r: dict) -> None:
     print(f"optimizer   {r['optimizer']}")
     print(f"collate     {r['collate']}")
     print()
-    print(f"{'model':<14}{'params':>12}{'tokens/s (median)':>20}{'min':>12}{'max':>12}{'ratio to floor':>16}")
-    for name in ("lm_floor", "vae_softmax", "vae_adaptive"):
+    print(f"{'model':<18}{'params':>12}{'tokens/s (median)':>20}{'min':>12}{'max':>12}{'ratio to floor':>16}")
+    for name in r["tokens_per_s_repeats"]:
         values = r["tokens_per_s_repeats"][name]
         ratio = r[f"{name}_tokens_per_s"] / r["lm_floor_tokens_per_s"]
         print(
-            f"{name:<14}{r['parameters'][name]:>12,}{r[f'{name}_tokens_per_s']:>20,.0f}"
+            f"{name:<18}{r['parameters'][name]:>12,}{r[f'{name}_tokens_per_s']:>20,.0f}"
             f"{min(values):>12,.0f}{max(values):>12,.0f}{ratio:>16.3f}"
         )
     print()

@@ -220,3 +220,17 @@ def test_a_flow_run_trains_resumes_evaluates_and_decodes(tiny_corpus, tmp_path, 
     assert len(run.reconstruct(["the cat sat ."], sample_posterior=True)) == 1
     vector = run.attribute_vector(["the cat sat ."], ["a dog ran ."])
     assert len(run.apply_attribute(["the cat sat ."], vector)) == 1
+
+
+def test_codes_far_outside_a_sentence_flow_count_as_zero_density():
+    torch.manual_seed(0)
+    flow = InverseAutoregressiveFlow(latent_dim=4, context_dim=3, steps=2, hidden_dim=8)
+    posterior = FlowPosterior(base=DiagonalGaussian(torch.zeros(5, 4), torch.zeros(5, 4)), context=torch.randn(5, 3), flow=flow)
+    z = torch.cat([posterior.rsample(torch.Generator().manual_seed(0)), torch.full((3, 4), 1e6)])
+    with torch.no_grad():  # the raw inverse of the far codes leaves the floating-point range
+        z0, log_det = flow.inverse(z.unsqueeze(1), posterior.prepared)
+        assert torch.isnan(posterior.base.log_prob(z0) - log_det)[5:].any()
+    log_q = posterior.cross_log_prob(z)
+    assert not torch.isnan(log_q).any() and not (log_q == float("inf")).any()
+    assert (log_q[5:] == float("-inf")).any()
+    assert torch.isfinite(log_q[:5]).all()  # the sentences' own samples keep finite densities

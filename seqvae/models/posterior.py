@@ -170,7 +170,11 @@ class FlowPosterior:
             codes = z[start : start + per_call].unsqueeze(1)  # (c, 1, Z) against (B, ...) contexts
             z0, log_det = self.flow.inverse(codes, prepared)
             rows.append(self.base.log_prob(z0) - log_det)
-        return torch.cat(rows)
+        # A code far outside sentence j's flow inverts to a z_0 beyond the floating-point range
+        # (a gate near 0 divides by it); its finite neighbours already have log q below -1e38, so
+        # the density there is 0 to float precision and the pair counts as log q = -inf.
+        log_q = torch.cat(rows)
+        return torch.where(torch.isnan(log_q) | (log_q == float("inf")), float("-inf"), log_q)
 
     def sample_for_information(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """z_T per sentence and E_q[log q(z|x)] estimated as the base's analytic negative entropy
