@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from seqvae.errors import SeqVAEError
+from seqvae.errors import SeqVAEError, TrainingInterrupted
 
 
 def _print_metrics(title: str, metrics: dict) -> None:
@@ -391,9 +391,12 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # long loops reuse freed memory instead of faulting in fresh pages
     try:
         return args.handler(args)
+    except TrainingInterrupted as error:
+        print(f"seqvae: {error}", file=sys.stderr)
+        return error.exit_code
     except SeqVAEError as error:
         print(f"seqvae: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     except KeyboardInterrupt:
         print("seqvae: interrupted", file=sys.stderr)
         return 130

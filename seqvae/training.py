@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +41,8 @@ from seqvae.config import Config, ObjectiveConfig, config_to_dict, config_to_tom
 from seqvae.data.batching import Batch, EncodedSplit, bucketed_batches, collate, encode_split, sorted_batches
 from seqvae.data.corpus import Corpus, load_corpus
 from seqvae.data.tokenizers import build_tokenizer, load_tokenizer
-from seqvae.errors import SeqVAEError
+from seqvae.errors import SeqVAEError, TrainingInterrupted
+from seqvae.locks import run_directory_lock
 from seqvae.evaluation import evaluate_elbo, evaluate_split, free_bits_target
 from seqvae.measures import diagnose
 from seqvae.files import atomic_write_json, atomic_write_text
@@ -214,12 +218,27 @@ def train_step(
         for parameter in model.parameters():
             if id(parameter) not in chosen:
                 parameter.grad = None
+    gradients = [parameter.grad for parameter in parameters if parameter.grad is not None]
     if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    else:
+        norm = torch.nn.utils.get_total_norm(gradients)
+    if not (math.isfinite(terms.loss) and math.isfinite(float(norm))):  # nothing is updated
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteStep(terms.loss, float(norm))
     optimizer.step()
     if rate_constraint is not None:
         rate_constraint.ascend()
     return terms
+
+
+class NonFiniteStep(Exception):
+    """A step whose loss or gradient norm is not finite: training has diverged. Raised before the
+    optimizer step, so the parameters keep their last finite values."""
+
+    def __init__(self, loss: float, gradient_norm: float) -> None:
+        super().__init__(f"loss {loss:.4g}, gradient norm {gradient_norm:.4g}")
+        self.loss, self.gradient_norm = loss, gradient_norm
 
 
 @contextlib.contextmanager
@@ -317,6 +336,8 @@ class _Trainer:
         self.window = _MetricWindow()
         self.valid: dict[str, float] | None = None
         self.valid_step: int | None = None  # the step self.valid was measured at
+        self.saved_step: int | None = None  # the step of the last checkpoint written to last.pt
+        self.signal: str | None = None  # SIGINT or SIGTERM received: save and stop after this step
 
     def restore(self, path: Path) -> None:
         """Continue from a checkpoint: weights, optimizer, scheduler, position and RNG states."""
@@ -327,6 +348,7 @@ class _Trainer:
         if self.scheduler is not None and payload.get("lr_scheduler"):
             self.scheduler.load_state_dict(payload["lr_scheduler"])
         self.step, self.epoch, self.batch_in_epoch = payload["step"], payload["epoch"], payload["batch_in_epoch"]
+        self.saved_step = self.step
         self.best = payload["best_valid"]
         self.seconds_before = payload.get("train_seconds", 0.0)
         self.window = _MetricWindow(payload["window"])
@@ -339,10 +361,16 @@ class _Trainer:
             torch.cuda.set_rng_state_all(payload["rng_cuda"])
 
     def save(self, path: Path) -> None:
+        """Write a checkpoint atomically; weights that are not finite are never written."""
+        state = self.model.state_dict()
+        if not all(bool(torch.isfinite(tensor).all()) for tensor in state.values() if tensor.is_floating_point()):
+            raise SeqVAEError(f"{path}: not written, the model's weights are not finite (training diverged)")
+        if path.name == LAST:
+            self.saved_step = self.step
         save_checkpoint(
             path,
             {
-                "model": self.model.state_dict(),
+                "model": state,
                 "optimizer": self.optimizer.state_dict(),
                 "lr_scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
                 "step": self.step,
@@ -411,6 +439,7 @@ class _Trainer:
         self.model.train()
         try:
             while self.batch_in_epoch < len(batches):
+                self.stop_if_signalled(last_path)
                 if config.train.max_steps and self.step >= config.train.max_steps:
                     return False
                 if self.out_of_time():
@@ -442,16 +471,38 @@ class _Trainer:
         return True
 
     def _update(self, batch: Batch, beta: float, *, only=None, rate_constraint=None) -> LossTerms:
-        """One optimizer step of the configured objective, on all parameters or ``only`` these."""
-        return train_step(
-            self.model,
-            self.optimizer,
-            batch,
-            kl_weight=beta,
-            objective=self.config.objective,
-            grad_clip=self.config.train.grad_clip,
-            rate_constraint=rate_constraint,
-            update=only,
+        """One optimizer step of the configured objective, on all parameters or ``only`` these;
+        a diverged step stops training with a one-line error (the parameters stay finite)."""
+        try:
+            return train_step(
+                self.model,
+                self.optimizer,
+                batch,
+                kl_weight=beta,
+                objective=self.config.objective,
+                grad_clip=self.config.train.grad_clip,
+                rate_constraint=rate_constraint,
+                update=only,
+            )
+        except NonFiniteStep as error:
+            kept = (
+                f"{CHECKPOINT_DIR}/{LAST} (step {self.saved_step}) is the last good checkpoint"
+                if self.saved_step is not None
+                else "no checkpoint had been written yet"
+            )
+            raise SeqVAEError(
+                f"{self.config.run.dir}: training diverged at step {self.step + 1} ({error}); nothing was updated, "
+                f"{kept}; lower train.learning_rate (now {self.config.train.learning_rate:g}) or set train.grad_clip"
+            ) from None
+
+    def stop_if_signalled(self, last_path: Path) -> None:
+        """After SIGINT or SIGTERM: save a resumable checkpoint of this step and stop."""
+        if self.signal is None:
+            return
+        self.save(last_path)
+        raise TrainingInterrupted(
+            f"{self.signal}: training stopped at step {self.step} (epoch {self.epoch + 1}) and saved to {last_path}; "
+            f"continue with: seqvae train {Path(self.config.run.dir) / CONFIG_FILE} --resume"
         )
 
     def _progress(self, terms: LossTerms, beta: float, extra: dict[str, float]) -> dict[str, str]:
@@ -489,7 +540,7 @@ class _Trainer:
                 index = int(torch.randint(len(batches), (1,), generator=generator))
                 batch = collate([sequences[i] for i in batches[index]]).to(self.device)
 
-    def validate(self, metrics: _MetricsLog, *, epoch_end: bool = False) -> dict[str, Any]:
+    def validate(self, metrics: _MetricsLog, *, epoch_end: bool = False, stopped_by: str | None = None) -> dict[str, Any]:
         """The validation measures of ``train.validation`` (every measure of ``seqvae eval``, or
         the ELBO terms only), with z drawn from generators of their own."""
         config = self.config
@@ -520,6 +571,8 @@ class _Trainer:
             self.say(f"WARNING (epoch {self.epoch + 1}): {warning}")
         self.valid_step = self.step
         record = {"split": "valid", "step": self.step, "epoch": self.epoch + 1}
+        if stopped_by:  # a validation where a budget stopped the run, not at an epoch's end
+            record["stopped_by"] = stopped_by
         if config.train.aggressive:
             if epoch_end and self.switch.on and not self.switch.after_epoch(self.valid["mi"]):
                 self.say(
@@ -539,7 +592,40 @@ def train(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train the VAE the config describes into ``config.run.dir``; see the module docstring."""
+    """Train the VAE the config describes into ``config.run.dir``; see the module docstring.
+
+    One training at a time writes a run directory (seqvae.locks). SIGINT and SIGTERM (when called
+    from the main thread) save a resumable checkpoint at the current step and raise
+    :class:`~seqvae.errors.TrainingInterrupted`; a second signal interrupts at once."""
+    with run_directory_lock(config.run.dir):
+        return _train(config, resume=resume, overwrite=overwrite, progress=progress, echo=echo)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: _Trainer):
+    """SIGINT / SIGTERM set ``trainer.signal`` (the loop saves and stops after the current step)
+    and restore the previous handlers, so that a second signal acts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.getsignal(number) for number in signals}
+
+    def handler(number, frame):
+        trainer.signal = signal.Signals(number).name
+        for other, action in previous.items():
+            signal.signal(other, action)
+
+    for number in signals:
+        signal.signal(number, handler)
+    try:
+        yield
+    finally:
+        for number, action in previous.items():
+            signal.signal(number, action)
+
+
+def _train(config: Config, *, resume: bool, overwrite: bool, progress: bool, echo) -> TrainResult:
     started = time.perf_counter()
     say = echo or (lambda message: None)
     run_dir = Path(config.run.dir)
@@ -573,28 +659,28 @@ def train(
     atomic_write_json(run_dir / DATA_FILE, data.summary)
     metrics = _MetricsLog(run_dir / METRICS_FILE, _read_metrics(run_dir / METRICS_FILE, trainer.step))
 
-    while trainer.epoch < config.train.epochs:
-        if not trainer.run_epoch(metrics, last_path, progress=progress):
-            if trainer.out_of_time():  # a time budget ends the run: validate what it reached
-                valid = trainer.valid if trainer.valid_step == trainer.step else trainer.validate(metrics)
+    with _stop_on_signals(trainer):
+        while trainer.epoch < config.train.epochs:
+            if not trainer.run_epoch(metrics, last_path, progress=progress):
+                # a budget (train.max_minutes or train.max_steps) ends the run: validate what it reached
+                if trainer.out_of_time():
+                    key, limit = "train.max_minutes", f"{config.train.max_minutes:g}"
+                    spent = f", {trainer.seconds() / 60:.1f} min"
+                else:
+                    key, limit, spent = "train.max_steps", str(config.train.max_steps), ""
+                valid = trainer.valid if trainer.valid_step == trainer.step else trainer.validate(metrics, stopped_by=key)
                 trainer.keep_if_best(valid, run_dir / CHECKPOINT_DIR / BEST)
                 trainer.save(last_path)
-                say(
-                    f"stopped at train.max_minutes={config.train.max_minutes:g} (step {trainer.step}, "
-                    f"{trainer.seconds() / 60:.1f} min): valid elbo {valid['elbo']:.3f} ppl_elbo {valid['ppl_elbo']:.2f}; "
-                    "continue with --resume and a larger train.max_minutes"
-                )
+                say(f"stopped at {key}={limit} (step {trainer.step}{spent}): valid {_summary(valid)}; continue with --resume and a larger {key}")
                 break
+            valid = trainer.validate(metrics, epoch_end=True)
+            say(f"epoch {trainer.epoch + 1}: valid {_summary(valid)}")
+            if trainer.scheduler is not None:
+                trainer.scheduler.step(trainer.selection_value(valid))
+            trainer.epoch, trainer.batch_in_epoch = trainer.epoch + 1, 0
+            trainer.keep_if_best(valid, run_dir / CHECKPOINT_DIR / BEST)
             trainer.save(last_path)
-            say(f"stopped at train.max_steps={config.train.max_steps} (step {trainer.step}); continue with --resume")
-            break
-        valid = trainer.validate(metrics, epoch_end=True)
-        say(f"epoch {trainer.epoch + 1}: valid {_summary(valid)}")
-        if trainer.scheduler is not None:
-            trainer.scheduler.step(trainer.selection_value(valid))
-        trainer.epoch, trainer.batch_in_epoch = trainer.epoch + 1, 0
-        trainer.keep_if_best(valid, run_dir / CHECKPOINT_DIR / BEST)
-        trainer.save(last_path)
+            trainer.stop_if_signalled(last_path)
     return TrainResult(
         run_dir=run_dir,
         step=trainer.step,

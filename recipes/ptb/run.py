@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from seqvae import SeqVAEError, load_run, train
 from seqvae.allocator import keep_freed_memory
 from seqvae.config import load_layered_config
+from seqvae.errors import TrainingInterrupted
 from seqvae.evaluation import format_metrics
 from seqvae.generation import Decoding
 
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         decoding = None if run.model.latent_dim else Decoding("sample")
         for sentence in run.sample(5, seed=config.run.seed, decoding=decoding):
             print(f"  {sentence}")
+    except TrainingInterrupted as error:
+        print(f"ptb: {error}, or rerun this command with --resume", file=sys.stderr)
+        return error.exit_code
     except SeqVAEError as error:
         print(f"ptb: error: {error}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from seqvae import SeqVAEError, load_config, load_run, train, write_corpus
 from seqvae.allocator import keep_freed_memory
+from seqvae.errors import TrainingInterrupted
 from seqvae.evaluation import format_metrics
 from seqvae.report import save_evaluation, write_report
 
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {t:.1f}  {sentence}")
         paths = write_report(result.run_dir, device=config.run.device)
         print(f"\nrun report: {paths['markdown']} (training curves: {paths['plot']})")
+    except TrainingInterrupted as error:
+        print(f"quickstart: {error}, or rerun this command with --resume", file=sys.stderr)
+        return error.exit_code
     except SeqVAEError as error:
         print(f"quickstart: error: {error}", file=sys.stderr)
         return 2

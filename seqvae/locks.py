@@ -1,0 +1,54 @@
+"""One training at a time per run directory.
+
+A run directory is locked by an advisory ``flock`` on a small file beside it (``.NAME.lock`` in
+the same parent folder, so that replacing the run directory cannot drop the lock). The operating
+system releases the lock when its holder exits in any way, killed included, so a stale lock never
+blocks; the file keeps the holder's process id for the message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from seqvae.errors import SeqVAEError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locking
+    fcntl = None
+
+
+def lock_path(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir).resolve()
+    return run_dir.parent / f".{run_dir.name}.lock"
+
+
+@contextlib.contextmanager
+def run_directory_lock(run_dir: str | Path):
+    """Hold the lock of ``run_dir`` for the block, or raise a one-line SeqVAEError naming the
+    process that holds it."""
+    if fcntl is None:
+        yield
+        return
+    path = lock_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise SeqVAEError(
+                f"{run_dir}: another training is writing this run directory (process {holder}); "
+                "wait for it to finish or stop it first"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing the file releases the lock
