@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from seqvae.data.batching import Batch
-from seqvae.generation import greedy_decode, sample_prior
+from seqvae.generation import greedy_decode, longest, sample_prior
 from seqvae.measures import (
     active_units,
     corpus_bleu,
@@ -30,6 +30,13 @@ from seqvae.measures import (
 )
 from seqvae.models.posterior import DiagonalGaussian, FlowPosterior
 from seqvae.models.vae import SeqVAE
+
+
+RECONSTRUCTION_SLACK = 10
+"""A reconstruction is decoded to at most its sentence's tokens (with <eos>) + this many."""
+
+PRIOR_SAMPLE_LENGTH = 50
+"""Tokens a prior sample is decoded to at most for the prior-sample measures."""
 
 
 def free_bits_target(objective, latent_dim: int) -> float:
@@ -158,12 +165,14 @@ def evaluate_language_model(model: SeqVAE, batches: Iterable[Batch]) -> dict[str
 
 
 @torch.no_grad()
-def _evaluate_split_language_model(model: SeqVAE, batches: list[Batch], tokenizer, *, progress: bool) -> dict[str, Any]:
+def _evaluate_split_language_model(
+    model: SeqVAE, batches: list[Batch], tokenizer, *, progress: bool, words: int | None
+) -> dict[str, Any]:
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     totals = {"nll": 0.0, "fr": 0.0}
-    sentences = tokens = words = 0
+    sentences = tokens = counted_words = 0
     try:
         for batch in tqdm(batches, desc="evaluating", disable=not progress, leave=False, dynamic_ncols=True):
             batch = batch.to(device)
@@ -172,13 +181,14 @@ def _evaluate_split_language_model(model: SeqVAE, batches: list[Batch], tokenize
             totals["nll"] += float(teacher.sum())
             totals["fr"] += float(free.sum())
             for row, length in zip(batch.targets.tolist(), batch.lengths.tolist()):
-                words += len(tokenizer.decode(row[: length - 1]).split()) + 1
+                counted_words += len(tokenizer.decode(row[: length - 1]).split()) + 1
             sentences += batch.num_sentences
             tokens += batch.num_tokens
     finally:
         model.train(was_training)
     result: dict[str, Any] = {"nll": totals["nll"] / sentences, "ppl": perplexity(totals["nll"], tokens)}
     if getattr(tokenizer, "kind", "word") != "word":
+        words = words or counted_words
         result.update(ppl_per_word=perplexity(totals["nll"], words), words=words)
     result.update(
         nll_teacher_forced=totals["nll"] / sentences,
@@ -205,6 +215,7 @@ def evaluate_split(
     free_bits_target: float = 0.0,
     seed: int = 0,
     progress: bool = False,
+    words: int | None = None,
 ) -> dict[str, Any]:
     """Every measure of a set, by the definitions of ../shared/METRICS.md:
 
@@ -214,7 +225,8 @@ def evaluate_split(
       nats per sentence and per predicted token (skipped when iw_samples = 0)
     - with a subword tokenizer, ppl_elbo_per_word and ppl_iw_per_word: the same total NLL bounds
       divided by words + EOS instead of subword tokens + EOS (``words``: the whitespace-separated
-      words of each decoded reference, plus one per sentence), comparable with word-level models
+      words of the sentences' text, plus one per sentence, as ``EncodedSplit.words`` counts them;
+      when not given, counted from the decoded references), comparable with word-level models
     - mi: I(x; z) with the aggregate posterior over the whole set, or over groups of
       ``mi_group_size`` (He et al. 2019's mini-batch variant), named in ``mi_aggregate``
     - active_units: dimensions whose posterior-mean variance is at least 0.01 (Burda et al. 2016)
@@ -230,7 +242,7 @@ def evaluate_split(
     and free-running NLL, and the names of the measures that need z listed under ``absent``.
     """
     if model.is_language_model:
-        return _evaluate_split_language_model(model, batches, tokenizer, progress=progress)
+        return _evaluate_split_language_model(model, batches, tokenizer, progress=progress, words=words)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -240,7 +252,7 @@ def evaluate_split(
     )
     totals = {"rec": 0.0, "kl": 0.0, "iw": 0.0, "tf": 0.0, "fr": 0.0, "inputless": 0.0}
     kl_per_dimension = torch.zeros(model.latent_dim)
-    sentences = tokens = words = 0
+    sentences = tokens = counted_words = 0
     posteriors, hypotheses, references = [], [], []
     try:
         for batch in tqdm(batches, desc="evaluating", disable=not progress, leave=False, dynamic_ncols=True):
@@ -258,15 +270,16 @@ def evaluate_split(
                 totals["iw"] -= float(log_likelihood.sum())
             # one greedy pass gives the free-running NLL and the decodes BLEU compares
             teacher, free, decoded = teacher_forced_and_free_running_nll(
-                model.decoder, batch, posterior.mean, decode_length=int(batch.lengths.max()) + 10
+                model.decoder, batch, posterior.mean, decode_length=int(batch.lengths.max()) + RECONSTRUCTION_SLACK
             )
             totals["tf"] += float(teacher.sum())
             totals["fr"] += float(free.sum())
             totals["inputless"] += float(inputless_nll(model.decoder, batch, posterior.mean).sum())
-            hypotheses.extend(tokenizer.decode(ids) for ids in decoded)
-            for row, length in zip(batch.targets.tolist(), batch.lengths.tolist()):
+            for ids, row, length in zip(decoded, batch.targets.tolist(), batch.lengths.tolist()):
+                # each decode as if alone: at most its own sentence's tokens + the slack
+                hypotheses.append(tokenizer.decode(ids[: length + RECONSTRUCTION_SLACK]))
                 references.append(tokenizer.decode(row[: length - 1]))
-                words += len(references[-1].split()) + 1
+                counted_words += len(references[-1].split()) + 1
             posteriors.append(_kept(posterior))
             sentences += batch.num_sentences
             tokens += batch.num_tokens
@@ -283,6 +296,7 @@ def evaluate_split(
     if iw_samples:
         result.update(nll_iw=totals["iw"] / sentences, ppl_iw=perplexity(totals["iw"], tokens), iw_samples=iw_samples)
     if getattr(tokenizer, "kind", "word") != "word":
+        words = words or counted_words
         result["ppl_elbo_per_word"] = perplexity(totals["rec"] + totals["kl"], words)
         if iw_samples:
             result["ppl_iw_per_word"] = perplexity(totals["iw"], words)
@@ -327,9 +341,10 @@ def _prior_sample_measures(model: SeqVAE, tokenizer, count: int, generator: torc
     try:
         device = next(model.parameters()).device
         z = sample_prior(count, model.latent_dim, generator=generator).to(device)
-        ids = greedy_decode(model.decoder, z, max_length=50)
+        ids = greedy_decode(model.decoder, z, max_length=PRIOR_SAMPLE_LENGTH)
         sentences = [tokenizer.decode(row) for row in ids]
-        log_likelihood = self_log_likelihood_per_token(model.decoder, z, ids)
+        limit = longest(model.decoder, PRIOR_SAMPLE_LENGTH)  # a decode of that many tokens never ended
+        log_likelihood = self_log_likelihood_per_token(model.decoder, z, ids, ended=[len(row) < limit for row in ids])
     finally:
         model.train(was_training)
     return {

@@ -42,18 +42,24 @@ def atomic_write_json(path: str | Path, value: Any) -> None:
 
 
 def read_utf8_text(path: str | Path, *, what: str = "file") -> str:
-    """The whole text of a file, or a one-line :class:`SeqVAEError` naming it when it is missing,
-    a folder, or not UTF-8 text."""
-    path = Path(path)
-    if not path.exists():
-        raise SeqVAEError(f"{path}: {what} not found")
-    if not path.is_file():
-        raise SeqVAEError(f"{path}: {what} is not a regular file")
-    data = path.read_bytes()
+    """The whole text of a file (``-``: standard input; a pipe such as a shell's process
+    substitution works too), without a leading byte-order mark, or a one-line
+    :class:`SeqVAEError` naming it when it is missing, a folder, or not UTF-8 text."""
+    if str(path) == "-":
+        import sys
+
+        data, path = sys.stdin.buffer.read(), Path("<stdin>")
+    else:
+        path = Path(path)
+        if not path.exists():
+            raise SeqVAEError(f"{path}: {what} not found")
+        if path.is_dir():
+            raise SeqVAEError(f"{path}: {what} is a folder, not a file")
+        data = path.read_bytes()
     if b"\x00" in data:
         raise SeqVAEError(f"{path}: not UTF-8 text (it contains NUL bytes; is it a binary file?)")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise SeqVAEError(f"{path}: not UTF-8 text (invalid byte at line {line})") from None

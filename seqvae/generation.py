@@ -82,6 +82,13 @@ def decode(decoder, z: torch.Tensor, decoding: Decoding = Decoding(), *, generat
     )
 
 
+def longest(decoder, max_length: int) -> int:
+    """``max_length``, or fewer when the decoder cannot produce that many tokens (a Transformer's
+    learned positions): decoding stops at the decoder's limit instead of failing there."""
+    limit = getattr(decoder, "longest_output", None)
+    return min(max_length, limit) if limit else max_length
+
+
 def cut_at_eos(ids: list[list[int]]) -> list[list[int]]:
     """Each row of token ids up to (without) its first <eos>; rows without one whole."""
     return [row[: row.index(EOS_ID)] if EOS_ID in row else row for row in ids]
@@ -108,7 +115,7 @@ def _decode_step_by_step(decoder, z: torch.Tensor, choose, *, max_length: int, m
     finished = torch.zeros(batch, dtype=torch.bool, device=z.device)
     state = None
     steps: list[torch.Tensor] = []
-    for position in range(max_length):
+    for position in range(longest(decoder, max_length)):
         log_probs, state = decoder.log_probs(token, z, state)  # (B, 1, V)
         scores = log_probs[:, -1].float()  # a fresh tensor (a copy for half precision) or a view
         if position < min_length:
@@ -198,7 +205,7 @@ def beam_decode(
     history = torch.empty(batch, width, 0, dtype=torch.long, device=device)
     offsets = (torch.arange(batch, device=device) * width).unsqueeze(1)
     state = None
-    for position in range(max_length):
+    for position in range(longest(decoder, max_length)):
         log_probs, state = decoder.log_probs(token, z_beams, state)
         log_probs = log_probs[:, -1].float().view(batch, width, -1)  # (B, W, V)
         vocab = log_probs.shape[-1]

@@ -12,7 +12,7 @@ import torch
 
 from seqvae.data.batching import Batch
 from seqvae.data.tokenizers import EOS_ID, UNK_ID
-from seqvae.generation import cut_at_eos
+from seqvae.generation import cut_at_eos, longest
 from seqvae.models.posterior import DiagonalGaussian, FlowPosterior
 
 LOG_2PI = math.log(2 * math.pi)
@@ -167,7 +167,7 @@ def teacher_forced_and_free_running_nll(decoder, batch: Batch, z: torch.Tensor, 
     finished = torch.zeros(batch.inputs.shape[0], dtype=torch.bool, device=z.device)
     state = None
     steps, tokens = [], []
-    for position in range(max(width, decode_length)):
+    for position in range(longest(decoder, max(width, decode_length))):
         log_probs, state = decoder.log_probs(token, z, state)  # (B, 1, V)
         log_probs = log_probs[:, -1]
         token = log_probs.argmax(dim=-1, keepdim=True)
@@ -221,13 +221,30 @@ def self_bleu(sentences: list[str]) -> float:
 
 
 @torch.no_grad()
-def self_log_likelihood_per_token(decoder, z: torch.Tensor, ids: list[list[int]]) -> torch.Tensor:
-    """log p(x|z) / (tokens + 1) of each decoded sentence x under the z it was decoded from (the
-    notes, section 3.3: does a prior sample decode to something the model finds plausible?). (N,)"""
+def self_log_likelihood_per_token(
+    decoder, z: torch.Tensor, ids: list[list[int]], *, ended: list[bool] | None = None
+) -> torch.Tensor:
+    """log p(x|z) / tokens of each decoded sentence x under the z it was decoded from (the notes,
+    section 3.3: does a prior sample decode to something the model finds plausible?), (N,).
+
+    A sentence that ended (``ended``, default all) is scored with its <eos>, tokens = words + 1; a
+    decode cut at the length limit before any <eos> is scored on its words alone, tokens = words,
+    not as if it had ended."""
     from seqvae.data.batching import collate
 
     batch = collate(ids).to(z.device)
-    return -decoder.sequence_nll(batch.inputs, z, batch.targets, batch.mask) / batch.lengths
+    mask, lengths = batch.mask, batch.lengths
+    if ended is not None and not all(ended):
+        open_rows = ~torch.tensor(ended, device=z.device)
+        eos_slot = torch.zeros_like(mask)
+        eos_slot[torch.arange(len(ids), device=z.device), lengths - 1] = True
+        mask = mask & ~(eos_slot & open_rows.unsqueeze(1))
+        lengths = lengths - open_rows.long()
+        width = int(mask.any(dim=0).nonzero().max()) + 1  # no column past the last scored target
+        inputs, targets, mask = batch.inputs[:, :width], batch.targets[:, :width], mask[:, :width]
+    else:
+        inputs, targets = batch.inputs, batch.targets
+    return -decoder.sequence_nll(inputs, z, targets, mask) / lengths
 
 
 def diagnose(

@@ -24,11 +24,11 @@ from seqvae.data.corpus import load_corpus
 from seqvae.errors import SeqVAEError
 from seqvae.data.synthetic import labels_path, read_labels
 from seqvae.evaluation import evaluate_split, free_bits_target, latent_probe
-from seqvae.generation import PATHS, Decoding, decode, sample_prior
+from seqvae.generation import PATHS, Decoding, decode, longest, sample_prior
 from seqvae.measures import self_log_likelihood_per_token
 from seqvae.models.posterior import DiagonalGaussian, FlowPosterior
 from seqvae.models.vae import SeqVAE
-from seqvae.training import load_trained_model, prepare_data, resolve_device
+from seqvae.training import load_trained_model, max_tokens, prepare_data, resolve_device
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,7 @@ class Run:
     def _batch(self, sentences: list[str]):
         if not sentences or any(not sentence.strip() for sentence in sentences):
             raise SeqVAEError("sentences to encode must be non-empty")
-        encoded = encode_split(
-            self.tokenizer, sentences, max_length=self.config.data.max_length, policy="truncate"
-        )
+        encoded = encode_split(self.tokenizer, sentences, max_length=max_tokens(self.config), policy="truncate")
         return collate(encoded.sequences).to(self.device)
 
     @torch.no_grad()
@@ -87,8 +85,10 @@ class Run:
         z = z.to(self.device)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         ids = decode(self.model.decoder, z, decoding, generator=generator)
-        scores = self_log_likelihood_per_token(self.model.decoder, z, ids).tolist()
-        return [Generated(self.tokenizer.decode(row), len(row) + 1, score) for row, score in zip(ids, scores)]
+        limit = longest(self.model.decoder, decoding.max_length)
+        ended = [len(row) < limit for row in ids]  # a decode of the full length never produced <eos>
+        scores = self_log_likelihood_per_token(self.model.decoder, z, ids, ended=ended).tolist()
+        return [Generated(self.tokenizer.decode(row), len(row) + done, score) for row, done, score in zip(ids, ended, scores)]
 
     def decode(self, z: torch.Tensor, *, decoding: Decoding | None = None, seed: int = 0, max_length: int | None = None) -> list[str]:
         """Sentences decoded from codes z (N, Z); greedy unless ``decoding`` says otherwise."""
@@ -198,6 +198,7 @@ class Run:
             free_bits_target=free_bits_target(self.config.objective, self.model.latent_dim),
             seed=seed,
             progress=progress,
+            words=data.splits[split].words,
         )
         result["truncated"] = data.splits[split].truncated
         result["dropped"] = data.splits[split].dropped

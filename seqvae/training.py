@@ -85,17 +85,38 @@ class PreparedData:
             yield collate([sequences[i] for i in indices])
 
 
+def model_length_limit(model) -> int:
+    """The most tokens a sentence may have for a model config (0: no limit). A Transformer with
+    learned positions reads at most model.max_positions positions: the encoder the sentence, <eos>
+    and perhaps a summary token; the decoder <bos>, the sentence and perhaps a prefix."""
+    transformer = "transformer" in (model.encoder, model.decoder)
+    return model.max_positions - 2 if transformer and model.positions == "learned" else 0
+
+
+def max_tokens(config: Config) -> int:
+    """The length the policy applies: data.max_length, capped by what the model can read."""
+    limits = [limit for limit in (config.data.max_length, model_length_limit(config.model)) if limit]
+    return min(limits) if limits else 0
+
+
+LONG_SENTENCE = 1000
+"""Without data.max_length, a sentence of more tokens than this is reported (a line that may hold
+a whole document)."""
+
+
 def prepare_data(config: Config, corpus: Corpus, tokenizer) -> PreparedData:
-    """Tokenize every split and count what the length policy did."""
+    """Tokenize every split and count what the length policy did. The policy applies at
+    data.max_length, or at the model's own limit (a Transformer's positions) when that is lower,
+    to every split, so evaluation never meets a sentence the model cannot read."""
     prepared = PreparedData(tokenizer=tokenizer, splits={})
+    limit = max_tokens(config)
     for split, sentences in corpus.splits.items():
-        encoded = encode_split(
-            tokenizer, sentences, max_length=config.data.max_length, policy=config.data.length_policy
-        )
+        encoded = encode_split(tokenizer, sentences, max_length=limit, policy=config.data.length_policy)
         if not encoded.sequences:
             raise SeqVAEError(
                 f"{corpus.sources.get(split, split)}: no {split} sentence is left after "
-                f"data.length_policy={config.data.length_policy} with data.max_length={config.data.max_length}"
+                f"data.length_policy={config.data.length_policy} with a limit of {limit} tokens "
+                f"(data.max_length={config.data.max_length}, model limit {model_length_limit(config.model) or 'none'})"
             )
         prepared.splits[split] = encoded
         prepared.summary[split] = {
@@ -104,6 +125,7 @@ def prepare_data(config: Config, corpus: Corpus, tokenizer) -> PreparedData:
             "blank_lines_skipped": corpus.blank_lines.get(split, 0),
             "truncated": encoded.truncated,
             "dropped": encoded.dropped,
+            "longest_tokens": encoded.longest,
         }
     return prepared
 
@@ -555,6 +577,7 @@ class _Trainer:
                 prior_samples=config.train.validation_prior_samples,
                 free_bits_target=target,
                 seed=config.run.seed * 7_919 + self.epoch + 1,
+                words=self.data.splits["valid"].words,
             )
             warnings = self.valid.pop("warnings")
         else:
@@ -640,7 +663,13 @@ def _train(config: Config, *, resume: bool, overwrite: bool, progress: bool, ech
             say(
                 f"{split}: {counts['blank_lines_skipped']} blank lines skipped, "
                 f"{counts['truncated']} sentences truncated, {counts['dropped']} dropped "
-                f"(data.max_length={config.data.max_length}, data.length_policy={config.data.length_policy})"
+                f"(at {max_tokens(config)} tokens: data.max_length={config.data.max_length}, "
+                f"model limit {model_length_limit(config.model) or 'none'}; data.length_policy={config.data.length_policy})"
+            )
+        if not max_tokens(config) and counts["longest_tokens"] > LONG_SENTENCE:
+            say(
+                f"{split}: the longest sentence has {counts['longest_tokens']} tokens (a line may hold a whole "
+                "document); data.max_length with data.length_policy truncates or drops long lines"
             )
 
     trainer = _Trainer(config, data, device, say)

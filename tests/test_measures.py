@@ -250,3 +250,20 @@ def test_linear_probe_reads_a_linearly_coded_attribute_and_not_an_independent_on
     assert linear_probe_accuracy(features, coded, seed=3) == linear_probe_accuracy(features, coded, seed=3)
     with pytest.raises(ValueError, match="3 labels for 400"):
         linear_probe_accuracy(features, [0, 1, 2])
+
+
+def test_a_decode_cut_before_eos_is_scored_on_its_words_alone():
+    from seqvae.measures import self_log_likelihood_per_token
+
+    model = _toy_model(latent_dim=2, vocab_size=12)
+    z = torch.randn(3, 2, generator=torch.Generator().manual_seed(0))
+    ids = [[5, 6, 7], [8, 9], [10, 4, 5]]
+    ended = [True, True, False]
+    scores = self_log_likelihood_per_token(model.decoder, z, ids, ended=ended)
+    with torch.no_grad():
+        for row, (tokens, done) in enumerate(zip(ids, ended)):
+            inputs = torch.tensor([[2] + tokens])  # <bos> x_1 .. x_n
+            log_probs, _ = model.decoder.log_probs(inputs, z[row : row + 1])
+            targets = tokens + [3] if done else tokens  # <eos> only where the decode produced it
+            total = sum(float(log_probs[0, i, t]) for i, t in enumerate(targets))
+            assert float(scores[row]) == pytest.approx(total / len(targets), rel=1e-5)

@@ -272,3 +272,23 @@ def test_each_epoch_validation_records_the_full_suite_or_only_the_elbo_terms(tin
     train(tiny_config(tiny_corpus, tmp_path / "elbo", train={"epochs": 1, "validation": "elbo"}), progress=False)
     (cheap,) = [r for r in _metrics(tmp_path / "elbo") if r["split"] == "valid"]
     assert {"rec", "kl", "elbo", "active_units", "warnings"} <= set(cheap) and "nll_iw" not in cheap
+
+
+def test_reconstruction_bleu_does_not_depend_on_the_evaluation_batch_size(tiny_corpus, tmp_path):
+    train(tiny_config(tiny_corpus, tmp_path / "run", train={"epochs": 1, "max_steps": 3}), progress=False)
+    run = load_run(tmp_path / "run", device="cpu")
+    bleus = {size: run.evaluate("valid", batch_size=size, iw_samples=0, prior_samples=0)["bleu"] for size in (4, 60)}
+    assert bleus[4] == pytest.approx(bleus[60], abs=1e-9)
+
+
+def test_per_word_perplexity_counts_the_words_of_the_text(tiny_corpus, tmp_path):
+    files = dict(tiny_corpus)
+    test = tmp_path / "test.txt"
+    lines = tiny_corpus["test"].read_text().splitlines()[:20]
+    lines[0] = lines[0].replace("the", "thé\u0416\u4e2d", 1)  # characters never seen in training
+    test.write_text("\n".join(lines) + "\n")
+    files["test"] = test
+    config = tiny_config(files, tmp_path / "run", tokenizer={"kind": "sentencepiece", "vocab_size": 80, "character_coverage": 1.0}, train={"epochs": 1, "max_steps": 2})
+    train(config, progress=False)
+    metrics = load_run(tmp_path / "run", device="cpu").evaluate("test", iw_samples=2, prior_samples=0)
+    assert metrics["words"] == sum(len(line.split()) + 1 for line in lines)

@@ -26,6 +26,11 @@ class EncodedSplit:
     sequences: list[list[int]]
     truncated: int = 0
     dropped: int = 0
+    longest: int = 0
+    """The most tokens any sentence had before the length policy."""
+    words: int = 0
+    """Whitespace-separated words of the kept sentences' text plus one end-of-sentence each: the
+    denominator of per-word perplexities, whatever the tokenizer makes of the words."""
 
     @property
     def lengths(self) -> list[int]:
@@ -42,6 +47,7 @@ def encode_split(tokenizer, sentences: list[str], *, max_length: int = 0, policy
     result = EncodedSplit(sequences=[])
     for sentence in sentences:
         ids = tokenizer.encode(sentence)
+        result.longest = max(result.longest, len(ids))
         if max_length and len(ids) > max_length:
             if policy == "drop":
                 result.dropped += 1
@@ -49,6 +55,7 @@ def encode_split(tokenizer, sentences: list[str], *, max_length: int = 0, policy
             ids = ids[:max_length]
             result.truncated += 1
         result.sequences.append(ids)
+        result.words += len(sentence.split()) + 1
     return result
 
 

@@ -36,7 +36,7 @@ def _quiet_datasets() -> None:
 def _clean(lines, *, lowercase: bool) -> tuple[list[str], int]:
     sentences, blank = [], 0
     for line in lines:
-        line = (line or "").strip()
+        line = (line or "").lstrip("\ufeff").strip()  # a byte-order mark is not text
         if not line:
             blank += 1
             continue

@@ -55,6 +55,9 @@ class Decoder(nn.Module):
     output layer ``self.output`` reads, and the two ways callers use them."""
 
     output: nn.Module
+    longest_output: int | None = None
+    """The most tokens one decoding can produce (None: no limit; a Transformer with learned
+    positions has max_positions positions, less its prefix). Decoding stops there."""
 
     def _output_layer(self, hidden_dim: int, tie: bool, output_layer: str, cutoffs, div_value: float) -> None:
         """The bridge and ``self.output`` (seqvae.models.output_layer), after ``self.embedding``."""
@@ -213,6 +216,8 @@ class TransformerDecoder(Decoder):
         self.norm = nn.LayerNorm(hidden_dim)
         self.dropout = nn.Dropout(dropout)
         self._output_layer(hidden_dim, tie_embeddings, output_layer, adaptive_cutoffs, adaptive_div_value)
+        if positions == "learned":
+            self.longest_output = max_positions - (1 if self.latent_to_prefix is not None else 0)
 
     def forward(
         self, inputs: torch.Tensor, z: torch.Tensor, state: TransformerState | None = None
