@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,17 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     if not path.is_file():
         raise SeqVAEError(f"{path}: checkpoint not found")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError, OSError):
+        with warnings.catch_warnings():  # torch's own warnings would repeat what the error says
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" in str(error).lower() or "unsupported global" in str(error).lower():
+            raise SeqVAEError(
+                f"{path}: refused: it holds Python objects or code, which a seqvae checkpoint never does "
+                "(only tensors and plain values are loaded)"
+            ) from None
+        raise SeqVAEError(f"{path}: truncated or corrupt checkpoint (it cannot be read)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError):
         raise SeqVAEError(f"{path}: truncated or corrupt checkpoint (it cannot be read)") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise SeqVAEError(f"{path}: not a seqvae checkpoint")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -110,6 +112,7 @@ def _decoding(args: argparse.Namespace):
             length_penalty=args.length_penalty,
             max_length=args.max_length,
             min_length=args.min_length,
+            forbid_unk=args.no_unk,
         )
     except ValueError as error:
         raise SeqVAEError(str(error).replace("decoding ", "--", 1).replace("_", "-")) from None
@@ -325,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument("--length-penalty", type=float, default=0.0, help="beam: rank by log p / length ** this")
         group.add_argument("--max-length", type=int, default=50)
         group.add_argument("--min-length", type=int, default=0)
+        group.add_argument(
+            "--no-unk", action="store_true", help="never produce <unk> (off by default: the output shows what the model does)"
+        )
         command.add_argument("--seed", type=int, default=0, help=seed_help)
 
     sample = commands.add_parser("sample", help="decode sentences from prior samples z ~ N(0, I)")
@@ -384,8 +390,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+OVERRIDE = re.compile(r"^[A-Za-z_]+\.[A-Za-z_]+=")
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; ``train``'s section.key=value overrides may stand anywhere, before or
+    after the flags."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command == "train" and all(OVERRIDE.match(item) for item in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(argv)
     from seqvae.allocator import keep_freed_memory
 
     keep_freed_memory()  # long loops reuse freed memory instead of faulting in fresh pages
@@ -400,6 +422,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("seqvae: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (e.g. `seqvae sample ... | head`)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush stays quiet
+        return 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from seqvae.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
+from seqvae.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 STRATEGIES = ("greedy", "sample", "beam")
 
@@ -29,6 +29,9 @@ class Decoding:
       the total log p and 1 by its mean per token).
     - ``max_length``: tokens generated at most (<eos> included); ``min_length``: <eos> is barred
       before this many tokens.
+    - ``forbid_unk``: <unk> is never produced (excluded from the choice at every step), for
+      readable output from a model whose data has many unknown words; the reported log p(x|z) of
+      a decode stays the model's own.
     """
 
     strategy: str = "greedy"
@@ -39,6 +42,7 @@ class Decoding:
     length_penalty: float = 0.0
     max_length: int = 50
     min_length: int = 0
+    forbid_unk: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -69,17 +73,15 @@ class Decoding:
 def decode(decoder, z: torch.Tensor, decoding: Decoding = Decoding(), *, generator: torch.Generator | None = None) -> list[list[int]]:
     """Token ids (without <bos>/<eos>) of a sentence for every code in z (B, Z), by ``decoding``.
     ``generator`` drives sampling (on z's device); greedy and beam search are deterministic."""
+    lengths = {"max_length": decoding.max_length, "min_length": decoding.min_length, "forbid_unk": decoding.forbid_unk}
     if decoding.strategy == "greedy":
-        return greedy_decode(decoder, z, max_length=decoding.max_length, min_length=decoding.min_length)
+        return greedy_decode(decoder, z, **lengths)
     if decoding.strategy == "sample":
         return sample_decode(
             decoder, z, temperature=decoding.temperature, top_k=decoding.top_k, top_p=decoding.top_p,
-            max_length=decoding.max_length, min_length=decoding.min_length, generator=generator,
+            generator=generator, **lengths,
         )
-    return beam_decode(
-        decoder, z, beam_size=decoding.beam_size, length_penalty=decoding.length_penalty,
-        max_length=decoding.max_length, min_length=decoding.min_length,
-    )
+    return beam_decode(decoder, z, beam_size=decoding.beam_size, length_penalty=decoding.length_penalty, **lengths)
 
 
 def longest(decoder, max_length: int) -> int:
@@ -95,7 +97,9 @@ def cut_at_eos(ids: list[list[int]]) -> list[list[int]]:
 
 
 @torch.no_grad()
-def greedy_decode(decoder, z: torch.Tensor, *, max_length: int = 50, min_length: int = 0) -> list[list[int]]:
+def greedy_decode(
+    decoder, z: torch.Tensor, *, max_length: int = 50, min_length: int = 0, forbid_unk: bool = False
+) -> list[list[int]]:
     """The most probable token at each step for every code in z (B, Z); <eos> is barred before
     ``min_length`` tokens, and decoding stops when every sentence has ended or after
     ``max_length`` tokens. Returns each sentence's token ids without <bos>/<eos>.
@@ -103,10 +107,14 @@ def greedy_decode(decoder, z: torch.Tensor, *, max_length: int = 50, min_length:
     One decoder call per step on the new token only, with the cached state (LSTM state or
     attention keys and values): T tokens cost T single-token steps, batched over sentences.
     """
-    return _decode_step_by_step(decoder, z, lambda scores: scores.argmax(dim=-1), max_length=max_length, min_length=min_length)
+    return _decode_step_by_step(
+        decoder, z, lambda scores: scores.argmax(dim=-1), max_length=max_length, min_length=min_length, forbid_unk=forbid_unk
+    )
 
 
-def _decode_step_by_step(decoder, z: torch.Tensor, choose, *, max_length: int, min_length: int) -> list[list[int]]:
+def _decode_step_by_step(
+    decoder, z: torch.Tensor, choose, *, max_length: int, min_length: int, forbid_unk: bool = False
+) -> list[list[int]]:
     """The loop greedy decoding and sampling share: one cached decoder step per position, <eos>
     barred before ``min_length``, ``choose(scores (B, V)) -> (B,)`` picks the next tokens; stops
     when every sentence has ended or after ``max_length`` tokens."""
@@ -118,9 +126,12 @@ def _decode_step_by_step(decoder, z: torch.Tensor, choose, *, max_length: int, m
     for position in range(longest(decoder, max_length)):
         log_probs, state = decoder.log_probs(token, z, state)  # (B, 1, V)
         scores = log_probs[:, -1].float()  # a fresh tensor (a copy for half precision) or a view
-        if position < min_length:
+        if position < min_length or forbid_unk:
             scores = scores.clone()
-            scores[:, EOS_ID] = float("-inf")
+            if position < min_length:
+                scores[:, EOS_ID] = float("-inf")
+            if forbid_unk:
+                scores[:, UNK_ID] = float("-inf")
         token = choose(scores).unsqueeze(1)  # (B, 1)
         steps.append(token.squeeze(1))
         finished |= token.squeeze(1) == EOS_ID
@@ -175,6 +186,7 @@ def sample_decode(
     max_length: int = 50,
     min_length: int = 0,
     generator: torch.Generator | None = None,
+    forbid_unk: bool = False,
 ) -> list[list[int]]:
     """Ancestral sampling: at each step a token drawn from softmax(logits / temperature) after
     :func:`filter_logits`; incremental and batched like :func:`greedy_decode`."""
@@ -182,12 +194,19 @@ def sample_decode(
     def choose(scores: torch.Tensor) -> torch.Tensor:
         return draw(filter_logits(scores / temperature, top_k=top_k, top_p=top_p), generator=generator)
 
-    return _decode_step_by_step(decoder, z, choose, max_length=max_length, min_length=min_length)
+    return _decode_step_by_step(decoder, z, choose, max_length=max_length, min_length=min_length, forbid_unk=forbid_unk)
 
 
 @torch.no_grad()
 def beam_decode(
-    decoder, z: torch.Tensor, *, beam_size: int = 5, length_penalty: float = 0.0, max_length: int = 50, min_length: int = 0
+    decoder,
+    z: torch.Tensor,
+    *,
+    beam_size: int = 5,
+    length_penalty: float = 0.0,
+    max_length: int = 50,
+    min_length: int = 0,
+    forbid_unk: bool = False,
 ) -> list[list[int]]:
     """Beam search, batched over sentences: B x W hypotheses decoded as one batch with the cached
     state, which follows its hypothesis through ``decoder.reorder_state`` at every step. A
@@ -211,6 +230,8 @@ def beam_decode(
         vocab = log_probs.shape[-1]
         if position < min_length:
             log_probs[..., EOS_ID] = float("-inf")
+        if forbid_unk:
+            log_probs[..., UNK_ID] = float("-inf")
         ended = torch.full((vocab,), float("-inf"), device=device)
         ended[PAD_ID] = 0.0
         log_probs = torch.where(finished.unsqueeze(-1), ended, log_probs)

@@ -285,3 +285,59 @@ def test_every_quickstart_pairing_trains_evaluates_samples_and_interpolates(pair
     out = capsys.readouterr().out
     assert '"split": "test"' in out and "transfer rate" in out
     assert [line.split()[0] for line in out.strip().splitlines()[-3:]] == ["0.00", "0.50", "1.00"]
+
+
+def test_overrides_may_follow_flags(tiny_corpus, tmp_path):
+    config_path = tmp_path / "c.toml"
+    config_path.write_text(config_to_toml(tiny_config(tiny_corpus, tmp_path / "run")), encoding="utf-8")
+    assert main(["train", str(config_path), "--no-progress", "model.latent_dim=3", "train.epochs=1", "--device", "cpu", "train.max_steps=2"]) == 0
+    saved = (tmp_path / "run" / "config.toml").read_text()
+    assert "latent_dim = 3" in saved and "max_steps = 2" in saved
+    with pytest.raises(SystemExit):
+        main(["sample", str(tmp_path / "run"), "model.latent_dim=3"])  # only train takes overrides
+
+
+def test_a_closed_output_pipe_ends_quietly(trained_run):
+    result = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {sys.executable} -m seqvae sample {trained_run} -n 2000 --strategy sample | head -n 1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1 and "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+
+
+def test_no_unk_keeps_unk_out_of_every_strategy(trained_run):
+    import torch
+
+    from seqvae.data.tokenizers import UNK_ID
+    from seqvae.generation import Decoding, decode
+    from seqvae.runs import load_run
+
+    run = load_run(trained_run, device="cpu")
+    with torch.no_grad():  # a decoder that prefers <unk> above all
+        run.model.decoder.output.bias[UNK_ID] += 50.0
+    z = run.prior(6, seed=0)
+    for strategy in ("greedy", "sample", "beam"):
+        allowed = decode(run.model.decoder, z, Decoding(strategy, max_length=8), generator=torch.Generator().manual_seed(0))
+        assert any(UNK_ID in row for row in allowed)
+        barred = decode(run.model.decoder, z, Decoding(strategy, max_length=8, forbid_unk=True), generator=torch.Generator().manual_seed(0))
+        assert not any(UNK_ID in row for row in barred)
+
+
+def test_a_checkpoint_carrying_code_is_refused_as_such_without_warnings(trained_run, tmp_path):
+    import torch
+
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run, copy)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    torch.save({"format": "seqvae-checkpoint-1", "payload": Payload()}, copy / "checkpoints" / "best.pt")
+    result = subprocess.run([sys.executable, "-m", "seqvae", "sample", str(copy), "-n", "1"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "this must never run" not in result.stdout
+    assert result.stderr.strip().splitlines() == [
+        f"seqvae: error: {copy / 'checkpoints' / 'best.pt'}: refused: it holds Python objects or code, which a seqvae "
+        "checkpoint never does (only tensors and plain values are loaded)"
+    ]
