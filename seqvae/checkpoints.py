@@ -33,7 +33,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights only" in str(error).lower() or "unsupported global" in str(error).lower():
+        if "unsupported global" in str(error).lower():  # a pickled object, class or function: not data
             raise SeqVAEError(
                 f"{path}: refused: it holds Python objects or code, which a seqvae checkpoint never does "
                 "(only tensors and plain values are loaded)"

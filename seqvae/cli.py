@@ -32,6 +32,8 @@ def _command_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.device:
         overrides.append(f"run.device={args.device}")
+    if args.threads is not None:
+        overrides.append(f"run.threads={args.threads}")
     config = load_config(args.config, overrides)
     result = train(
         config,
@@ -127,6 +129,21 @@ def _read_sentences(path: str) -> list[str]:
     return sentences
 
 
+def _note_unknown_words(run, sentences: list[str]) -> None:
+    """A note on stderr when half or more of an input sentence's tokens are unknown to the model:
+    its code then says little about the sentence."""
+    mostly_unknown = [s for s, share in zip(sentences, run.unknown_share(sentences)) if share >= 0.5]
+    if mostly_unknown and len(sentences) <= 2:
+        for sentence in mostly_unknown:
+            print(f"note: half or more of the words of '{sentence}' are unknown to this model (they become <unk>)", file=sys.stderr)
+    elif mostly_unknown:
+        print(
+            f"note: in {len(mostly_unknown)} of {len(sentences)} input sentences half or more of the words are unknown "
+            "to this model (they become <unk>)",
+            file=sys.stderr,
+        )
+
+
 def _check_output(path: str, overwrite: bool, suffixes: tuple[str, ...]) -> Path:
     output = Path(path)
     if output.suffix not in suffixes:
@@ -174,6 +191,7 @@ def _command_reconstruct(args: argparse.Namespace) -> int:
     sentences = args.sentences or _read_sentences(args.input)
     decoding = _decoding(args)
     run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    _note_unknown_words(run, sentences)
     decoded = run.reconstruct(sentences, sample_posterior=args.sample_posterior, seed=args.seed, decoding=decoding)
     for sentence, output in zip(sentences, decoded):
         print(f"{sentence}\n  -> {output}")
@@ -188,6 +206,7 @@ def _command_encode(args: argparse.Namespace) -> int:
     output = _check_output(args.output, args.overwrite, (".npz", ".pt"))
     sentences = _read_sentences(args.input)
     run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    _note_unknown_words(run, sentences)
     posterior = run.encode(sentences)
     mean, std = posterior.mean.cpu(), posterior.std.cpu()
     temporary = output.with_name(f".{output.name}.tmp{output.suffix}")
@@ -217,6 +236,7 @@ def _command_interpolate(args: argparse.Namespace) -> int:
         start, end = run.prior(2, seed=args.seed)
         path = run.interpolate_codes(start, end, steps=args.steps, path=args.path, decoding=decoding)
     else:
+        _note_unknown_words(run, args.sentences)
         path = run.interpolate(*args.sentences, steps=args.steps, path=args.path, decoding=decoding)
     for t, sentence in path:
         print(f"{t:.2f}  {sentence}")
@@ -284,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("run_dir", help="a run directory written by 'seqvae train'")
         command.add_argument("--checkpoint", choices=("best", "last"), default="best")
         command.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+        command.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
 
     train = commands.add_parser("train", help="train a VAE from a TOML config")
     train.add_argument("config", help="TOML config file")
@@ -292,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides run.device")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument("--threads", type=int, default=None, help=THREADS_HELP + "; overrides run.threads")
     train.set_defaults(handler=_command_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a run on a split of its corpus")
@@ -390,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+THREADS_HELP = "CPU threads for torch (default: the free CPUs, by the load average)"
+
 OVERRIDE = re.compile(r"^[A-Za-z_]+\.[A-Za-z_]+=")
 
 
@@ -412,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_freed_memory()  # long loops reuse freed memory instead of faulting in fresh pages
     try:
+        if getattr(args, "threads", None) is not None and args.threads < 0:
+            raise SeqVAEError(f"--threads {args.threads}: use 0 for the automatic choice, or a positive count")
+        if args.command != "train":  # train takes run.threads from its config
+            from seqvae.threads import use_threads
+
+            use_threads(getattr(args, "threads", None) or 0)
         return args.handler(args)
     except TrainingInterrupted as error:
         print(f"seqvae: {error}", file=sys.stderr)

@@ -31,6 +31,9 @@ class RunConfig:
     """One seed for parameters, data order, sampling and word dropout."""
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
+    threads: int = 0
+    """CPU threads for torch; 0 picks the CPUs this process may use less the load already running
+    (seqvae.threads: two processes with a thread per core each slow each other down threefold)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -378,6 +381,7 @@ def _check_ranges(config: Config) -> None:
         ("annealing.warmup_steps", config.annealing.warmup_steps >= 0),
         ("annealing.cycle_steps", config.annealing.cycle_steps >= 1),
         ("annealing.cycle_ratio", 0.0 < config.annealing.cycle_ratio <= 1.0),
+        ("run.threads", config.run.threads >= 0),
         ("train.epochs", config.train.epochs >= 1),
         ("train.max_steps", config.train.max_steps >= 0),
         ("train.max_minutes", config.train.max_minutes >= 0.0 and math.isfinite(config.train.max_minutes)),

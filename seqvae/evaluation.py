@@ -56,7 +56,7 @@ def perplexity(total_nll: float, num_tokens: int) -> float:
 
 @torch.no_grad()
 def evaluate_elbo(
-    model: SeqVAE, batches: Iterable[Batch], *, generator: torch.Generator | None = None
+    model: SeqVAE, batches: Iterable[Batch], *, generator: torch.Generator | None = None, progress: bool = False
 ) -> dict[str, float]:
     """Reconstruction, KL and the ELBO bound over a set, one z ~ q(z|x) per sentence; cheap
     enough for every epoch's validation.
@@ -69,6 +69,7 @@ def evaluate_elbo(
       measure aggressive training watches; a second's work for a few thousand sentences
     - active_units (Burda et al. 2016) and mean_posterior_std, for the collapse diagnostics
     """
+    batches = tqdm(batches, desc="validating", disable=not progress, leave=False, dynamic_ncols=True)
     if model.is_language_model:
         return evaluate_language_model(model, batches)
     was_training = model.training
@@ -254,8 +255,11 @@ def evaluate_split(
     kl_per_dimension = torch.zeros(model.latent_dim)
     sentences = tokens = counted_words = 0
     posteriors, hypotheses, references = [], [], []
+    # the batches, then the two set-level stages that take seconds to minutes: MI and prior samples
+    bar = tqdm(total=len(batches) + 2, desc="evaluating", disable=not progress, leave=False, dynamic_ncols=True)
     try:
-        for batch in tqdm(batches, desc="evaluating", disable=not progress, leave=False, dynamic_ncols=True):
+        for batch in batches:
+            bar.update(1)
             batch = batch.to(device)
             posterior = model.encode(batch)
             z, kl = posterior.sample_kl(elbo_generator)  # analytic KL, or Monte Carlo with a flow
@@ -301,6 +305,7 @@ def evaluate_split(
         if iw_samples:
             result["ppl_iw_per_word"] = perplexity(totals["iw"], words)
         result["words"] = words
+    bar.set_description("mutual information")
     if aggregate.has_density:
         result.update(
             mi=mutual_information(aggregate, group_size=mi_group_size, generator=mi_generator),
@@ -320,8 +325,12 @@ def evaluate_split(
         sentences=sentences,
         tokens=tokens,
     )
+    bar.update(1)
+    bar.set_description("prior samples")
     if prior_samples:
         result.update(_prior_sample_measures(model, tokenizer, prior_samples, prior_generator))
+    bar.update(1)
+    bar.close()
     result["mean_posterior_std"] = float(aggregate.base.std.mean())
     if note is not None:
         result["posterior"] = note

@@ -66,6 +66,14 @@ class Run:
         parts = [self.model.encode(self._batch(sentences[start : start + batch_size])) for start in range(0, len(sentences), batch_size)]
         return type(parts[0]).concatenate(parts)
 
+    def unknown_share(self, sentences: list[str]) -> list[float]:
+        """For each sentence, the share of its tokens the model does not know (they become <unk>)."""
+        shares = []
+        for sentence in sentences:
+            ids = self.tokenizer.encode(sentence)
+            shares.append(sum(token == self.tokenizer.unk_id for token in ids) / max(len(ids), 1))
+        return shares
+
     def _needs_z(self, what: str) -> None:
         if self.model.is_language_model:
             raise SeqVAEError(

@@ -43,6 +43,7 @@ from seqvae.data.corpus import Corpus, load_corpus
 from seqvae.data.tokenizers import build_tokenizer, load_tokenizer
 from seqvae.errors import SeqVAEError, TrainingInterrupted
 from seqvae.locks import run_directory_lock
+from seqvae.threads import use_threads
 from seqvae.evaluation import evaluate_elbo, evaluate_split, free_bits_target
 from seqvae.measures import diagnose
 from seqvae.files import atomic_write_json, atomic_write_text
@@ -57,7 +58,7 @@ CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"
 
-RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps"), ("train", "max_minutes"), ("run", "device")}
+RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps"), ("train", "max_minutes"), ("run", "device"), ("run", "threads")}
 """Config keys a resumed run may change: how long to train, and where."""
 
 
@@ -181,7 +182,7 @@ def _check_resumable(run_dir: Path, saved: Config, given: Config) -> None:
             if given_dict[section][key] != value:
                 raise SeqVAEError(
                     f"{run_dir / CONFIG_FILE}: cannot resume with {section}.{key}={given_dict[section][key]!r}; "
-                    f"the run was started with {value!r} (only train.epochs, train.max_steps, train.max_minutes, run.device may change)"
+                    f"the run was started with {value!r} (only train.epochs, train.max_steps, train.max_minutes, run.device, run.threads may change)"
                 )
 
 
@@ -360,6 +361,7 @@ class _Trainer:
         self.valid_step: int | None = None  # the step self.valid was measured at
         self.saved_step: int | None = None  # the step of the last checkpoint written to last.pt
         self.signal: str | None = None  # SIGINT or SIGTERM received: save and stop after this step
+        self.progress = False  # progress bars for validation too
 
     def restore(self, path: Path) -> None:
         """Continue from a checkpoint: weights, optimizer, scheduler, position and RNG states."""
@@ -578,11 +580,12 @@ class _Trainer:
                 free_bits_target=target,
                 seed=config.run.seed * 7_919 + self.epoch + 1,
                 words=self.data.splits["valid"].words,
+                progress=self.progress,
             )
             warnings = self.valid.pop("warnings")
         else:
             self.valid = evaluate_elbo(
-                self.model, batches, generator=_validation_generator(config.run.seed, self.epoch)
+                self.model, list(batches), generator=_validation_generator(config.run.seed, self.epoch), progress=self.progress
             )
             warnings = [] if self.model.is_language_model else diagnose(
                 kl=self.valid["kl"],
@@ -620,6 +623,7 @@ def train(
     One training at a time writes a run directory (seqvae.locks). SIGINT and SIGTERM (when called
     from the main thread) save a resumable checkpoint at the current step and raise
     :class:`~seqvae.errors.TrainingInterrupted`; a second signal interrupts at once."""
+    use_threads(config.run.threads)
     with run_directory_lock(config.run.dir):
         return _train(config, resume=resume, overwrite=overwrite, progress=progress, echo=echo)
 
@@ -673,6 +677,7 @@ def _train(config: Config, *, resume: bool, overwrite: bool, progress: bool, ech
             )
 
     trainer = _Trainer(config, data, device, say)
+    trainer.progress = progress
     last_path = run_dir / CHECKPOINT_DIR / LAST
     if resume:
         trainer.restore(last_path)

@@ -23,7 +23,7 @@ def tiny_corpus(tmp_path_factory) -> dict[str, Path]:
 def tiny_config(corpus: dict[str, Path], run_dir: Path, **sections) -> Config:
     """A model small enough to train a few epochs in seconds; ``sections`` override fields."""
     raw = config_to_dict(Config())
-    raw["run"].update(dir=str(run_dir), seed=0, device="cpu")
+    raw["run"].update(dir=str(run_dir), seed=0, device="cpu", threads=2)  # the same threads whatever the load
     raw["data"].update(train=str(corpus["train"]), valid=str(corpus["valid"]), test=str(corpus["test"]))
     raw["model"].update(embedding_dim=16, hidden_dim=24, latent_dim=4)
     raw["annealing"].update(schedule="linear", warmup_steps=20)

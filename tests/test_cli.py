@@ -341,3 +341,10 @@ def test_a_checkpoint_carrying_code_is_refused_as_such_without_warnings(trained_
         f"seqvae: error: {copy / 'checkpoints' / 'best.pt'}: refused: it holds Python objects or code, which a seqvae "
         "checkpoint never does (only tensors and plain values are loaded)"
     ]
+
+
+def test_a_note_when_most_words_of_an_input_are_unknown(trained_run, capsys):
+    assert main(["interpolate", str(trained_run), "the first sentence .", "the coach will win the game .", "--steps", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "half or more of the words of 'the first sentence .' are unknown to this model" in err
+    assert "the coach will win" not in err

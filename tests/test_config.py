@@ -60,3 +60,20 @@ def test_invalid_toml_names_the_file(tmp_path):
     path.write_text("[model\n", encoding="utf-8")
     with pytest.raises(SeqVAEError, match="broken.toml: invalid TOML"):
         load_config(path)
+
+
+def test_automatic_threads_leave_the_busy_cpus_alone(monkeypatch):
+    import os
+
+    import seqvae.threads as threads
+
+    monkeypatch.setattr(threads, "DEFAULT", 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    for load, expected in ((0.1, 2), (0.9, 1), (1.4, 1), (3.0, 1)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert threads.automatic_threads() == expected
+    before = threads.torch.get_num_threads()
+    try:
+        assert threads.use_threads(1) == 1 and threads.torch.get_num_threads() == 1
+    finally:
+        threads.torch.set_num_threads(before)
