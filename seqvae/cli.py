@@ -412,7 +412,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-THREADS_HELP = "CPU threads for torch (default: the free CPUs, by the load average)"
+def _use_threads(args: argparse.Namespace) -> None:
+    """--threads, else the count the run was trained with (results can differ in the last bits
+    between counts), else the free CPUs."""
+    from seqvae.threads import use_threads
+
+    requested = getattr(args, "threads", None) or 0
+    run_dir = getattr(args, "run_dir", None)
+    if not requested and run_dir and (Path(run_dir) / "config.toml").is_file():
+        from seqvae.training import load_run_config
+
+        requested = load_run_config(run_dir).run.threads
+    use_threads(requested)
+
+
+THREADS_HELP = "CPU threads for torch (default: as the run was trained, else the CPUs not busy by the load average)"
 
 OVERRIDE = re.compile(r"^[A-Za-z_]+\.[A-Za-z_]+=")
 
@@ -439,9 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "threads", None) is not None and args.threads < 0:
             raise SeqVAEError(f"--threads {args.threads}: use 0 for the automatic choice, or a positive count")
         if args.command != "train":  # train takes run.threads from its config
-            from seqvae.threads import use_threads
-
-            use_threads(getattr(args, "threads", None) or 0)
+            _use_threads(args)
         return args.handler(args)
     except TrainingInterrupted as error:
         print(f"seqvae: {error}", file=sys.stderr)

@@ -33,7 +33,9 @@ class RunConfig:
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
     threads: int = 0
     """CPU threads for torch; 0 picks the CPUs this process may use less the load already running
-    (seqvae.threads: two processes with a thread per core each slow each other down threefold)."""
+    (seqvae.threads: two processes with a thread per core each slow each other down threefold).
+    The count a training used is saved in its config (results can differ in the last bits
+    between counts), and resuming or evaluating the run uses it again."""
 
 
 @dataclass(frozen=True, kw_only=True)

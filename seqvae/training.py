@@ -19,6 +19,7 @@ its own generator seeded by (seed, epoch), so it never perturbs training randomn
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import shutil
@@ -623,7 +624,6 @@ def train(
     One training at a time writes a run directory (seqvae.locks). SIGINT and SIGTERM (when called
     from the main thread) save a resumable checkpoint at the current step and raise
     :class:`~seqvae.errors.TrainingInterrupted`; a second signal interrupts at once."""
-    use_threads(config.run.threads)
     with run_directory_lock(config.run.dir):
         return _train(config, resume=resume, overwrite=overwrite, progress=progress, echo=echo)
 
@@ -658,6 +658,9 @@ def _train(config: Config, *, resume: bool, overwrite: bool, progress: bool, ech
     run_dir = Path(config.run.dir)
     device = resolve_device(config.run.device)
     _check_run_dir(config, run_dir, resume=resume, overwrite=overwrite)
+    # threads: as asked, else as the run was started with, else the free CPUs; the saved config records them
+    threads = config.run.threads or (load_config(run_dir / CONFIG_FILE).run.threads if resume else 0)
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, threads=use_threads(threads)))
 
     corpus = load_corpus(config.data)
     tokenizer = load_tokenizer(run_dir) if resume else build_tokenizer(config.tokenizer, corpus.splits["train"])

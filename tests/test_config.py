@@ -77,3 +77,24 @@ def test_automatic_threads_leave_the_busy_cpus_alone(monkeypatch):
         assert threads.use_threads(1) == 1 and threads.torch.get_num_threads() == 1
     finally:
         threads.torch.set_num_threads(before)
+
+
+def test_a_run_records_its_threads_and_a_resume_keeps_them(tiny_corpus, tmp_path, monkeypatch):
+    import seqvae.threads as threads
+    from seqvae.config import load_config
+    from seqvae.training import train
+
+    from conftest import tiny_config
+
+    before = threads.torch.get_num_threads()
+    try:
+        monkeypatch.setattr(threads, "automatic_threads", lambda: 1)
+        config = tiny_config(tiny_corpus, tmp_path / "run", run={"threads": 0}, train={"epochs": 2, "max_steps": 5})
+        train(config, progress=False)
+        assert load_config(tmp_path / "run" / "config.toml").run.threads == 1
+        monkeypatch.setattr(threads, "automatic_threads", lambda: 2)  # the machine is idle now
+        resumed = tiny_config(tiny_corpus, tmp_path / "run", run={"threads": 0}, train={"epochs": 2})
+        train(resumed, resume=True, progress=False)
+        assert load_config(tmp_path / "run" / "config.toml").run.threads == 1 and threads.torch.get_num_threads() == 1
+    finally:
+        threads.torch.set_num_threads(before)
