@@ -57,8 +57,11 @@ class DataConfig:
     text_column: str = "text"
     """Column holding the sentence (``hub``)."""
     train_split: str = "train"
+    """The hub dataset's split for training (``hub``)."""
     valid_split: str = "validation"
+    """The hub dataset's split for validation (``hub``)."""
     test_split: str = "test"
+    """The hub dataset's split for testing (``hub``); skipped when the dataset has none."""
     lowercase: bool = False
     """Lower-case every sentence before tokenization."""
     max_length: int = 0
@@ -92,7 +95,9 @@ class ModelConfig:
     encoder: str = "lstm"
     decoder: str = "lstm"
     embedding_dim: int = 256
+    """Width of the encoder's and the decoder's token embeddings."""
     hidden_dim: int = 256
+    """Width of the LSTM states, or of the Transformer blocks."""
     latent_dim: int = 32
     """Dimensions of z; 0 trains the decoder alone as a language model (no encoder, no z, no KL:
     its NLL and perplexity are exact, and every measure that needs z is reported as absent)."""
@@ -112,9 +117,11 @@ class ModelConfig:
     flow_hidden: int = 320
     """IAF: width of each step's masked autoregressive network (at least latent_dim)."""
     encoder_layers: int = 1
+    """Encoder layers (LSTM layers or Transformer blocks)."""
     bidirectional: bool = False
     """Bidirectional LSTM encoder (both final states feed the posterior)."""
     decoder_layers: int = 1
+    """Decoder layers (LSTM layers or Transformer blocks)."""
     injection: tuple[str, ...] = ("initial_state", "concat")
     """How z enters the decoder (seqvae.models.decoders): for ``lstm`` any of ``initial_state``,
     ``concat``, ``add``; for ``transformer`` any of ``add``, ``memory``, ``prefix``."""
@@ -191,22 +198,28 @@ class TrainConfig:
     """Optimisation, batching and checkpointing."""
 
     epochs: int = 10
+    """Passes over the training set."""
     max_steps: int = 0
     """Stop after this many optimizer steps in all; 0 for no limit."""
     max_minutes: float = 0.0
     """Stop once training has taken this many minutes in all (resumed sittings add up; validation
     counts), then validate and keep best.pt as at an epoch's end; 0 for no limit."""
     batch_size: int = 32
+    """Sentences per training batch."""
     eval_batch_size: int = 128
+    """Sentences per batch in validation and evaluation."""
     learning_rate: float = 1e-3
+    """Adam's learning rate."""
     grad_clip: float = 5.0
     """Clip the global gradient norm to this value; 0 disables clipping."""
     lr_decay: str = "none"
     """``none`` or ``plateau`` (multiply the rate by lr_decay_factor when validation stalls)."""
     lr_decay_factor: float = 0.5
+    """``plateau``: the factor the rate is multiplied by at each decay."""
     lr_patience: int = 2
     """Epochs without validation improvement before the rate decays."""
     min_learning_rate: float = 1e-5
+    """``plateau``: the rate never decays below this."""
     bucket_batches: int = 50
     """Length buckets are drawn from pools of this many batches of shuffled sentences."""
     log_every: int = 50

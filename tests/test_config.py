@@ -98,3 +98,11 @@ def test_a_run_records_its_threads_and_a_resume_keeps_them(tiny_corpus, tmp_path
         assert load_config(tmp_path / "run" / "config.toml").run.threads == 1 and threads.torch.get_num_threads() == 1
     finally:
         threads.torch.set_num_threads(before)
+
+
+def test_the_configuration_reference_is_generated_from_the_code():
+    from seqvae.config_reference import REFERENCE, render
+
+    assert REFERENCE.read_text(encoding="utf-8") == render(), "docs/config.md is stale: run python -m seqvae.config_reference --write"
+    for key in ("latent_dim", "posterior", "flow", "free_bits", "init_from", "aggressive", "threads"):
+        assert f"| `{key}` |" in render()
