@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,14 @@ def tiny_config(corpus: dict[str, Path], run_dir: Path, **sections) -> Config:
     for name, values in sections.items():
         raw[name].update(values)
     return config_from_dict(raw)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl."""
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_stops(run_dir: Path) -> list[dict]:
+    """The records of a run, less the validations where train.max_steps stopped it (a resumed run
+    has them where an uninterrupted one has none)."""
+    return [record for record in metrics(run_dir) if "stopped_by" not in record]

@@ -5,10 +5,7 @@ import json
 import subprocess
 import sys
 
-import pytest
 
-from seqvae.cli import main
-from seqvae.config import config_to_toml
 from seqvae.data.corpus import load_text_files
 from seqvae.data.tokenizers import load_tokenizer
 from seqvae.runs import load_run

@@ -2,7 +2,6 @@
 end to end through recipes/ptb/run.py --method on a tiny stand-in for PTB."""
 
 import importlib.util
-import json
 import math
 from pathlib import Path
 
@@ -20,19 +19,11 @@ from seqvae.rate_constraint import MinimumDesiredRate
 from seqvae.runs import load_run
 from seqvae.training import train
 
-from conftest import tiny_config
+from conftest import metrics as _metrics, tiny_config, without_stops as _without_stops
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def _without_stops(run_dir):
-    """The records of a run, less the validations where train.max_steps stopped it (a resumed run
-    has them where an uninterrupted one has none)."""
-    return [record for record in _metrics(run_dir) if "stopped_by" not in record]
 
 
 def _weights(run_dir, name="last"):

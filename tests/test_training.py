@@ -11,17 +11,9 @@ from seqvae.generation import Decoding
 from seqvae.runs import load_run
 from seqvae.training import load_trained_model, train
 
-from conftest import tiny_config
+from conftest import metrics as _metrics, tiny_config, without_stops as _without_stops
 
 
-def _metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def _without_stops(run_dir):
-    """The records of a run, less the validations where train.max_steps stopped it (a resumed run
-    has them where an uninterrupted one has none)."""
-    return [record for record in _metrics(run_dir) if "stopped_by" not in record]
 
 
 def _weights(run_dir, name="last"):
