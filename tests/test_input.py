@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 
-
 from seqvae.data.corpus import load_text_files
 from seqvae.data.tokenizers import load_tokenizer
 from seqvae.runs import load_run
