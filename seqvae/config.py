@@ -176,7 +176,9 @@ class AnnealingConfig:
     """The KL weight beta as a pure function of the global step (seqvae.annealing)."""
 
     schedule: str = "constant"
-    """``constant``, ``linear``, ``logistic`` or ``cyclical``."""
+    """``constant`` (beta-VAE, Higgins et al. 2017; beta = 0 is the autoencoder stage of Li et al.
+    2019), ``linear`` or ``logistic`` warm-up (monotonic annealing, Bowman et al. 2016) or
+    ``cyclical`` (Fu et al. 2019)."""
     beta: float = 1.0
     """The constant weight, or the value the other schedules rise to."""
     start: float = 0.0
