@@ -426,7 +426,7 @@ def _use_threads(args: argparse.Namespace) -> None:
     use_threads(requested)
 
 
-THREADS_HELP = "CPU threads for torch (default: as the run was trained, else the CPUs not busy by the load average)"
+THREADS_HELP = "CPU threads for torch (default: as the run was trained, else the CPUs not busy at the start)"
 
 OVERRIDE = re.compile(r"^[A-Za-z_]+\.[A-Za-z_]+=")
 

@@ -32,7 +32,7 @@ class RunConfig:
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
     threads: int = 0
-    """CPU threads for torch; 0 picks the CPUs this process may use less the load already running
+    """CPU threads for torch; 0 picks the CPUs this process may use less those busy when it starts
     (seqvae.threads: two processes with a thread per core each slow each other down threefold).
     The count a training used is saved in its config (results can differ in the last bits
     between counts), and resuming or evaluating the run uses it again."""

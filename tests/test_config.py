@@ -69,9 +69,10 @@ def test_automatic_threads_leave_the_busy_cpus_alone(monkeypatch):
 
     monkeypatch.setattr(threads, "DEFAULT", 2)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    for load, expected in ((0.1, 2), (0.9, 1), (1.4, 1), (3.0, 1)):
-        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+    for busy, expected in ((0.1, 2), (0.9, 1), (1.4, 1), (3.0, 1)):
+        monkeypatch.setattr(threads, "busy_cpus", lambda busy=busy: busy)
         assert threads.automatic_threads() == expected
+    assert 0.0 <= threads.busy_cpus(0.05) <= (os.cpu_count() or 1) + 1e-9
     before = threads.torch.get_num_threads()
     try:
         assert threads.use_threads(1) == 1 and threads.torch.get_num_threads() == 1
