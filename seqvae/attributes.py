@@ -73,14 +73,17 @@ def transfer(
     Sets not given come from the run's own labelled embedded corpus: sentences of the training
     split with the attribute at ``target`` (with) and at any other value (without), and the first
     ``limit`` validation sentences whose attribute is not ``target`` (apply)."""
+    # The transfer rate reads attributes with the embedded grammar's reader: it means something
+    # only for a run trained on the embedded corpus (whose files come with their labels).
+    corpus = load_corpus(run.config.data)
+    train, valid = corpus.splits["train"], corpus.splits["valid"]
+    train_labels, valid_labels = run.labels("train", len(train)), run.labels("valid", len(valid))
+    if train_labels is None or valid_labels is None:
+        raise SeqVAEError(
+            f"{run.run_dir}: was not trained on the embedded corpus (no train/valid .labels.jsonl beside its "
+            "data files), so --attribute cannot score a transfer; use --with, --without and --apply without --attribute"
+        )
     if with_attribute is None or without_attribute is None or apply_to is None:
-        corpus = load_corpus(run.config.data)
-        train, valid = corpus.splits["train"], corpus.splits["valid"]
-        train_labels, valid_labels = run.labels("train", len(train)), run.labels("valid", len(valid))
-        if train_labels is None or valid_labels is None:
-            raise SeqVAEError(
-                f"{run.run_dir}: the run's corpus has no train/valid .labels.jsonl; pass --with, --without and --apply files"
-            )
         if with_attribute is None:
             with_attribute = [s for s, labels in zip(train, train_labels) if labels[attribute] == target]
         if without_attribute is None:

@@ -40,3 +40,17 @@ def test_tense_vector_transfers_more_often_than_the_unchanged_codes(small_run):
 
     future = lambda sentences: sum(read_attributes(s)["tense"] == "future" for s in sentences)  # noqa: E731
     assert future(result.transformed) > future(result.unchanged)
+
+
+def test_attribute_scoring_refuses_a_run_not_trained_on_the_embedded_corpus(tiny_corpus, tmp_path):
+    from seqvae.errors import SeqVAEError
+
+    files = {}
+    for split, path in tiny_corpus.items():  # the same sentences without their labels files
+        files[split] = tmp_path / f"{split}.txt"
+        files[split].write_text(path.read_text())
+    train(tiny_config(files, tmp_path / "run", train={"epochs": 1, "max_steps": 2}), progress=False)
+    run = load_run(tmp_path / "run", device="cpu")
+    sentences = ["the coach will win the game ."]
+    with pytest.raises(SeqVAEError, match="was not trained on the embedded corpus"):
+        transfer(run, "tense", "future", with_attribute=sentences, without_attribute=sentences, apply_to=sentences)
