@@ -234,3 +234,14 @@ def test_codes_far_outside_a_sentence_flow_count_as_zero_density():
     assert not torch.isnan(log_q).any() and not (log_q == float("inf")).any()
     assert (log_q[5:] == float("-inf")).any()
     assert torch.isfinite(log_q[:5]).all()  # the sentences' own samples keep finite densities
+
+
+def test_a_planar_posterior_refuses_densities_at_arbitrary_codes():
+    flow = PlanarFlow(latent_dim=3, context_dim=2, steps=2)
+    posterior = FlowPosterior(base=DiagonalGaussian(torch.zeros(4, 3), torch.zeros(4, 3)), context=torch.randn(4, 2), flow=flow)
+    assert not posterior.has_density
+    for call in (lambda: posterior.log_prob(torch.zeros(4, 3)), lambda: posterior.cross_log_prob(torch.zeros(2, 3))):
+        with pytest.raises(ValueError, match="no tractable inverse"):
+            call()
+    with pytest.raises(ValueError, match="no tractable density"):
+        mutual_information(posterior)

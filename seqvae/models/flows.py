@@ -184,9 +184,6 @@ class PlanarFlow(nn.Module):
             z = z + u_hat * activation.unsqueeze(-1)
         return z, log_det
 
-    def inverse(self, z: torch.Tensor, prepared):
-        raise NotImplementedError("a planar flow has no closed-form inverse")
-
 
 def build_flow(kind: str, *, latent_dim: int, context_dim: int, steps: int, hidden_dim: int) -> nn.Module | None:
     """The flow ``model.flow`` names, or None for ``none`` (and for 0 steps: the Gaussian itself)."""

@@ -152,7 +152,9 @@ class FlowPosterior:
         return z, self.base.log_prob(z0) - log_det
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log q(z|x) at codes z (..., B, Z) of these sentences, through the exact inverse."""
+        """log q(z|x) at codes z (..., B, Z) of these sentences, through the exact inverse (IAF);
+        a flow without one (planar) raises ValueError."""
+        self._check_density()
         z0, log_det = self.flow.inverse(z, self.prepared)
         return self.base.log_prob(z0) - log_det
 
@@ -160,8 +162,7 @@ class FlowPosterior:
     def cross_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log q(z_i | x_j) for codes z (C, Z) under every sentence j, (C, B): z_i inverted under
         each sentence's flow, a bounded number of pairs at a time."""
-        if not self.has_density:
-            raise ValueError("this flow has no tractable inverse: log q(z|x) at arbitrary z is not available")
+        self._check_density()
         sentences = self.base.mean.shape[0]
         per_call = max(1, PAIRS_PER_CALL // sentences)
         prepared = self.prepared
@@ -175,6 +176,10 @@ class FlowPosterior:
         # the density there is 0 to float precision and the pair counts as log q = -inf.
         log_q = torch.cat(rows)
         return torch.where(torch.isnan(log_q) | (log_q == float("inf")), float("-inf"), log_q)
+
+    def _check_density(self) -> None:
+        if not self.has_density:
+            raise ValueError("this flow has no tractable inverse: log q(z|x) at arbitrary z is not available")
 
     def sample_for_information(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """z_T per sentence and E_q[log q(z|x)] estimated as the base's analytic negative entropy
