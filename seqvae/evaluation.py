@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from seqvae.data.batching import Batch
-from seqvae.generation import greedy_decode, longest, sample_prior
+from seqvae.generation import ended, greedy_decode, sample_prior
 from seqvae.measures import (
     active_units,
     corpus_bleu,
@@ -352,8 +352,8 @@ def _prior_sample_measures(model: SeqVAE, tokenizer, count: int, generator: torc
         z = sample_prior(count, model.latent_dim, generator=generator).to(device)
         ids = greedy_decode(model.decoder, z, max_length=PRIOR_SAMPLE_LENGTH)
         sentences = [tokenizer.decode(row) for row in ids]
-        limit = longest(model.decoder, PRIOR_SAMPLE_LENGTH)  # a decode of that many tokens never ended
-        log_likelihood = self_log_likelihood_per_token(model.decoder, z, ids, ended=[len(row) < limit for row in ids])
+        done = ended(model.decoder, ids, PRIOR_SAMPLE_LENGTH)
+        log_likelihood = self_log_likelihood_per_token(model.decoder, z, ids, ended=done)
     finally:
         model.train(was_training)
     return {

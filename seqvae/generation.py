@@ -91,6 +91,13 @@ def longest(decoder, max_length: int) -> int:
     return min(max_length, limit) if limit else max_length
 
 
+def ended(decoder, ids: list[list[int]], max_length: int) -> list[bool]:
+    """Whether each decode (ids without <eos>, from a decoding with ``max_length``) produced its
+    <eos>: one that used every token the decoding allowed never did."""
+    limit = longest(decoder, max_length)
+    return [len(row) < limit for row in ids]
+
+
 def cut_at_eos(ids: list[list[int]]) -> list[list[int]]:
     """Each row of token ids up to (without) its first <eos>; rows without one whole."""
     return [row[: row.index(EOS_ID)] if EOS_ID in row else row for row in ids]

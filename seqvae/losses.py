@@ -35,15 +35,25 @@ def free_bits_total_hinge(kl: torch.Tensor, free_bits: float) -> torch.Tensor:
     return torch.clamp(kl - free_bits, min=0.0).mean()
 
 
-def kl_penalty(kl_per_dimension: torch.Tensor, *, variant: str = "none", free_bits: float = 0.0) -> torch.Tensor:
-    """The KL term that beta multiplies: the batch-mean total KL, or one of the free-bits variants
-    (with ``mdr`` the plain KL: the rate constraint is a separate term, seqvae.rate_constraint)."""
+def kl_penalty(
+    kl: torch.Tensor,
+    *,
+    variant: str = "none",
+    free_bits: float = 0.0,
+    kl_per_dimension: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The KL term that beta multiplies, from the per-sentence KL ``kl`` (B,): its batch mean, or
+    one of the free-bits variants (with ``mdr`` the plain mean: the rate constraint is a separate
+    term, seqvae.rate_constraint). ``per_dimension`` needs ``kl_per_dimension`` (B, Z), which a
+    flow posterior does not have."""
     if variant in ("none", "mdr"):
-        return kl_per_dimension.sum(dim=1).mean()
+        return kl.mean()
     if variant == "per_dimension":
+        if kl_per_dimension is None:
+            raise ValueError("per_dimension free bits need the KL of each dimension (B, Z)")
         return free_bits_per_dimension(kl_per_dimension, free_bits)
     if variant == "total_hinge":
-        return free_bits_total_hinge(kl_per_dimension.sum(dim=1), free_bits)
+        return free_bits_total_hinge(kl, free_bits)
     raise ValueError(f"unknown free-bits variant '{variant}'; choices: {', '.join(FREE_BITS)}")
 
 
@@ -82,14 +92,8 @@ def elbo_loss(
     |lambda| * (r - KL) on the batch-mean KL."""
     nll = output.reconstruction  # (B,)
     kl = output.kl  # (B,): analytic, or the Monte-Carlo estimate with a flow posterior
-    if free_bits == "per_dimension":
-        penalty = free_bits_per_dimension(output.posterior.kl_per_dimension(), free_bits_lambda)
-    elif free_bits == "total_hinge":
-        penalty = free_bits_total_hinge(kl, free_bits_lambda)
-    elif free_bits in ("none", "mdr"):
-        penalty = kl.mean()
-    else:
-        raise ValueError(f"unknown free-bits variant '{free_bits}'; choices: {', '.join(FREE_BITS)}")
+    per_dimension = output.posterior.kl_per_dimension() if free_bits == "per_dimension" else None
+    penalty = kl_penalty(kl, variant=free_bits, free_bits=free_bits_lambda, kl_per_dimension=per_dimension)
     total = nll.mean() + kl_weight * penalty
     multiplier = None
     if rate_constraint is not None:

@@ -24,7 +24,7 @@ from seqvae.data.corpus import load_corpus
 from seqvae.errors import SeqVAEError
 from seqvae.data.synthetic import labels_path, read_labels
 from seqvae.evaluation import evaluate_split, free_bits_target, latent_probe
-from seqvae.generation import PATHS, Decoding, decode, longest, sample_prior
+from seqvae.generation import PATHS, Decoding, decode, ended, sample_prior
 from seqvae.measures import self_log_likelihood_per_token
 from seqvae.models.posterior import DiagonalGaussian, FlowPosterior
 from seqvae.models.vae import SeqVAE
@@ -33,8 +33,8 @@ from seqvae.training import load_trained_model, max_tokens, prepare_data, resolv
 
 @dataclass(frozen=True)
 class Generated:
-    """A decoded sentence, its length in predicted tokens (<eos> included) and log p(x|z) / tokens
-    under the code it was decoded from."""
+    """A decoded sentence, its length in predicted tokens (<eos> included when the decode produced
+    one) and log p(x|z) / tokens under the code it was decoded from."""
 
     text: str
     tokens: int
@@ -93,10 +93,9 @@ class Run:
         z = z.to(self.device)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         ids = decode(self.model.decoder, z, decoding, generator=generator)
-        limit = longest(self.model.decoder, decoding.max_length)
-        ended = [len(row) < limit for row in ids]  # a decode of the full length never produced <eos>
-        scores = self_log_likelihood_per_token(self.model.decoder, z, ids, ended=ended).tolist()
-        return [Generated(self.tokenizer.decode(row), len(row) + done, score) for row, done, score in zip(ids, ended, scores)]
+        done = ended(self.model.decoder, ids, decoding.max_length)
+        scores = self_log_likelihood_per_token(self.model.decoder, z, ids, ended=done).tolist()
+        return [Generated(self.tokenizer.decode(row), len(row) + end, score) for row, end, score in zip(ids, done, scores)]
 
     def decode(self, z: torch.Tensor, *, decoding: Decoding | None = None, seed: int = 0, max_length: int | None = None) -> list[str]:
         """Sentences decoded from codes z (N, Z); greedy unless ``decoding`` says otherwise."""

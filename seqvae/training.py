@@ -242,11 +242,10 @@ def train_step(
         for parameter in model.parameters():
             if id(parameter) not in chosen:
                 parameter.grad = None
-    gradients = [parameter.grad for parameter in parameters if parameter.grad is not None]
     if grad_clip > 0:
         norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
     else:
-        norm = torch.nn.utils.get_total_norm(gradients)
+        norm = torch.nn.utils.get_total_norm([parameter.grad for parameter in parameters if parameter.grad is not None])
     if not (math.isfinite(terms.loss) and math.isfinite(float(norm))):  # nothing is updated
         optimizer.zero_grad(set_to_none=True)
         raise NonFiniteStep(terms.loss, float(norm))
@@ -334,8 +333,10 @@ def _build_optimization(config: Config, model: SeqVAE, device: torch.device):
 class _Trainer:
     """The state of one training run and the steps that change it."""
 
-    def __init__(self, config: Config, data: PreparedData, device: torch.device, say: Callable[[str], None]) -> None:
-        self.config, self.data, self.device, self.say = config, data, device, say
+    def __init__(
+        self, config: Config, data: PreparedData, device: torch.device, say: Callable[[str], None], *, progress: bool = False
+    ) -> None:
+        self.config, self.data, self.device, self.say, self.progress = config, data, device, say, progress
         self.tokenizer = data.tokenizer
         torch.manual_seed(config.run.seed)
         self.model = build_model(
@@ -362,7 +363,6 @@ class _Trainer:
         self.valid_step: int | None = None  # the step self.valid was measured at
         self.saved_step: int | None = None  # the step of the last checkpoint written to last.pt
         self.signal: str | None = None  # SIGINT or SIGTERM received: save and stop after this step
-        self.progress = False  # progress bars for validation too
 
     def restore(self, path: Path) -> None:
         """Continue from a checkpoint: weights, optimizer, scheduler, position and RNG states."""
@@ -440,7 +440,7 @@ class _Trainer:
         limit = self.config.train.max_minutes
         return bool(limit) and self.seconds() >= 60.0 * limit
 
-    def run_epoch(self, metrics: _MetricsLog, last_path: Path, *, progress: bool) -> bool:
+    def run_epoch(self, metrics: _MetricsLog, last_path: Path) -> bool:
         """Train on the rest of the current epoch; False when train.max_steps or
         train.max_minutes stopped it early."""
         config = self.config
@@ -456,7 +456,7 @@ class _Trainer:
             total=len(batches),
             initial=self.batch_in_epoch,
             desc=f"epoch {self.epoch + 1}/{config.train.epochs}",
-            disable=not progress,
+            disable=not self.progress,
             dynamic_ncols=True,
             mininterval=0.1 if sys.stderr.isatty() else 5.0,
             leave=False,
@@ -679,8 +679,7 @@ def _train(config: Config, *, resume: bool, overwrite: bool, progress: bool, ech
                 "document); data.max_length with data.length_policy truncates or drops long lines"
             )
 
-    trainer = _Trainer(config, data, device, say)
-    trainer.progress = progress
+    trainer = _Trainer(config, data, device, say, progress=progress)
     last_path = run_dir / CHECKPOINT_DIR / LAST
     if resume:
         trainer.restore(last_path)
@@ -698,7 +697,7 @@ def _train(config: Config, *, resume: bool, overwrite: bool, progress: bool, ech
 
     with _stop_on_signals(trainer):
         while trainer.epoch < config.train.epochs:
-            if not trainer.run_epoch(metrics, last_path, progress=progress):
+            if not trainer.run_epoch(metrics, last_path):
                 # a budget (train.max_minutes or train.max_steps) ends the run: validate what it reached
                 if trainer.out_of_time():
                     key, limit = "train.max_minutes", f"{config.train.max_minutes:g}"
@@ -743,11 +742,7 @@ def load_parts(model: SeqVAE, run_dir: str | Path, parts: tuple[str, ...], token
     if not path.is_file():
         raise SeqVAEError(f"{what}: no {CHECKPOINT_DIR}/{BEST} to start from (the run has not finished an epoch)")
     payload = load_checkpoint(path)
-    if payload.get("vocab_fingerprint") != tokenizer.fingerprint or payload.get("vocab_size") != tokenizer.vocab_size:
-        raise SeqVAEError(
-            f"{what}: that run's vocabulary ({payload.get('vocab_size')} tokens) is not this run's "
-            f"({tokenizer.vocab_size} tokens, built from data.train with [tokenizer]); train both on the same data and tokenizer"
-        )
+    check_vocabulary(path, payload, tokenizer)
     source = payload["model"]
     state = model.state_dict()
     copied = 0

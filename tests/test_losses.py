@@ -76,7 +76,7 @@ def test_free_bits_total_hinge_value_and_gradient():
 
 def test_free_bits_total_hinge_has_zero_gradient_below_threshold():
     kl_dims = torch.full((4, 8), 0.1, requires_grad=True)  # total 0.8 per sentence
-    value = kl_penalty(kl_dims, variant="total_hinge", free_bits=1.0)
+    value = kl_penalty(kl_dims.sum(dim=1), variant="total_hinge", free_bits=1.0)
     assert value.item() == 0.0
     value.backward()
     assert torch.count_nonzero(kl_dims.grad) == 0
@@ -84,9 +84,9 @@ def test_free_bits_total_hinge_has_zero_gradient_below_threshold():
 
 def test_kl_penalty_without_free_bits_is_the_batch_mean_total_kl():
     kl_dims = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
-    assert kl_penalty(kl_dims).item() == pytest.approx(5.0)
+    assert kl_penalty(kl_dims.sum(dim=1)).item() == pytest.approx(5.0)
     with pytest.raises(ValueError, match="per_dimension"):
-        kl_penalty(kl_dims, variant="batch")
+        kl_penalty(kl_dims.sum(dim=1), variant="batch")
 
 
 def test_perplexity_divides_total_nll_by_tokens():
