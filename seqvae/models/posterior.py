@@ -12,6 +12,7 @@ Shapes: B sentences, Z latent dimensions, K samples.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -117,8 +118,10 @@ class FlowPosterior:
     def has_density(self) -> bool:
         return bool(self.flow.has_inverse)
 
-    @property
+    @functools.cached_property
     def prepared(self):
+        """What each flow step needs of the contexts, computed once per posterior (the MI asks for
+        it once per chunk of codes)."""
         return self.flow.prepare(self.context)
 
     @property
