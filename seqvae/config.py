@@ -222,6 +222,15 @@ class TrainConfig:
     """Epochs without validation improvement before the rate decays."""
     min_learning_rate: float = 1e-5
     """``plateau``: the rate never decays below this."""
+    lr_decay_start: int = 0
+    """``plateau``: epochs before validation stalls count (He et al. 2019 and Li et al. 2019 start
+    at 15, past the KL warm-up, whose rising weight makes the early validation bound rise)."""
+    lr_decay_reload_best: bool = False
+    """``plateau``: at each decay, go back to best.pt's weights and optimizer state (at the new
+    rate) before the next epoch, as the He et al. and Li et al. code does."""
+    stop_after_decays: int = 0
+    """``plateau``: end training after the epoch of this many decays (Li et al. 2019: 5); 0 for no
+    such stop (train.epochs still caps the run)."""
     bucket_batches: int = 50
     """Length buckets are drawn from pools of this many batches of shuffled sentences."""
     log_every: int = 50
@@ -401,6 +410,8 @@ def _check_ranges(config: Config) -> None:
         ("run.threads", config.run.threads >= 0),
         ("train.epochs", config.train.epochs >= 1),
         ("train.max_steps", config.train.max_steps >= 0),
+        ("train.lr_decay_start", config.train.lr_decay_start >= 0),
+        ("train.stop_after_decays", config.train.stop_after_decays >= 0),
         ("train.max_minutes", config.train.max_minutes >= 0.0 and math.isfinite(config.train.max_minutes)),
         ("train.batch_size", config.train.batch_size >= 1),
         ("train.eval_batch_size", config.train.eval_batch_size >= 1),

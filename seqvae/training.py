@@ -59,8 +59,19 @@ CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"
 
-RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps"), ("train", "max_minutes"), ("run", "device"), ("run", "threads")}
+RESUMABLE_CHANGES = {
+    ("train", "epochs"),
+    ("train", "max_steps"),
+    ("train", "max_minutes"),
+    ("train", "stop_after_decays"),
+    ("run", "device"),
+    ("run", "threads"),
+}
 """Config keys a resumed run may change: how long to train, and where."""
+
+
+def _resumable() -> str:
+    return ", ".join(f"{section}.{key}" for section, key in sorted(RESUMABLE_CHANGES))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -183,7 +194,7 @@ def _check_resumable(run_dir: Path, saved: Config, given: Config) -> None:
             if given_dict[section][key] != value:
                 raise SeqVAEError(
                     f"{run_dir / CONFIG_FILE}: cannot resume with {section}.{key}={given_dict[section][key]!r}; "
-                    f"the run was started with {value!r} (only train.epochs, train.max_steps, train.max_minutes, run.device, run.threads may change)"
+                    f"the run was started with {value!r} (only {_resumable()} may change)"
                 )
 
 
@@ -358,6 +369,7 @@ class _Trainer:
         self.seconds_before = 0.0  # training time of earlier sittings (train.max_minutes counts them)
         self.started = time.perf_counter()
         self.best = float("inf")
+        self.decays = 0  # learning-rate decays so far (train.stop_after_decays)
         self.window = _MetricWindow()
         self.valid: dict[str, float] | None = None
         self.valid_step: int | None = None  # the step self.valid was measured at
@@ -375,6 +387,7 @@ class _Trainer:
         self.step, self.epoch, self.batch_in_epoch = payload["step"], payload["epoch"], payload["batch_in_epoch"]
         self.saved_step = self.step
         self.best = payload["best_valid"]
+        self.decays = payload.get("lr_decays", 0)
         self.seconds_before = payload.get("train_seconds", 0.0)
         self.window = _MetricWindow(payload["window"])
         if self.rate_constraint is not None:
@@ -402,6 +415,7 @@ class _Trainer:
                 "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch,
                 "best_valid": self.best,
+                "lr_decays": self.decays,
                 "train_seconds": self.seconds(),
                 "window": self.window.sums,
                 "rate_constraint": self.rate_constraint.checkpoint() if self.rate_constraint is not None else {},
@@ -431,6 +445,30 @@ class _Trainer:
         if self.selection_value(valid) < self.best:
             self.best = self.selection_value(valid)
             self.save(best_path)
+
+    def plateau_step(self, valid: dict[str, Any], best_path: Path) -> bool:
+        """The learning-rate rule at an epoch's end (``train.lr_decay = "plateau"``): count a stall
+        from epoch lr_decay_start on, decay the rate after lr_patience stalls, go back to best.pt
+        if lr_decay_reload_best; True when training should stop (stop_after_decays reached)."""
+        config = self.config.train
+        if self.scheduler is None or self.epoch <= config.lr_decay_start:  # self.epoch: epochs finished
+            return False
+        before = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step(self.selection_value(valid))
+        rate = self.optimizer.param_groups[0]["lr"]
+        if rate >= before:
+            return False
+        self.decays += 1
+        note = f"epoch {self.epoch}: learning rate {before:.3g} -> {rate:.3g} (decay {self.decays})"
+        if config.lr_decay_reload_best and best_path.is_file():
+            payload = load_checkpoint(best_path, map_location=self.device)
+            load_model_state(best_path, self.model, payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            for group in self.optimizer.param_groups:
+                group["lr"] = rate
+            note += f"; weights and optimizer state back to best.pt (epoch {payload['epoch']})"
+        self.say(note)
+        return bool(config.stop_after_decays) and self.decays >= config.stop_after_decays
 
     def seconds(self) -> float:
         """Training time so far, earlier sittings included."""
@@ -696,7 +734,10 @@ def _train(config: Config, *, resume: bool, overwrite: bool, progress: bool, ech
     metrics = _MetricsLog(run_dir / METRICS_FILE, _read_metrics(run_dir / METRICS_FILE, trainer.step))
 
     with _stop_on_signals(trainer):
-        while trainer.epoch < config.train.epochs:
+        limit = config.train.stop_after_decays
+        if limit and trainer.decays >= limit:
+            say(f"{run_dir}: already stopped after {trainer.decays} learning-rate decays (train.stop_after_decays={limit})")
+        while trainer.epoch < config.train.epochs and not (limit and trainer.decays >= limit):
             if not trainer.run_epoch(metrics, last_path):
                 # a budget (train.max_minutes or train.max_steps) ends the run: validate what it reached
                 if trainer.out_of_time():
@@ -711,12 +752,14 @@ def _train(config: Config, *, resume: bool, overwrite: bool, progress: bool, ech
                 break
             valid = trainer.validate(metrics, epoch_end=True)
             say(f"epoch {trainer.epoch + 1}: valid {_summary(valid)}")
-            if trainer.scheduler is not None:
-                trainer.scheduler.step(trainer.selection_value(valid))
             trainer.epoch, trainer.batch_in_epoch = trainer.epoch + 1, 0
             trainer.keep_if_best(valid, run_dir / CHECKPOINT_DIR / BEST)
+            finished = trainer.plateau_step(valid, run_dir / CHECKPOINT_DIR / BEST)
             trainer.save(last_path)
             trainer.stop_if_signalled(last_path)
+            if finished:
+                say(f"stopped after {trainer.decays} learning-rate decays (train.stop_after_decays), epoch {trainer.epoch}")
+                break
     return TrainResult(
         run_dir=run_dir,
         step=trainer.step,

@@ -284,3 +284,54 @@ def test_per_word_perplexity_counts_the_words_of_the_text(tiny_corpus, tmp_path)
     train(config, progress=False)
     metrics = load_run(tmp_path / "run", device="cpu").evaluate("test", iw_samples=2, prior_samples=0)
     assert metrics["words"] == sum(len(line.split()) + 1 for line in lines)
+
+
+def _scripted_validation(monkeypatch, values):
+    """Make the validation figure that selects best.pt and drives the plateau rule follow ``values``
+    (by epochs finished), so that stalls happen where the test says."""
+    from seqvae.training import _Trainer
+
+    monkeypatch.setattr(_Trainer, "selection_value", lambda self, valid: values[self.epoch])
+
+
+def test_plateau_rule_decays_reloads_best_and_stops_after_the_set_number_of_decays(tiny_corpus, tmp_path, monkeypatch):
+    _scripted_validation(monkeypatch, {1: 5.0, 2: 4.0, 3: 4.5, 4: 4.6, 5: 4.7, 6: 4.8, 7: 4.9, 8: 5.0})
+    settings = {"epochs": 8, "learning_rate": 0.01, "lr_decay": "plateau", "lr_patience": 1, "lr_decay_reload_best": True, "stop_after_decays": 2}
+    messages = []
+    result = train(tiny_config(tiny_corpus, tmp_path / "run", train=settings), progress=False, echo=messages.append)
+    # best at epoch 2; stalls at 3 and 4 decay the rate (patience 1), stalls at 5 and 6 decay it again, then stop
+    assert result.epoch == 6 and result.step == 6 * 19
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert last["lr_decays"] == 2 and last["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0025)
+    decays = [m for m in messages if "learning rate" in m]
+    assert len(decays) == 2 and all("back to best.pt (epoch 2)" in m for m in decays)
+    assert "stopped after 2 learning-rate decays" in messages[-1]
+    # the last decay went back to best.pt: the weights saved after it are epoch 2's; without the
+    # reload they are epoch 6's
+    assert all(torch.equal(value, _weights(tmp_path / "run", "best")[key]) for key, value in last["model"].items())
+    plain = tiny_config(tiny_corpus, tmp_path / "plain", train={**settings, "lr_decay_reload_best": False})
+    train(plain, progress=False)
+    assert any(not torch.equal(value, _weights(tmp_path / "plain", "best")[key]) for key, value in _weights(tmp_path / "plain").items())
+    # resuming a finished run trains nothing more
+    again = train(tiny_config(tiny_corpus, tmp_path / "run", train=settings), resume=True, progress=False, echo=messages.append)
+    assert again.step == result.step and "already stopped after 2 learning-rate decays" in messages[-1]
+
+
+def test_plateau_rule_ignores_stalls_before_its_start_epoch(tiny_corpus, tmp_path, monkeypatch):
+    _scripted_validation(monkeypatch, {1: 5.0, 2: 6.0, 3: 7.0, 4: 4.0, 5: 4.5})
+    settings = {"epochs": 5, "lr_decay": "plateau", "lr_patience": 0, "lr_decay_start": 3}
+    train(tiny_config(tiny_corpus, tmp_path / "run", train=settings), progress=False)
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    # epochs 2 and 3 got worse but came before the start; epoch 4 set the scheduler's best and 5 stalled once
+    assert last["lr_decays"] == 1 and last["optimizer"]["param_groups"][0]["lr"] == pytest.approx(5e-4)
+
+
+def test_resume_across_a_decay_with_reload_equals_an_uninterrupted_run(tiny_corpus, tmp_path, monkeypatch):
+    _scripted_validation(monkeypatch, {1: 5.0, 2: 4.0, 3: 4.5, 4: 4.6})
+    settings = {"epochs": 4, "lr_decay": "plateau", "lr_patience": 0, "lr_decay_reload_best": True, "checkpoint_every": 5}
+    train(tiny_config(tiny_corpus, tmp_path / "whole", train=settings), progress=False)
+    train(tiny_config(tiny_corpus, tmp_path / "parts", train={**settings, "max_steps": 64}), progress=False)  # mid epoch 4
+    train(tiny_config(tiny_corpus, tmp_path / "parts", train=settings), resume=True, progress=False)
+    for key, value in _weights(tmp_path / "whole").items():
+        assert torch.equal(value, _weights(tmp_path / "parts")[key]), key
+    assert _without_stops(tmp_path / "whole") == _without_stops(tmp_path / "parts")
