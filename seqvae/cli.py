@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 from seqvae.errors import SeqVAEError, TrainingInterrupted
@@ -48,14 +49,24 @@ def _command_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _command_eval(args: argparse.Namespace) -> int:
+def _load_run(args: argparse.Namespace):
+    """The run of a command, with one line on standard error naming the checkpoint it loaded."""
     from seqvae.runs import load_run
 
     run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    print(f"loaded {run.checkpoint}", file=sys.stderr)
+    return run
+
+
+def _command_eval(args: argparse.Namespace) -> int:
+    run = _load_run(args)
     if args.iw_samples < 0:
         raise SeqVAEError(f"--iw-samples {args.iw_samples}: use 0 to skip the bound, or a positive K")
     if args.prior_samples == 1 or args.prior_samples < 0:
         raise SeqVAEError(f"--prior-samples {args.prior_samples}: use 0 to skip, or at least 2 (self-BLEU compares samples)")
+    import torch
+
+    started = time.perf_counter()
     metrics = run.evaluate(
         args.split,
         seed=args.seed,
@@ -69,9 +80,16 @@ def _command_eval(args: argparse.Namespace) -> int:
     settings = {"iw_samples": args.iw_samples, "prior_samples": args.prior_samples, "seed": args.seed}
     if args.mi_group_size:
         settings["mi_group_size"] = args.mi_group_size
-    saved = save_evaluation(args.run_dir, args.split, args.checkpoint, metrics, settings)
+    loaded = {
+        "checkpoint_file": str(run.checkpoint.path),
+        "checkpoint_step": run.checkpoint.step,
+        "checkpoint_epochs": run.checkpoint.epoch,
+        "eval_seconds": round(time.perf_counter() - started, 1),
+        "threads": torch.get_num_threads(),
+    }
+    saved = save_evaluation(args.run_dir, args.split, args.checkpoint, metrics, {**settings, **loaded})
     if args.json:
-        print(json.dumps({"split": args.split, **metrics}))
+        print(json.dumps({"split": args.split, **loaded, **metrics}))
     else:
         _print_metrics(f"{args.split} ({args.checkpoint} checkpoint of {args.run_dir}):", metrics)
         print(f"saved to {saved}")
@@ -157,13 +175,12 @@ def _check_output(path: str, overwrite: bool, suffixes: tuple[str, ...]) -> Path
 
 def _command_sample(args: argparse.Namespace) -> int:
     from seqvae.files import atomic_write_text
-    from seqvae.runs import load_run
 
     if args.num_samples < 1:
         raise SeqVAEError(f"-n {args.num_samples}: ask for at least one sample")
     decoding = _decoding(args)
     output = _check_output(args.output, args.overwrite, (".jsonl",)) if args.output else None
-    run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    run = _load_run(args)
     if run.model.is_language_model and decoding.strategy != "sample" and args.num_samples > 1:
         print(
             f"note: {args.run_dir} is a language model (no z): {decoding.strategy} decoding gives the same sentence "
@@ -184,13 +201,12 @@ def _command_sample(args: argparse.Namespace) -> int:
 
 
 def _command_reconstruct(args: argparse.Namespace) -> int:
-    from seqvae.runs import load_run
 
     if bool(args.sentences) == bool(args.input):
         raise SeqVAEError("give sentences as arguments or --input FILE (one of the two)")
     sentences = args.sentences or _read_sentences(args.input)
     decoding = _decoding(args)
-    run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    run = _load_run(args)
     _note_unknown_words(run, sentences)
     decoded = run.reconstruct(sentences, sample_posterior=args.sample_posterior, seed=args.seed, decoding=decoding)
     for sentence, output in zip(sentences, decoded):
@@ -201,11 +217,10 @@ def _command_reconstruct(args: argparse.Namespace) -> int:
 def _command_encode(args: argparse.Namespace) -> int:
     import torch
 
-    from seqvae.runs import load_run
 
     output = _check_output(args.output, args.overwrite, (".npz", ".pt"))
     sentences = _read_sentences(args.input)
-    run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    run = _load_run(args)
     _note_unknown_words(run, sentences)
     posterior = run.encode(sentences)
     mean, std = posterior.mean.cpu(), posterior.std.cpu()
@@ -222,7 +237,6 @@ def _command_encode(args: argparse.Namespace) -> int:
 
 
 def _command_interpolate(args: argparse.Namespace) -> int:
-    from seqvae.runs import load_run
 
     if args.steps < 2:
         raise SeqVAEError(f"--steps {args.steps}: an interpolation needs at least 2 steps")
@@ -231,7 +245,7 @@ def _command_interpolate(args: argparse.Namespace) -> int:
     if args.sentences and len(args.sentences) != 2:
         raise SeqVAEError(f"give exactly two sentences to interpolate between, not {len(args.sentences)}")
     decoding = _decoding(args)
-    run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    run = _load_run(args)
     if args.prior:
         start, end = run.prior(2, seed=args.seed)
         path = run.interpolate_codes(start, end, steps=args.steps, path=args.path, decoding=decoding)
@@ -245,7 +259,6 @@ def _command_interpolate(args: argparse.Namespace) -> int:
 
 def _command_attribute(args: argparse.Namespace) -> int:
     from seqvae.attributes import parse_attribute, transfer
-    from seqvae.runs import load_run
 
     files = {name: getattr(args, name) for name in ("with_file", "without_file", "apply_file")}
     given = [name for name, value in files.items() if value]
@@ -256,7 +269,7 @@ def _command_attribute(args: argparse.Namespace) -> int:
     target = parse_attribute(args.attribute) if args.attribute else None
     sets = {name: _read_sentences(path) for name, path in files.items() if path}
     decoding = _decoding(args)
-    run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    run = _load_run(args)
     if target is None:
         vector = run.attribute_vector(sets["with_file"], sets["without_file"])
         originals = sets["apply_file"]

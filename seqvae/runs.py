@@ -28,7 +28,7 @@ from seqvae.generation import PATHS, Decoding, decode, ended, sample_prior
 from seqvae.measures import self_log_likelihood_per_token
 from seqvae.models.posterior import DiagonalGaussian, FlowPosterior
 from seqvae.models.vae import SeqVAE
-from seqvae.training import load_trained_model, max_tokens, prepare_data, resolve_device
+from seqvae.training import CheckpointInfo, load_checkpointed_model, max_tokens, prepare_data, resolve_device
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,8 @@ class Run:
     config: Config
     run_dir: Path
     device: torch.device
+    checkpoint: CheckpointInfo | None = None
+    """The checkpoint the model was loaded from (None for a model built in memory)."""
 
     def _batch(self, sentences: list[str]):
         if not sentences or any(not sentence.strip() for sentence in sentences):
@@ -239,5 +241,5 @@ class Run:
 def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> Run:
     """Load a run directory written by :func:`seqvae.training.train`."""
     resolved = resolve_device(device)
-    model, tokenizer, config = load_trained_model(run_dir, checkpoint=checkpoint, device=resolved)
-    return Run(model=model, tokenizer=tokenizer, config=config, run_dir=Path(run_dir), device=resolved)
+    model, tokenizer, config, info = load_checkpointed_model(run_dir, checkpoint=checkpoint, device=resolved)
+    return Run(model=model, tokenizer=tokenizer, config=config, run_dir=Path(run_dir), device=resolved, checkpoint=info)

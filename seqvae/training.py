@@ -827,10 +827,30 @@ def load_run_config(run_dir: str | Path) -> Config:
     return load_config(run_dir / CONFIG_FILE)
 
 
-def load_trained_model(
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Which checkpoint a loaded model came from."""
+
+    path: Path
+    step: int
+    epoch: int
+    asked: str  # ``best`` or ``last``, as requested
+
+    @property
+    def fallback(self) -> bool:
+        """best.pt was asked for and the run has none (it stopped before its first validation)."""
+        return self.asked == "best" and self.path.name != BEST
+
+    def __str__(self) -> str:
+        where = f"{self.path} (step {self.step}, {self.epoch} epochs finished)"
+        return f"{where}: the run has no {BEST} yet" if self.fallback else where
+
+
+def load_checkpointed_model(
     run_dir: str | Path, *, checkpoint: str = "best", device: torch.device | str = "cpu"
-) -> tuple[SeqVAE, Any, Config]:
-    """Rebuild the model of a run from its config, tokenizer and a checkpoint (``best`` or ``last``)."""
+) -> tuple[SeqVAE, Any, Config, CheckpointInfo]:
+    """Rebuild the model of a run from its config, tokenizer and a checkpoint (``best``, falling
+    back to ``last`` when the run has no best yet, or ``last``), and say which checkpoint it was."""
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     tokenizer = load_tokenizer(run_dir)
@@ -847,11 +867,21 @@ def load_trained_model(
     )
     load_model_state(path, model, payload["model"])
     model.to(device).eval()
+    return model, tokenizer, config, CheckpointInfo(path=path, step=payload["step"], epoch=payload["epoch"], asked=checkpoint)
+
+
+def load_trained_model(
+    run_dir: str | Path, *, checkpoint: str = "best", device: torch.device | str = "cpu"
+) -> tuple[SeqVAE, Any, Config]:
+    """Rebuild the model of a run from its config, tokenizer and a checkpoint (``best`` or ``last``)."""
+    model, tokenizer, config, _ = load_checkpointed_model(run_dir, checkpoint=checkpoint, device=device)
     return model, tokenizer, config
 
 
 __all__ = [
+    "CheckpointInfo",
     "TrainResult",
+    "load_checkpointed_model",
     "load_parts",
     "load_run_config",
     "load_trained_model",

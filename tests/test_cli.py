@@ -48,8 +48,12 @@ def test_eval_prints_metrics_and_json(trained_run, capsys):
     assert main(["eval", str(trained_run), "--split", "test"]) == 0
     assert "elbo" in capsys.readouterr().out
     assert main(["eval", str(trained_run), "--split", "valid", "--json", "--checkpoint", "last", "--prior-samples", "5"]) == 0
-    metrics = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    metrics = json.loads(captured.out)
     assert metrics["split"] == "valid" and metrics["sentences"] == 60
+    # which checkpoint was evaluated: named on stderr and in the JSON
+    assert f"loaded {trained_run / 'checkpoints' / 'last.pt'} (step 19, 1 epochs finished)" in captured.err
+    assert metrics["checkpoint_file"].endswith("last.pt") and metrics["checkpoint_step"] == 19 and metrics["checkpoint_epochs"] == 1
     assert 0.0 <= metrics["prior_distinct_1"] <= 1.0 and isinstance(metrics["warnings"], list)
     assert main(["eval", str(trained_run), "--prior-samples", "1"]) == 2
     assert "--prior-samples 1" in capsys.readouterr().err
@@ -348,3 +352,14 @@ def test_a_note_when_most_words_of_an_input_are_unknown(trained_run, capsys):
     err = capsys.readouterr().err
     assert "half or more of the words of 'the first sentence .' are unknown to this model" in err
     assert "the coach will win" not in err
+
+
+def test_a_run_without_best_checkpoint_is_loaded_from_last_and_says_so(tiny_corpus, tmp_path, capsys):
+    config_path = tmp_path / "c.toml"
+    config_path.write_text(config_to_toml(tiny_config(tiny_corpus, tmp_path / "run")), encoding="utf-8")
+    assert main(["train", str(config_path), "train.max_steps=5", "train.checkpoint_every=5", "--no-progress"]) == 0
+    (tmp_path / "run" / "checkpoints" / "best.pt").unlink()  # as if stopped before any validation
+    capsys.readouterr()
+    assert main(["sample", str(tmp_path / "run"), "-n", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "last.pt (step 5, 0 epochs finished): the run has no best.pt yet" in err
