@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from seqvae.data.corpus import load_corpus
 from seqvae.data.synthetic import ATTRIBUTES, read_attributes
 from seqvae.errors import SeqVAEError
@@ -41,18 +43,84 @@ def parse_attribute(text: str) -> tuple[str, str]:
 
 @dataclass
 class Transfer:
-    """What an attribute vector did to a set of sentences."""
+    """What an attribute vector did to a set of sentences, at one or more scales, beside the
+    baseline: the same sentences' unchanged codes (posterior means) decoded the same way."""
 
-    attribute: str
-    target: str
-    scale: float
+    scales: tuple[float, ...]
     originals: list[str]
-    transformed: list[str]
     unchanged: list[str]
-    rate: float | None = None
-    baseline_rate: float | None = None
-    vector_norm: float = 0.0
+    outputs: dict[float, list[str]]
+    vector_norm: float
+    relative_norm: float
+    """The vector's norm over the root-mean-square distance of the with/without codes from their
+    mean: about 1 moves a code as far as sentences lie apart."""
     sets: dict[str, int] = field(default_factory=dict)
+    attribute: str | None = None
+    target: str | None = None
+    rates: dict[float, float] = field(default_factory=dict)
+    """Embedded corpus: the transfer rate at each scale."""
+    baseline_rate: float | None = None
+    """Embedded corpus: the transfer rate of the unchanged codes' decodes."""
+    changes: dict[float, dict[str, float]] = field(default_factory=dict)
+    """Embedded corpus: at each scale, for each attribute, the share of sentences whose reading
+    differs from the unchanged codes' decode (the target attribute should change, the others not)."""
+
+    @property
+    def transformed(self) -> list[str]:
+        """The decodes at the first scale."""
+        return self.outputs[self.scales[0]]
+
+    @property
+    def rate(self) -> float | None:
+        """The transfer rate at the first scale (embedded corpus)."""
+        return self.rates.get(self.scales[0])
+
+
+def apply_vector(
+    run,
+    with_attribute: list[str],
+    without_attribute: list[str],
+    apply_to: list[str],
+    *,
+    scales: tuple[float, ...] = (1.0,),
+    decoding=None,
+    cache: bool = False,
+    progress: bool = False,
+) -> Transfer:
+    """The attribute vector of ``with_attribute`` against ``without_attribute`` (the notes,
+    section 3.3) added at each of ``scales`` to the codes of ``apply_to``, decoded, beside the
+    unchanged codes decoded the same way. ``cache`` keeps the two sets' codes with the run."""
+    if not with_attribute or not without_attribute:
+        raise SeqVAEError("an attribute vector needs sentences with the attribute and sentences without it")
+    if not apply_to:
+        raise SeqVAEError("no sentence to apply the attribute vector to")
+    if not scales:
+        raise SeqVAEError("give at least one scale")
+    with_codes = run.posterior_means(with_attribute, cache=cache, progress=progress)
+    without_codes = run.posterior_means(without_attribute, cache=cache, progress=progress)
+    vector = with_codes.mean(0) - without_codes.mean(0)
+    codes = torch.cat([with_codes, without_codes])
+    spread = float(((codes - codes.mean(0)) ** 2).sum(1).mean().sqrt())
+    means = run.posterior_means(apply_to)
+    outputs = {scale: run.decode(means + scale * vector, decoding=decoding) for scale in scales}
+    norm = float(vector.norm())
+    return Transfer(
+        scales=tuple(scales),
+        originals=apply_to,
+        unchanged=run.decode(means, decoding=decoding),
+        outputs=outputs,
+        vector_norm=norm,
+        relative_norm=norm / spread if spread > 0 else float("inf"),
+        sets={"with": len(with_attribute), "without": len(without_attribute), "apply": len(apply_to)},
+    )
+
+
+def attribute_changes(reference: list[str], decoded: list[str]) -> dict[str, float]:
+    """For each attribute of the embedded corpus, the share of ``decoded`` sentences whose reading
+    differs from that of the matching ``reference`` sentence."""
+    before = [read_attributes(sentence) for sentence in reference]
+    after = [read_attributes(sentence) for sentence in decoded]
+    return {name: sum(a[name] != b[name] for a, b in zip(after, before)) / len(before) for name in ATTRIBUTES}
 
 
 def transfer(
@@ -63,12 +131,14 @@ def transfer(
     with_attribute: list[str] | None = None,
     without_attribute: list[str] | None = None,
     apply_to: list[str] | None = None,
-    scale: float = 1.0,
+    scales: tuple[float, ...] = (1.0,),
     limit: int = 500,
     decoding=None,
+    cache: bool = False,
+    progress: bool = False,
 ) -> Transfer:
-    """Build the vector of ``attribute = target`` and apply it, scoring the transfer against the
-    decodes of the unchanged codes (the posterior means, same decoding).
+    """Build the vector of ``attribute = target`` and apply it, scoring the transfer at each scale
+    against the decodes of the unchanged codes (the posterior means, same decoding).
 
     Sets not given come from the run's own labelled embedded corpus: sentences of the training
     split with the attribute at ``target`` (with) and at any other value (without), and the first
@@ -83,27 +153,18 @@ def transfer(
             f"{run.run_dir}: was not trained on the embedded corpus (no train/valid .labels.jsonl beside its "
             "data files), so --attribute cannot score a transfer; use --with, --without and --apply without --attribute"
         )
-    if with_attribute is None or without_attribute is None or apply_to is None:
-        if with_attribute is None:
-            with_attribute = [s for s, labels in zip(train, train_labels) if labels[attribute] == target]
-        if without_attribute is None:
-            without_attribute = [s for s, labels in zip(train, train_labels) if labels[attribute] != target]
-        if apply_to is None:
-            apply_to = [s for s, labels in zip(valid, valid_labels) if labels[attribute] != target][:limit]
-    if not apply_to:
-        raise SeqVAEError("no sentence to apply the attribute vector to")
-    vector = run.attribute_vector(with_attribute, without_attribute)
-    transformed = run.apply_attribute(apply_to, vector, scale=scale, decoding=decoding)
-    unchanged = run.apply_attribute(apply_to, vector, scale=0.0, decoding=decoding)
-    return Transfer(
-        attribute=attribute,
-        target=target,
-        scale=scale,
-        originals=apply_to,
-        transformed=transformed,
-        unchanged=unchanged,
-        rate=transfer_rate(apply_to, transformed, attribute, target),
-        baseline_rate=transfer_rate(apply_to, unchanged, attribute, target),
-        vector_norm=float(vector.norm()),
-        sets={"with": len(with_attribute), "without": len(without_attribute), "apply": len(apply_to)},
+    if with_attribute is None:
+        with_attribute = [s for s, labels in zip(train, train_labels) if labels[attribute] == target]
+    if without_attribute is None:
+        without_attribute = [s for s, labels in zip(train, train_labels) if labels[attribute] != target]
+    if apply_to is None:
+        apply_to = [s for s, labels in zip(valid, valid_labels) if labels[attribute] != target][:limit]
+    result = apply_vector(
+        run, with_attribute, without_attribute, apply_to, scales=scales, decoding=decoding, cache=cache, progress=progress
     )
+    result.attribute, result.target = attribute, target
+    result.baseline_rate = transfer_rate(apply_to, result.unchanged, attribute, target)
+    for scale, decoded in result.outputs.items():
+        result.rates[scale] = transfer_rate(apply_to, decoded, attribute, target)
+        result.changes[scale] = attribute_changes(result.unchanged, decoded)
+    return result

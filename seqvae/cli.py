@@ -258,7 +258,8 @@ def _command_interpolate(args: argparse.Namespace) -> int:
 
 
 def _command_attribute(args: argparse.Namespace) -> int:
-    from seqvae.attributes import parse_attribute, transfer
+    from seqvae.attributes import apply_vector, parse_attribute, transfer
+    from seqvae.files import atomic_write_text
 
     files = {name: getattr(args, name) for name in ("with_file", "without_file", "apply_file")}
     given = [name for name, value in files.items() if value]
@@ -266,30 +267,49 @@ def _command_attribute(args: argparse.Namespace) -> int:
         raise SeqVAEError("pass all of --with, --without and --apply, or none with --attribute NAME=VALUE")
     if not given and not args.attribute:
         raise SeqVAEError("pass --with, --without and --apply files, or --attribute NAME=VALUE on the embedded corpus")
+    if sum(path == "-" for path in files.values()) > 1:
+        raise SeqVAEError("only one of --with, --without and --apply can read standard input (-)")
+    scales = tuple(dict.fromkeys(args.scale))  # in the order given, once each
     target = parse_attribute(args.attribute) if args.attribute else None
+    output = _check_output(args.output, args.overwrite, (".jsonl",)) if args.output else None
     sets = {name: _read_sentences(path) for name, path in files.items() if path}
     decoding = _decoding(args)
     run = _load_run(args)
+    cache = not args.no_cache
     if target is None:
-        vector = run.attribute_vector(sets["with_file"], sets["without_file"])
-        originals = sets["apply_file"]
-        transformed = run.apply_attribute(originals, vector, scale=args.scale, decoding=decoding)
-        rate = None
+        result = apply_vector(
+            run, sets["with_file"], sets["without_file"], sets["apply_file"],
+            scales=scales, decoding=decoding, cache=cache, progress=True,
+        )
     else:
         result = transfer(
             run, *target, with_attribute=sets.get("with_file"), without_attribute=sets.get("without_file"),
-            apply_to=sets.get("apply_file"), scale=args.scale, limit=args.limit, decoding=decoding,
+            apply_to=sets.get("apply_file"), scales=scales, limit=args.limit, decoding=decoding, cache=cache, progress=True,
         )
-        originals, transformed, rate = result.originals, result.transformed, result
-    shown = originals if args.show is None else originals[: args.show]
-    for original, changed in zip(shown, transformed):
-        print(f"{original}\n  -> {changed}")
-    if rate is not None:
-        print(
-            f"{args.attribute} (scale {args.scale:g}, vector norm {rate.vector_norm:.3f}; {rate.sets['with']} sentences with, "
-            f"{rate.sets['without']} without, applied to {rate.sets['apply']}): transfer rate {rate.rate:.3f}, "
-            f"unchanged codes {rate.baseline_rate:.3f}"
-        )
+    width = max(len(f"{scale:+g}") for scale in scales)
+    shown = len(result.originals) if args.show is None else args.show
+    for index, original in enumerate(result.originals[:shown]):
+        print(original)
+        print(f"  {'0':>{width}}  {result.unchanged[index]}")
+        for scale in scales:
+            print(f"  {scale:>+{width}g}  {result.outputs[scale][index]}")
+    print(
+        f"vector norm {result.vector_norm:.3f} ({result.relative_norm:.2f} of the codes' spread); "
+        f"{result.sets['with']} sentences with, {result.sets['without']} without, applied to {result.sets['apply']}"
+    )
+    if target is not None:
+        print(f"{args.attribute}: transfer rate of the unchanged codes {result.baseline_rate:.3f}")
+        for scale in scales:
+            changed = ", ".join(f"{name} {share:.2f}" for name, share in result.changes[scale].items())
+            print(f"  scale {scale:g}: transfer rate {result.rates[scale]:.3f}; attributes changed from the unchanged decode: {changed}")
+    if output is not None:
+        records = []
+        for index, original in enumerate(result.originals):
+            record = {"input": original, "baseline": result.unchanged[index]}
+            record["outputs"] = {f"{scale:g}": result.outputs[scale][index] for scale in scales}
+            records.append(json.dumps(record, ensure_ascii=False))
+        atomic_write_text(output, "\n".join(records) + "\n")
+        print(f"wrote {len(records)} sentences to {output}", file=sys.stderr)
     return 0
 
 
@@ -408,7 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
     attribute.add_argument(
         "--attribute", help="NAME=VALUE of the embedded corpus (e.g. tense=future): sets taken from the run's labelled corpus where no file is given, and the transfer rate reported"
     )
-    attribute.add_argument("--scale", type=float, default=1.0)
+    attribute.add_argument(
+        "--scale", type=float, nargs="+", default=[1.0], help="one or more multiples of the vector to add (default 1)"
+    )
+    attribute.add_argument("--output", help="also write FILE.jsonl: per sentence its input, baseline decode and one output per scale")
+    attribute.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    attribute.add_argument(
+        "--no-cache", action="store_true", help="encode the --with/--without sets again instead of reusing the codes kept in RUN/cache"
+    )
     attribute.add_argument("--limit", type=int, default=500, help="validation sentences to transform (embedded corpus)")
     attribute.add_argument("--show", type=int, default=None, help="print only the first N transformations")
     decoding_arguments(attribute, seed_help="seed of sampling")

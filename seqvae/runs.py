@@ -12,23 +12,32 @@ a :class:`~seqvae.generation.Decoding` says otherwise.
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from seqvae.config import Config
 from seqvae.data.batching import collate, encode_split
 from seqvae.data.corpus import load_corpus
 from seqvae.errors import SeqVAEError
 from seqvae.data.synthetic import labels_path, read_labels
+from seqvae.files import atomic_write_with
 from seqvae.evaluation import evaluate_split, free_bits_target, latent_probe
 from seqvae.generation import PATHS, Decoding, decode, ended, sample_prior
 from seqvae.measures import self_log_likelihood_per_token
 from seqvae.models.posterior import DiagonalGaussian, FlowPosterior
 from seqvae.models.vae import SeqVAE
 from seqvae.training import CheckpointInfo, load_checkpointed_model, max_tokens, prepare_data, resolve_device
+
+CACHE_DIR = "cache"
+"""Sub-directory of a run that keeps posterior means of sentence sets (Run.posterior_means)."""
+CODE_CHUNK = 2048
+"""Sentences encoded per step of posterior_means' progress."""
 
 
 @dataclass(frozen=True)
@@ -160,12 +169,44 @@ class Run:
         means = self.encode([first, second]).mean
         return self.interpolate_codes(means[0], means[1], steps=steps, path=path, decoding=decoding, max_length=max_length)
 
-    def attribute_vector(self, with_attribute: list[str], without_attribute: list[str]) -> torch.Tensor:
+    def posterior_means(self, sentences: list[str], *, cache: bool = False, progress: bool = False) -> torch.Tensor:
+        """The posterior means of ``sentences``, (N, Z). With ``cache`` they are kept in
+        ``RUN/cache/`` under a key of the sentences' content and the checkpoint, so a large set
+        is encoded once per checkpoint (a retrained run has a new key)."""
+        self._needs_z("encode sentences into")
+        path = self.run_dir / CACHE_DIR / f"means-{self._cache_key(sentences)}.pt" if cache else None
+        if path is not None and path.is_file():
+            try:
+                means = torch.load(path, map_location=self.device, weights_only=True)
+                if means.shape == (len(sentences), self.model.latent_dim):
+                    return means
+            except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError):
+                pass  # an unreadable cache entry is recomputed and replaced
+        chunks = range(0, len(sentences), CODE_CHUNK)
+        bar = tqdm(chunks, desc="encoding", unit="chunk", disable=not progress or len(chunks) < 2, leave=False)
+        means = torch.cat([self.encode(sentences[start : start + CODE_CHUNK]).mean for start in bar])
+        if path is not None:
+            path.parent.mkdir(exist_ok=True)
+            atomic_write_with(path, lambda handle: torch.save(means.cpu(), handle))
+        return means
+
+    def _cache_key(self, sentences: list[str]) -> str:
+        digest = hashlib.sha256()
+        if self.checkpoint is not None:  # the weights the codes come from: file, step and write time
+            stat = self.checkpoint.path.stat()
+            digest.update(f"{self.checkpoint.path.name}:{self.checkpoint.step}:{stat.st_mtime_ns}:{stat.st_size}\n".encode())
+        digest.update("\n".join(sentences).encode("utf-8"))
+        return digest.hexdigest()[:24]
+
+    def attribute_vector(
+        self, with_attribute: list[str], without_attribute: list[str], *, cache: bool = False, progress: bool = False
+    ) -> torch.Tensor:
         """The mean posterior mean of sentences with an attribute minus that of sentences without
-        it (the notes, section 3.3), (Z,)."""
+        it (the notes, section 3.3), (Z,); ``cache`` keeps both sets' codes with the run."""
         if not with_attribute or not without_attribute:
             raise SeqVAEError("an attribute vector needs sentences with the attribute and sentences without it")
-        return self.encode(with_attribute).mean.mean(0) - self.encode(without_attribute).mean.mean(0)
+        means = [self.posterior_means(sentences, cache=cache, progress=progress) for sentences in (with_attribute, without_attribute)]
+        return means[0].mean(0) - means[1].mean(0)
 
     def apply_attribute(
         self,

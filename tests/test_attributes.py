@@ -54,3 +54,41 @@ def test_attribute_scoring_refuses_a_run_not_trained_on_the_embedded_corpus(tiny
     sentences = ["the coach will win the game ."]
     with pytest.raises(SeqVAEError, match="was not trained on the embedded corpus"):
         transfer(run, "tense", "future", with_attribute=sentences, without_attribute=sentences, apply_to=sentences)
+
+
+def test_posterior_means_are_cached_by_content_and_checkpoint(tiny_corpus, tmp_path):
+    import torch
+
+    config = tiny_config(tiny_corpus, tmp_path / "run", train={"epochs": 1})
+    train(config, progress=False)
+    run = load_run(tmp_path / "run", device="cpu")
+    sentences = tiny_corpus["valid"].read_text().splitlines()
+    fresh = run.encode(sentences).mean
+    cached = run.posterior_means(sentences, cache=True)
+    entries = list((tmp_path / "run" / "cache").glob("means-*.pt"))
+    assert len(entries) == 1 and torch.equal(cached, fresh)
+    assert torch.equal(torch.load(entries[0], weights_only=True), fresh)
+    # the same content is found again; other content gets its own entry
+    assert torch.equal(run.posterior_means(list(sentences), cache=True), fresh)
+    run.posterior_means(sentences[:10], cache=True)
+    assert len(list((tmp_path / "run" / "cache").glob("means-*.pt"))) == 2
+    # a damaged entry is recomputed and replaced
+    entries[0].write_bytes(b"not a tensor")
+    assert torch.equal(run.posterior_means(sentences, cache=True), fresh)
+    assert torch.equal(torch.load(entries[0], weights_only=True), fresh)
+    # another checkpoint (the run trained on) gives another key, so stale codes are never reused
+    train(tiny_config(tiny_corpus, tmp_path / "run", train={"epochs": 2}), resume=True, progress=False)
+    later = load_run(tmp_path / "run", device="cpu")
+    assert torch.equal(later.posterior_means(sentences, cache=True), later.encode(sentences).mean)
+    assert len(list((tmp_path / "run" / "cache").glob("means-*.pt"))) == 3
+
+
+def test_transfer_at_several_scales_reports_each_with_the_attribute_changes(tiny_corpus, tmp_path):
+    train(tiny_config(tiny_corpus, tmp_path / "run", train={"epochs": 1}), progress=False)
+    run = load_run(tmp_path / "run", device="cpu")
+    result = transfer(run, "tense", "future", scales=(0.0, 1.0, 4.0), limit=20)
+    assert result.scales == (0.0, 1.0, 4.0) and set(result.rates) == set(result.changes) == {0.0, 1.0, 4.0}
+    # scale 0 is the unchanged code: the same decodes as the baseline, no attribute changed
+    assert result.outputs[0.0] == result.unchanged and result.rates[0.0] == result.baseline_rate
+    assert all(share == 0.0 for share in result.changes[0.0].values())
+    assert result.transformed == result.outputs[0.0] and result.vector_norm > 0 and result.relative_norm > 0

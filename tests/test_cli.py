@@ -173,12 +173,29 @@ def test_attribute_with_files_and_on_the_embedded_corpus(trained_run, tiny_corpu
     (tmp_path / "without.txt").write_text("\n".join(s for s, l in zip(sentences, labels) if l["tense"] != "future"))
     (tmp_path / "apply.txt").write_text("the coach won the game .\nthose violinists record a melody .\n")
     files = ["--with", str(tmp_path / "with.txt"), "--without", str(tmp_path / "without.txt"), "--apply", str(tmp_path / "apply.txt")]
+    output = tmp_path / "moved.jsonl"
+    assert main(["attribute", str(trained_run), *files, "--scale", "1", "2", "--output", str(output)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    # per sentence: the input, its baseline decode (scale 0), one decode per scale; then the vector
+    assert len(out) == 2 * 4 + 1 and out[0] == "the coach won the game ."
+    assert [line.split()[0] for line in out[1:4]] == ["0", "+1", "+2"]
+    assert out[-1].startswith("vector norm ") and "of the codes' spread" in out[-1] and "applied to 2" in out[-1]
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["input"] for r in records] == ["the coach won the game .", "those violinists record a melody ."]
+    assert set(records[0]["outputs"]) == {"1", "2"} and records[0]["baseline"] == out[1].split(maxsplit=1)[1]
+    # the codes of --with and --without were kept with the run, keyed by content: a second call reuses them
+    cached = sorted((trained_run / "cache").glob("means-*.pt"))
+    assert len(cached) == 2
+    stamps = [path.stat().st_mtime_ns for path in cached]
+    assert main(["attribute", str(trained_run), *files, "--scale", "2", "--output", str(output)]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main(["attribute", str(trained_run), *files, "--scale", "2"]) == 0
+    again = capsys.readouterr().out.splitlines()
+    assert again[2] == out[3] and [path.stat().st_mtime_ns for path in cached] == stamps
+    assert main(["attribute", str(trained_run), "--attribute", "tense=future", "--limit", "10", "--show", "2", "--scale", "1", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 4 and out[0] == "the coach won the game ." and out[1].startswith("  -> ")
-    assert main(["attribute", str(trained_run), "--attribute", "tense=future", "--limit", "10", "--show", "2"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert len(out) == 5 and "transfer rate" in out[-1] and "unchanged codes" in out[-1] and "applied to 10" in out[-1]
+    assert len(out) == 2 * 4 + 4 and "applied to 10" in out[8] and "transfer rate of the unchanged codes" in out[9]
+    assert out[10].startswith("  scale 1: transfer rate") and "tense " in out[10] and out[11].startswith("  scale 3:")
     assert main(["attribute", str(trained_run), "--attribute", "tense=tomorrow"]) == 2
     assert "tense=past|present|future" in capsys.readouterr().err
     assert main(["attribute", str(trained_run), "--with", str(tmp_path / "with.txt")]) == 2
