@@ -210,8 +210,11 @@ class TrainConfig:
     """Sentences per training batch."""
     eval_batch_size: int = 128
     """Sentences per batch in validation and evaluation."""
+    optimizer: str = "adam"
+    """``adam`` (Kingma & Ba 2015) or ``sgd`` (plain, no momentum, as in the He et al. 2019 and
+    Li et al. 2019 code, which used 1.0 and 0.5)."""
     learning_rate: float = 1e-3
-    """Adam's learning rate."""
+    """The optimizer's learning rate."""
     grad_clip: float = 5.0
     """Clip the global gradient norm to this value; 0 disables clipping."""
     lr_decay: str = "none"
@@ -294,6 +297,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "objective.free_bits": ("none", "per_dimension", "total_hinge", "mdr"),
     "annealing.schedule": ("constant", "linear", "logistic", "cyclical"),
     "train.lr_decay": ("none", "plateau"),
+    "train.optimizer": ("adam", "sgd"),
     "train.best_metric": ("elbo", "rec"),
     "train.validation": ("full", "elbo"),
     "train.init_parts": ("encoder", "posterior", "decoder"),

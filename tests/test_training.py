@@ -335,3 +335,17 @@ def test_resume_across_a_decay_with_reload_equals_an_uninterrupted_run(tiny_corp
     for key, value in _weights(tmp_path / "whole").items():
         assert torch.equal(value, _weights(tmp_path / "parts")[key]), key
     assert _without_stops(tmp_path / "whole") == _without_stops(tmp_path / "parts")
+
+
+def test_sgd_optimizer_takes_plain_gradient_steps(tiny_corpus, tmp_path):
+    from seqvae.training import build_optimizer
+
+    parameter = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    optimizer = build_optimizer([parameter], learning_rate=0.5, device=torch.device("cpu"), kind="sgd")
+    (parameter**2).sum().backward()
+    optimizer.step()
+    assert torch.equal(parameter.detach(), torch.tensor([1.0 - 0.5 * 2.0, -2.0 + 0.5 * 4.0]))
+    config = tiny_config(tiny_corpus, tmp_path / "run", train={"optimizer": "sgd", "learning_rate": 1.0, "max_steps": 5})
+    train(config, progress=False)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["optimizer"]
+    assert state["param_groups"][0]["momentum"] == 0 and not any("exp_avg" in entry for entry in state["state"].values())
