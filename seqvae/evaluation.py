@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from seqvae.progress import progress_bar
 from seqvae.data.batching import Batch
 from seqvae.generation import ended, greedy_decode, sample_prior
 from seqvae.measures import (
@@ -69,7 +69,7 @@ def evaluate_elbo(
       measure aggressive training watches; a second's work for a few thousand sentences
     - active_units (Burda et al. 2016) and mean_posterior_std, for the collapse diagnostics
     """
-    batches = tqdm(batches, desc="validating", disable=not progress, leave=False, dynamic_ncols=True)
+    batches = progress_bar(batches, desc="validating", disable=not progress)
     if model.is_language_model:
         return evaluate_language_model(model, batches)
     was_training = model.training
@@ -175,7 +175,7 @@ def _evaluate_split_language_model(
     totals = {"nll": 0.0, "fr": 0.0}
     sentences = tokens = counted_words = 0
     try:
-        for batch in tqdm(batches, desc="evaluating", disable=not progress, leave=False, dynamic_ncols=True):
+        for batch in progress_bar(batches, desc="evaluating", disable=not progress):
             batch = batch.to(device)
             z = model.encode(batch).mean  # (B, 0)
             teacher, free = teacher_forced_and_free_running_nll(model.decoder, batch, z)
@@ -256,7 +256,7 @@ def evaluate_split(
     sentences = tokens = counted_words = 0
     posteriors, hypotheses, references = [], [], []
     # the batches, then the two set-level stages that take seconds to minutes: MI and prior samples
-    bar = tqdm(total=len(batches) + 2, desc="evaluating", disable=not progress, leave=False, dynamic_ncols=True)
+    bar = progress_bar(total=len(batches) + 2, desc="evaluating", disable=not progress)
     try:
         for batch in batches:
             bar.update(1)

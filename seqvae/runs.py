@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from seqvae.config import Config
 from seqvae.data.batching import collate, encode_split
@@ -27,6 +26,7 @@ from seqvae.data.corpus import load_corpus
 from seqvae.errors import SeqVAEError
 from seqvae.data.synthetic import labels_path, read_labels
 from seqvae.files import atomic_write_with
+from seqvae.progress import progress_bar
 from seqvae.evaluation import evaluate_split, free_bits_target, latent_probe
 from seqvae.generation import PATHS, Decoding, decode, ended, sample_prior
 from seqvae.measures import self_log_likelihood_per_token
@@ -183,7 +183,7 @@ class Run:
             except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError):
                 pass  # an unreadable cache entry is recomputed and replaced
         chunks = range(0, len(sentences), CODE_CHUNK)
-        bar = tqdm(chunks, desc="encoding", unit="chunk", disable=not progress or len(chunks) < 2, leave=False)
+        bar = progress_bar(chunks, desc="encoding", unit="chunk", disable=not progress or len(chunks) < 2)
         means = torch.cat([self.encode(sentences[start : start + CODE_CHUNK]).mean for start in bar])
         if path is not None:
             path.parent.mkdir(exist_ok=True)

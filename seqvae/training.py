@@ -24,7 +24,6 @@ import json
 import math
 import shutil
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -33,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from seqvae.aggressive import AggressiveSwitch, InnerLoopRule
 from seqvae.annealing import kl_weight
+from seqvae.progress import progress_bar
 from seqvae.checkpoints import check_vocabulary, load_checkpoint, load_model_state, save_checkpoint
 from seqvae.config import Config, ObjectiveConfig, config_to_dict, config_to_toml, load_config
 from seqvae.data.batching import Batch, EncodedSplit, bucketed_batches, collate, encode_split, sorted_batches
@@ -495,14 +494,8 @@ class _Trainer:
             epoch=self.epoch,
             pool_batches=config.train.bucket_batches,
         )
-        bar = tqdm(
-            total=len(batches),
-            initial=self.batch_in_epoch,
-            desc=f"epoch {self.epoch + 1}/{config.train.epochs}",
-            disable=not self.progress,
-            dynamic_ncols=True,
-            mininterval=0.1 if sys.stderr.isatty() else 5.0,
-            leave=False,
+        bar = progress_bar(
+            total=len(batches), initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{config.train.epochs}", disable=not self.progress
         )
         self.model.train()
         try:

@@ -107,3 +107,12 @@ def test_the_configuration_reference_is_generated_from_the_code():
     assert REFERENCE.read_text(encoding="utf-8") == render(), "docs/config.md is stale: run python -m seqvae.config_reference --write"
     for key in ("latent_dim", "posterior", "flow", "free_bits", "init_from", "aggressive", "threads"):
         assert f"| `{key}` |" in render()
+
+
+def test_a_config_of_only_data_has_the_remedies_against_collapse(tiny_corpus):
+    # without them such a config collapsed on the embedded corpus and on PTB sentences (README)
+    from seqvae.config import load_config
+
+    config = load_config(None, [f"data.{split}={path}" for split, path in tiny_corpus.items()])
+    assert config.annealing.schedule == "linear" and config.annealing.start == 0.0 and config.annealing.warmup_steps == 2000
+    assert config.objective.free_bits == "per_dimension" and config.objective.free_bits_lambda == 0.1

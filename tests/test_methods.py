@@ -75,9 +75,20 @@ def test_language_model_trains_evaluates_exactly_and_reports_z_measures_as_absen
         run.interpolate_codes(torch.zeros(0), torch.zeros(0))
 
 
+def load_config_with_data(corpus, overrides):
+    """A config of only [data] (every other key at its default), with ``overrides``."""
+    from seqvae.config import load_config
+
+    return load_config(None, [f"data.{split}={path}" for split, path in corpus.items()] + overrides)
+
+
 def test_language_model_refuses_settings_that_act_on_z(tiny_corpus, tmp_path):
-    with pytest.raises(SeqVAEError, match="objective.free_bits.*language model"):
-        tiny_config(tiny_corpus, tmp_path, model={"latent_dim": 0}, objective={"free_bits": "per_dimension"})
+    for variant in ("total_hinge", "mdr"):
+        with pytest.raises(SeqVAEError, match="objective.free_bits.*language model"):
+            tiny_config(tiny_corpus, tmp_path, model={"latent_dim": 0}, objective={"free_bits": variant, "free_bits_lambda": 1.0})
+    # the default free bits are inert without z: `model.latent_dim=0` alone gives a language model
+    config = load_config_with_data(tiny_corpus, ["model.latent_dim=0"])
+    assert config.model.latent_dim == 0 and config.objective.free_bits == "per_dimension"
     with pytest.raises(SeqVAEError, match="train.aggressive.*language model"):
         tiny_config(tiny_corpus, tmp_path, model={"latent_dim": 0}, train={"aggressive": True})
 
