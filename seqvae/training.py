@@ -160,6 +160,10 @@ class TrainResult:
     data: dict[str, dict[str, int]]
     resumed_from_step: int | None = None
     seconds: float = 0.0
+    finished: bool = False
+    """The run reached its end (train.epochs, or train.stop_after_decays), not a budget."""
+    train_seconds: float = 0.0
+    """Training time of the whole run, earlier sittings included."""
 
 
 def _check_run_dir(config: Config, run_dir: Path, *, resume: bool, overwrite: bool) -> None:
@@ -732,10 +736,10 @@ def _train(config: Config, *, resume: bool, overwrite: bool, progress: bool, ech
     metrics = _MetricsLog(run_dir / METRICS_FILE, _read_metrics(run_dir / METRICS_FILE, trainer.step))
 
     with _stop_on_signals(trainer):
-        limit = config.train.stop_after_decays
-        if limit and trainer.decays >= limit:
-            say(f"{run_dir}: already stopped after {trainer.decays} learning-rate decays (train.stop_after_decays={limit})")
-        while trainer.epoch < config.train.epochs and not (limit and trainer.decays >= limit):
+        decay_limit = config.train.stop_after_decays
+        if decay_limit and trainer.decays >= decay_limit:
+            say(f"{run_dir}: already stopped after {trainer.decays} learning-rate decays (train.stop_after_decays={decay_limit})")
+        while trainer.epoch < config.train.epochs and not (decay_limit and trainer.decays >= decay_limit):
             if not trainer.run_epoch(metrics, last_path):
                 # a budget (train.max_minutes or train.max_steps) ends the run: validate what it reached
                 if trainer.out_of_time():
@@ -767,6 +771,8 @@ def _train(config: Config, *, resume: bool, overwrite: bool, progress: bool, ech
         data=data.summary,
         resumed_from_step=resumed_from,
         seconds=time.perf_counter() - started,
+        finished=trainer.epoch >= config.train.epochs or bool(decay_limit and trainer.decays >= decay_limit),
+        train_seconds=trainer.seconds(),
     )
 
 

@@ -253,11 +253,16 @@ def test_ptb_recipe_end_to_end_on_a_tiny_stand_in(tiny_corpus, tmp_path, pairing
         (data / f"ptb.{split}.txt").write_text("".join(f" {line.replace('coach', '<unk>')} \n" for line in lines))
     result = _run(
         [str(REPO / "recipes/ptb/run.py"), "--data-dir", str(data), "--iw-samples", "20", "train.epochs=1", "model.hidden_dim=16",
-         "model.embedding_dim=8", "model.latent_dim=4", "model.adaptive_cutoffs=40,100", *pairing],
+         "model.embedding_dim=8", "model.latent_dim=4", "model.adaptive_cutoffs=40,100", *pairing, "--results", "row.json"],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert "test (best checkpoint):" in result.stdout and "ppl_elbo" in result.stdout and "ppl_iw" in result.stdout
+    # the row of RESULTS.md: the test figures with the command, output layer, epochs and times
+    row = json.loads((tmp_path / "row.json").read_text())
+    assert row["split"] == "test" and row["iw_samples"] == 20 and row["output_layer"] == "adaptive" and row["epochs_trained"] == 1
+    assert row["command"].startswith("python recipes/ptb/run.py --data-dir") and row["command"].endswith("--results row.json")
+    assert row["train_seconds"] > 0 and row["checkpoint_epochs"] == 1 and {"ppl_iw", "nll_iw", "kl", "mi", "active_units", "tokens"} <= set(row)
     config = (tmp_path / "runs/ptb/config.toml").read_text()
     assert 'free_bits = "per_dimension"' in config and "latent_dim = 4" in config
     assert 'output_layer = "adaptive"' in config and "adaptive_cutoffs = [40, 100]" in config

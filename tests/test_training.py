@@ -152,7 +152,7 @@ def test_a_time_budget_stops_training_validates_and_keeps_best(tiny_corpus, tmp_
     messages = []
     config = tiny_config(tiny_corpus, tmp_path / "run", train={"epochs": 50, "max_minutes": 0.002, "validation": "elbo"})
     result = train(config, progress=False, echo=messages.append)
-    assert 0 < result.step < 50 * 19
+    assert 0 < result.step < 50 * 19 and not result.finished
     valid = [r for r in _metrics(tmp_path / "run") if r["split"] == "valid"]
     assert valid[-1]["step"] == result.step and len({r["step"] for r in valid}) == len(valid)
     best = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
@@ -300,7 +300,7 @@ def test_plateau_rule_decays_reloads_best_and_stops_after_the_set_number_of_deca
     messages = []
     result = train(tiny_config(tiny_corpus, tmp_path / "run", train=settings), progress=False, echo=messages.append)
     # best at epoch 2; stalls at 3 and 4 decay the rate (patience 1), stalls at 5 and 6 decay it again, then stop
-    assert result.epoch == 6 and result.step == 6 * 19
+    assert result.epoch == 6 and result.step == 6 * 19 and result.finished and result.train_seconds > 0
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert last["lr_decays"] == 2 and last["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0025)
     decays = [m for m in messages if "learning rate" in m]

@@ -14,9 +14,15 @@ was interrupted, and the overrides apply to both.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
+import shlex
 import shutil
 import sys
+import time
 from pathlib import Path
+
+import torch
 
 from tqdm.auto import tqdm
 
@@ -25,6 +31,7 @@ from seqvae.allocator import keep_freed_memory
 from seqvae.config import load_layered_config
 from seqvae.errors import TrainingInterrupted
 from seqvae.evaluation import format_metrics
+from seqvae.files import atomic_write_json
 from seqvae.generation import Decoding
 
 HERE = Path(__file__).parent
@@ -61,6 +68,27 @@ def stage_configs(method: str | None, overrides: list[str]):
     return configs
 
 
+def results_row(args, argv, run, result, metrics: dict, eval_seconds: float) -> dict:
+    """One row of RESULTS.md: the ``seqvae eval --split test --json`` figures of the best
+    checkpoint with what it takes to reproduce and judge them."""
+    command = "python recipes/ptb/run.py " + " ".join(shlex.quote(part) for part in (sys.argv[1:] if argv is None else argv))
+    return {
+        "method": args.method or "default",
+        "command": command,
+        "output_layer": run.config.model.output_layer,
+        "seed": run.config.run.seed,
+        "checkpoint_file": str(run.checkpoint.path),
+        "checkpoint_epochs": run.checkpoint.epoch,
+        "epochs_trained": result.epoch,
+        "train_seconds": round(result.train_seconds, 1),
+        "eval_seconds": round(eval_seconds, 1),
+        "threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {run.device}",
+        "split": "test",
+        **metrics,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*")
@@ -76,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--eval", choices=("both", "valid", "test", "none"), default="both",
         help="which splits the best checkpoint is evaluated on after training (default both)",
+    )
+    parser.add_argument(
+        "--results", metavar="FILE.json",
+        help="also write the test evaluation, with the command, output layer, epochs, times and machine, to this "
+        "file (recipes/ptb/results/METHOD.json holds each finished row)",
     )
     args = parser.parse_intermixed_args(argv)  # overrides may come before or after the flags
     keep_freed_memory()  # long loops reuse freed memory instead of faulting in fresh pages
@@ -98,17 +131,25 @@ def main(argv: list[str] | None = None) -> int:
             # --resume continues a stage that has a checkpoint and starts one that has not begun
             resume = args.resume and (Path(config.run.dir) / "checkpoints" / "last.pt").is_file()
             result = train(config, resume=resume, overwrite=args.overwrite, echo=tqdm.write)
-            if index < len(configs) - 1 and result.epoch < config.train.epochs:
+            if index < len(configs) - 1 and not result.finished:
                 # stopped by train.max_steps or train.max_minutes: the next stage needs this one finished
                 print(f"stage {index + 1} stopped before its last epoch; continue both stages with --resume")
                 return 0
         run = load_run(result.run_dir, device=config.run.device)
         print(f"\ntrained {result.epoch} epochs, {result.step} steps in {result.seconds:.0f} s")
         splits = {"both": ("valid", "test"), "none": ()}.get(args.eval, (args.eval,))
+        if args.results and "test" not in splits:
+            raise SeqVAEError(f"--results {args.results}: holds the test evaluation; use --eval test or both")
         for split in splits:
             print(f"{split} (best checkpoint):")
-            for line in format_metrics(run.evaluate(split, iw_samples=args.iw_samples, progress=True)):
+            started = time.perf_counter()
+            metrics = run.evaluate(split, iw_samples=args.iw_samples, progress=True)
+            for line in format_metrics(metrics):
                 print(f"  {line}")
+            if split == "test" and args.results:
+                row = results_row(args, argv, run, result, metrics, time.perf_counter() - started)
+                atomic_write_json(args.results, row)
+                print(f"  written to {args.results}")
         print("\nfive sentences decoded from z ~ N(0, I):" if run.model.latent_dim else "\nfive sentences sampled from the language model:")
         # greedy decoding of a language model gives one sentence; sample it instead
         decoding = None if run.model.latent_dim else Decoding("sample")
