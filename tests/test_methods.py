@@ -2,6 +2,7 @@
 end to end through recipes/ptb/run.py --method on a tiny stand-in for PTB."""
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -290,8 +291,8 @@ def test_aggressive_resumes_bit_exactly_after_it_switched_off(tiny_corpus, tmp_p
 # ---- every --method of the PTB recipe, end to end on a tiny stand-in ----
 
 
-def _ptb_recipe():
-    spec = importlib.util.spec_from_file_location("ptb_run", REPO / "recipes" / "ptb" / "run.py")
+def _ptb_recipe(name: str = "run"):
+    spec = importlib.util.spec_from_file_location(f"ptb_{name}", REPO / "recipes" / "ptb" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -315,9 +316,14 @@ def test_each_ptb_method_runs_end_to_end(ptb_stand_in, tmp_path, monkeypatch, ca
     if method != "lm":
         tiny.append("model.latent_dim=4")
     arguments = ["--data-dir", str(ptb_stand_in), "--method", method, "--iw-samples", "3", "--eval", "test", *tiny]
-    assert recipe.main(arguments) == 0
+    assert recipe.main(arguments + ["--results", "row.json"]) == 0
     out = capsys.readouterr().out
     assert "test (best checkpoint):" in out
+    # the row file makes a row of RESULTS.md: the figures it printed, with what produced them
+    row = json.loads((tmp_path / "row.json").read_text())
+    cells = _ptb_recipe("results").row_cells(method, row)
+    assert len(cells) == len(_ptb_recipe("results").COLUMNS) and row["method"] == method and f"--method {method}" in row["command"]
+    assert cells[2].startswith(f"{row['ppl']:.2f}" if method == "lm" else f"{row['ppl_iw']:.2f}")
     run_dir = tmp_path / "runs" / f"ptb-{method}"
     config = (run_dir / "config.toml").read_text()
     if method == "lm":
@@ -348,3 +354,11 @@ def test_each_method_trains_with_the_transformer_pair(tiny_corpus, tmp_path, met
     assert result.step == 12
     metrics = load_run(tmp_path / "run", checkpoint="last", device="cpu").evaluate("valid", iw_samples=3, prior_samples=2)
     assert math.isfinite(metrics["nll"] if method == "language model" else metrics["nll_iw"])
+
+
+def test_ptb_results_table_is_in_step_with_the_result_files():
+    # RESULTS.md shows exactly what the rows' commands wrote (recipes/ptb/results/*.json)
+    results = _ptb_recipe("results")
+    document = results.DOCUMENT.read_text(encoding="utf-8")
+    shown = document.split(results.BEGIN, 1)[1].split(results.END, 1)[0].strip()
+    assert shown == results.table()

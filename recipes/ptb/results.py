@@ -1,0 +1,96 @@
+"""The table of recipes/ptb/RESULTS.md, built from the finished rows in recipes/ptb/results/*.json.
+
+    python recipes/ptb/results.py            # print the table
+    python recipes/ptb/results.py --write    # replace the table between the markers of RESULTS.md
+
+Each JSON file is what ``python recipes/ptb/run.py ... --method NAME --results FILE`` wrote: the
+test evaluation of the row's best checkpoint (``seqvae eval RUN --split test --json``) with the
+command, output layer, epochs, times and machine. The table shows those figures and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+DOCUMENT = HERE / "RESULTS.md"
+BEGIN, END = "<!-- table: python recipes/ptb/results.py --write -->", "<!-- end of table -->"
+ORDER = ("lm", "annealing", "cyclical", "aggressive", "ae-fb", "ae-fb-softmax", "bn-vae", "mdr", "iaf", "best")
+PUBLISHED = {  # IW-PPL / KL / MI / AU, Li et al. 2019 via the Optimus appendix (Li et al. 2020)
+    "lm": "100.47 / - / - / -",
+    "annealing": "101.40 / 0.00 / 0.00 / 0",
+    "cyclical": "108.81 / 1.37 / 1.27 / 5",
+    "aggressive": "99.83 / 0.93 / 0.83 / 4",
+    "ae-fb": "96.86 / 6.54 / 5.31 / 32",
+    "ae-fb-softmax": "96.86 / 6.54 / 5.31 / 32",
+}
+COLUMNS = (
+    "row", "output layer", "test IW-PPL (K = 500)", "IW-NLL", "-ELBO", "rec", "KL", "MI", "AU",
+    "teacher-forced / free-running NLL", "BLEU", "prior self-BLEU", "epochs (best at)", "training time",
+    "published IW-PPL / KL / MI / AU",
+)
+
+
+def _number(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def row_cells(name: str, row: dict) -> list[str]:
+    """The table's cells for one result file; a language model's exact PPL and NLL stand in the
+    IW columns, and what needs z is '-'."""
+    language_model = "nll" in row and "nll_iw" not in row
+    hours = row["train_seconds"] / 3600
+    return [
+        f"`{name}`",
+        row["output_layer"],
+        _number(row["ppl"] if language_model else row["ppl_iw"]) + (" (exact)" if language_model else ""),
+        _number(row["nll"] if language_model else row["nll_iw"]),
+        _number(None if language_model else row["elbo"]),
+        _number(None if language_model else row["rec"]),
+        _number(None if language_model else row["kl"]),
+        _number(None if language_model else row["mi"]),
+        "-" if language_model else str(row["active_units"]),
+        "-" if language_model else f"{row['nll_teacher_forced']:.2f} / {row['nll_free_running']:.2f}",
+        _number(None if language_model else row["bleu"]),
+        _number(row.get("prior_self_bleu"), 1),
+        f"{row['epochs_trained']} ({row['checkpoint_epochs']})",
+        f"{hours:.1f} h",
+        PUBLISHED.get(name, "not published at these sizes"),
+    ]
+
+
+def table() -> str:
+    """The Markdown table of every finished row, in the order of the published table."""
+    rows = {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in sorted(RESULTS.glob("*.json"))}
+    unknown = sorted(set(rows) - set(ORDER))
+    if unknown:
+        raise SystemExit(f"results.py: {RESULTS}/{unknown[0]}.json is not a row of the table ({', '.join(ORDER)})")
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row_cells(name, rows[name])) + " |" for name in ORDER if name in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help=f"replace the table in {DOCUMENT.name}")
+    args = parser.parse_args(argv)
+    text = table()
+    if not args.write:
+        print(text)
+        return 0
+    document = DOCUMENT.read_text(encoding="utf-8")
+    if BEGIN not in document or END not in document:
+        print(f"results.py: {DOCUMENT}: the table markers are missing", file=sys.stderr)
+        return 2
+    head, rest = document.split(BEGIN, 1)
+    DOCUMENT.write_text(head + BEGIN + "\n" + text + "\n" + END + rest.split(END, 1)[1], encoding="utf-8")
+    print(f"wrote the table of {len(text.splitlines()) - 2} rows to {DOCUMENT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
