@@ -161,11 +161,12 @@ class ObjectiveConfig:
     free_bits: str = "per_dimension"
     """``none``, ``per_dimension`` (Kingma et al. 2016; the default, with free_bits_lambda 0.1 and the
     linear KL warm-up: without them a config of only [data] collapsed; with them every unit stayed
-    active and the IW bound was no worse than the collapsed model's; README, "Your own corpus"), ``total_hinge`` (the notes, 4.3) or
-    ``mdr`` (minimum desired rate, Pelsmaeker & Aziz 2020: the constraint KL >= free_bits_lambda
+    active and the IW bound was no worse than the collapsed model's; README, "Your own corpus"),
+    ``per_example`` (Li et al. 2019's code, "fb=2": each example's dimension with KL at most
+    free_bits_lambda is left out of the KL term), ``total_hinge`` (the notes, 4.3) or ``mdr`` (minimum desired rate, Pelsmaeker & Aziz 2020: the constraint KL >= free_bits_lambda
     enforced by a Lagrange multiplier learned by gradient ascent)."""
     free_bits_lambda: float = 0.1
-    """Free-bits target in nats: per dimension, or for the total KL with ``total_hinge``, or the
+    """Free-bits target in nats: per dimension (``per_dimension``, ``per_example``), or for the total KL with ``total_hinge``, or the
     target rate r with ``mdr``."""
     mdr_learning_rate: float = 0.001
     """``mdr``: learning rate of the multiplier's gradient ascent (RMSprop, as in the authors' code)."""
@@ -296,7 +297,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.output_layer": ("softmax", "adaptive"),
     "model.posterior": ("gaussian", "batchnorm"),
     "model.flow": ("none", "iaf", "planar"),
-    "objective.free_bits": ("none", "per_dimension", "total_hinge", "mdr"),
+    "objective.free_bits": ("none", "per_dimension", "per_example", "total_hinge", "mdr"),
     "annealing.schedule": ("constant", "linear", "logistic", "cyclical"),
     "train.lr_decay": ("none", "plateau"),
     "train.optimizer": ("adam", "sgd"),
@@ -473,9 +474,9 @@ def _check_methods(config: Config) -> None:
                 raise SeqVAEError(f"config key '{key}': a language model (model.latent_dim = 0) has no z or KL for it to act on")
         if config.train.init_from and set(config.train.init_parts) != {"decoder"}:
             raise SeqVAEError("config key 'train.init_parts': a language model (model.latent_dim = 0) has only a decoder to warm-start")
-    if config.model.flow != "none" and config.model.flow_steps and config.objective.free_bits == "per_dimension":
+    if config.model.flow != "none" and config.model.flow_steps and config.objective.free_bits in ("per_dimension", "per_example"):
         raise SeqVAEError(
-            "config key 'objective.free_bits': per_dimension has no meaning with a flow posterior (its KL is a "
+            f"config key 'objective.free_bits': {config.objective.free_bits} has no meaning with a flow posterior (its KL is a "
             "Monte-Carlo estimate of the whole code, not a sum over dimensions); use total_hinge with "
             "free_bits_lambda = the total target, or mdr"
         )

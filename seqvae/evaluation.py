@@ -42,7 +42,7 @@ PRIOR_SAMPLE_LENGTH = 50
 def free_bits_target(objective, latent_dim: int) -> float:
     """The total KL a free-bits objective aims at (0 without free bits): lambda per dimension times
     the dimensions, or lambda itself for the total-KL hinge."""
-    if objective.free_bits == "per_dimension":
+    if objective.free_bits in ("per_dimension", "per_example"):
         return objective.free_bits_lambda * latent_dim
     if objective.free_bits == "total_hinge":
         return objective.free_bits_lambda

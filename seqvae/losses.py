@@ -15,9 +15,11 @@ from seqvae.models.output_layer import sequence_nll
 from seqvae.models.posterior import FlowPosterior
 from seqvae.models.vae import VAEOutput
 
-FREE_BITS = ("none", "per_dimension", "total_hinge", "mdr")
+FREE_BITS = ("none", "per_dimension", "per_example", "total_hinge", "mdr")
+PER_DIMENSION = ("per_dimension", "per_example")
+"""The variants that need the KL of each latent dimension (a flow posterior has none)."""
 
-__all__ = ["FREE_BITS", "LossTerms", "elbo_loss", "free_bits_per_dimension", "free_bits_total_hinge", "kl_penalty", "sequence_nll"]
+__all__ = ["FREE_BITS", "LossTerms", "elbo_loss", "free_bits_per_dimension", "free_bits_per_example", "free_bits_total_hinge", "kl_penalty", "sequence_nll"]
 
 
 def free_bits_per_dimension(kl_per_dimension: torch.Tensor, free_bits: float) -> torch.Tensor:
@@ -27,6 +29,13 @@ def free_bits_per_dimension(kl_per_dimension: torch.Tensor, free_bits: float) ->
     A dimension whose batch-mean KL is under lambda contributes the constant lambda: no gradient.
     """
     return torch.clamp(kl_per_dimension.mean(dim=0), min=free_bits).sum()
+
+
+def free_bits_per_example(kl_per_dimension: torch.Tensor, free_bits: float) -> torch.Tensor:
+    """mean_batch sum_i 1[KL_i > lambda] KL_i: the free bits of Li et al. 2019's code ("fb=2"),
+    where each example's dimension whose KL is at most lambda is left out of the term (no value, no
+    gradient) and the others count in full. kl_per_dimension is (B, Z); returns a scalar."""
+    return (kl_per_dimension * (kl_per_dimension > free_bits)).sum(dim=1).mean()
 
 
 def free_bits_total_hinge(kl: torch.Tensor, free_bits: float) -> torch.Tensor:
@@ -44,13 +53,15 @@ def kl_penalty(
 ) -> torch.Tensor:
     """The KL term that beta multiplies, from the per-sentence KL ``kl`` (B,): its batch mean, or
     one of the free-bits variants (with ``mdr`` the plain mean: the rate constraint is a separate
-    term, seqvae.rate_constraint). ``per_dimension`` needs ``kl_per_dimension`` (B, Z), which a
-    flow posterior does not have."""
+    term, seqvae.rate_constraint). ``per_dimension`` and ``per_example`` need ``kl_per_dimension``
+    (B, Z), which a flow posterior does not have."""
     if variant in ("none", "mdr"):
         return kl.mean()
-    if variant == "per_dimension":
+    if variant in PER_DIMENSION:
         if kl_per_dimension is None:
-            raise ValueError("per_dimension free bits need the KL of each dimension (B, Z)")
+            raise ValueError(f"{variant} free bits need the KL of each dimension (B, Z)")
+        if variant == "per_example":
+            return free_bits_per_example(kl_per_dimension, free_bits)
         return free_bits_per_dimension(kl_per_dimension, free_bits)
     if variant == "total_hinge":
         return free_bits_total_hinge(kl, free_bits)
@@ -92,7 +103,7 @@ def elbo_loss(
     |lambda| * (r - KL) on the batch-mean KL."""
     nll = output.reconstruction  # (B,)
     kl = output.kl  # (B,): analytic, or the Monte-Carlo estimate with a flow posterior
-    per_dimension = output.posterior.kl_per_dimension() if free_bits == "per_dimension" else None
+    per_dimension = output.posterior.kl_per_dimension() if free_bits in PER_DIMENSION else None
     penalty = kl_penalty(kl, variant=free_bits, free_bits=free_bits_lambda, kl_per_dimension=per_dimension)
     total = nll.mean() + kl_weight * penalty
     multiplier = None

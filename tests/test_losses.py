@@ -66,6 +66,19 @@ def test_free_bits_per_dimension_uses_the_batch_mean_inside_the_max():
     torch.testing.assert_close(kl.grad, torch.tensor([[0.5], [0.5]]))
 
 
+def test_free_bits_per_example_masks_each_examples_dimensions_under_lambda():
+    # Li et al. 2019's "fb=2": per example and dimension, KL_ij counts in full when over lambda, else not at all
+    kl = torch.tensor([[0.1, 0.4, 0.25], [0.3, 0.2, 3.0]], requires_grad=True)
+    value = kl_penalty(kl.sum(dim=1), variant="per_example", free_bits=0.25, kl_per_dimension=kl)
+    assert value.item() == pytest.approx((0.4 + (0.3 + 3.0)) / 2)  # 0.25 itself is left out (at most lambda)
+    value.backward()
+    torch.testing.assert_close(kl.grad, torch.tensor([[0.0, 0.5, 0.0], [0.5, 0.0, 0.5]]))
+    # where the batch mean is over lambda, per_dimension would count example 0's dimension 0; per_example does not
+    other = torch.tensor([[0.1], [2.0]])
+    assert kl_penalty(other.sum(1), variant="per_example", free_bits=0.5, kl_per_dimension=other).item() == pytest.approx(1.0)
+    assert free_bits_per_dimension(other, 0.5).item() == pytest.approx(1.05)
+
+
 def test_free_bits_total_hinge_value_and_gradient():
     kl = torch.tensor([1.0, 5.0, 2.5], requires_grad=True)
     value = free_bits_total_hinge(kl, 3.0)
