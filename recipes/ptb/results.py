@@ -54,7 +54,7 @@ def row_cells(name: str, row: dict) -> list[str]:
         _number(None if language_model else row["kl"]),
         _number(None if language_model else row["mi"]),
         "-" if language_model else str(row["active_units"]),
-        "-" if language_model else f"{row['nll_teacher_forced']:.2f} / {row['nll_free_running']:.2f}",
+        f"{row['nll_teacher_forced']:.2f} / {row['nll_free_running']:.2f}",
         _number(None if language_model else row["bleu"]),
         _number(row.get("prior_self_bleu"), 1),
         f"{row['epochs_trained']} ({row['checkpoint_epochs']})",

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"stage {index + 1} stopped before its last epoch; continue both stages with --resume")
                 return 0
         run = load_run(result.run_dir, device=config.run.device)
-        print(f"\ntrained {result.epoch} epochs, {result.step} steps in {result.seconds:.0f} s")
+        print(f"\ntrained {result.epoch} epochs, {result.step} steps ({result.train_seconds / 60:.1f} min of training in all sittings)")
         splits = {"both": ("valid", "test"), "none": ()}.get(args.eval, (args.eval,))
         if args.results and "test" not in splits:
             raise SeqVAEError(f"--results {args.results}: holds the test evaluation; use --eval test or both")
