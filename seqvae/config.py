@@ -20,6 +20,11 @@ from typing import Any
 
 from seqvae.errors import SeqVAEError
 
+FREE_BITS = ("none", "per_dimension", "per_example", "total_hinge", "mdr")
+"""The free-bits variants of ``objective.free_bits`` (seqvae.losses computes them)."""
+PER_DIMENSION_FREE_BITS = ("per_dimension", "per_example")
+"""The variants that need the KL of each latent dimension (a flow posterior has none)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
@@ -297,7 +302,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.output_layer": ("softmax", "adaptive"),
     "model.posterior": ("gaussian", "batchnorm"),
     "model.flow": ("none", "iaf", "planar"),
-    "objective.free_bits": ("none", "per_dimension", "per_example", "total_hinge", "mdr"),
+    "objective.free_bits": FREE_BITS,
     "annealing.schedule": ("constant", "linear", "logistic", "cyclical"),
     "train.lr_decay": ("none", "plateau"),
     "train.optimizer": ("adam", "sgd"),
@@ -474,7 +479,7 @@ def _check_methods(config: Config) -> None:
                 raise SeqVAEError(f"config key '{key}': a language model (model.latent_dim = 0) has no z or KL for it to act on")
         if config.train.init_from and set(config.train.init_parts) != {"decoder"}:
             raise SeqVAEError("config key 'train.init_parts': a language model (model.latent_dim = 0) has only a decoder to warm-start")
-    if config.model.flow != "none" and config.model.flow_steps and config.objective.free_bits in ("per_dimension", "per_example"):
+    if config.model.flow != "none" and config.model.flow_steps and config.objective.free_bits in PER_DIMENSION_FREE_BITS:
         raise SeqVAEError(
             f"config key 'objective.free_bits': {config.objective.free_bits} has no meaning with a flow posterior (its KL is a "
             "Monte-Carlo estimate of the whole code, not a sum over dimensions); use total_hinge with "

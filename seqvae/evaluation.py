@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from seqvae.progress import progress_bar
+from seqvae.config import PER_DIMENSION_FREE_BITS
 from seqvae.data.batching import Batch
 from seqvae.generation import ended, greedy_decode, sample_prior
 from seqvae.measures import (
@@ -30,6 +30,7 @@ from seqvae.measures import (
 )
 from seqvae.models.posterior import DiagonalGaussian, FlowPosterior
 from seqvae.models.vae import SeqVAE
+from seqvae.progress import progress_bar
 
 
 RECONSTRUCTION_SLACK = 10
@@ -42,7 +43,7 @@ PRIOR_SAMPLE_LENGTH = 50
 def free_bits_target(objective, latent_dim: int) -> float:
     """The total KL a free-bits objective aims at (0 without free bits): lambda per dimension times
     the dimensions, or lambda itself for the total-KL hinge."""
-    if objective.free_bits in ("per_dimension", "per_example"):
+    if objective.free_bits in PER_DIMENSION_FREE_BITS:
         return objective.free_bits_lambda * latent_dim
     if objective.free_bits == "total_hinge":
         return objective.free_bits_lambda

@@ -10,14 +10,12 @@ from dataclasses import dataclass
 
 import torch
 
+from seqvae.config import FREE_BITS, PER_DIMENSION_FREE_BITS
 from seqvae.data.batching import Batch
 from seqvae.models.output_layer import sequence_nll
 from seqvae.models.posterior import FlowPosterior
 from seqvae.models.vae import VAEOutput
 
-FREE_BITS = ("none", "per_dimension", "per_example", "total_hinge", "mdr")
-PER_DIMENSION = ("per_dimension", "per_example")
-"""The variants that need the KL of each latent dimension (a flow posterior has none)."""
 
 __all__ = ["FREE_BITS", "LossTerms", "elbo_loss", "free_bits_per_dimension", "free_bits_per_example", "free_bits_total_hinge", "kl_penalty", "sequence_nll"]
 
@@ -57,7 +55,7 @@ def kl_penalty(
     (B, Z), which a flow posterior does not have."""
     if variant in ("none", "mdr"):
         return kl.mean()
-    if variant in PER_DIMENSION:
+    if variant in PER_DIMENSION_FREE_BITS:
         if kl_per_dimension is None:
             raise ValueError(f"{variant} free bits need the KL of each dimension (B, Z)")
         if variant == "per_example":
@@ -103,7 +101,7 @@ def elbo_loss(
     |lambda| * (r - KL) on the batch-mean KL."""
     nll = output.reconstruction  # (B,)
     kl = output.kl  # (B,): analytic, or the Monte-Carlo estimate with a flow posterior
-    per_dimension = output.posterior.kl_per_dimension() if free_bits in PER_DIMENSION else None
+    per_dimension = output.posterior.kl_per_dimension() if free_bits in PER_DIMENSION_FREE_BITS else None
     penalty = kl_penalty(kl, variant=free_bits, free_bits=free_bits_lambda, kl_per_dimension=per_dimension)
     total = nll.mean() + kl_weight * penalty
     multiplier = None

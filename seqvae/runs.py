@@ -25,13 +25,13 @@ from seqvae.data.batching import collate, encode_split
 from seqvae.data.corpus import load_corpus
 from seqvae.errors import SeqVAEError
 from seqvae.data.synthetic import labels_path, read_labels
-from seqvae.files import atomic_write_with
-from seqvae.progress import progress_bar
 from seqvae.evaluation import evaluate_split, free_bits_target, latent_probe
+from seqvae.files import atomic_write_with
 from seqvae.generation import PATHS, Decoding, decode, ended, sample_prior
 from seqvae.measures import self_log_likelihood_per_token
 from seqvae.models.posterior import DiagonalGaussian, FlowPosterior
 from seqvae.models.vae import SeqVAE
+from seqvae.progress import progress_bar
 from seqvae.training import CheckpointInfo, load_checkpointed_model, max_tokens, prepare_data, resolve_device
 
 CACHE_DIR = "cache"

@@ -35,7 +35,6 @@ import torch
 
 from seqvae.aggressive import AggressiveSwitch, InnerLoopRule
 from seqvae.annealing import kl_weight
-from seqvae.progress import progress_bar
 from seqvae.checkpoints import check_vocabulary, load_checkpoint, load_model_state, save_checkpoint
 from seqvae.config import Config, ObjectiveConfig, config_to_dict, config_to_toml, load_config
 from seqvae.data.batching import Batch, EncodedSplit, bucketed_batches, collate, encode_split, sorted_batches
@@ -43,6 +42,7 @@ from seqvae.data.corpus import Corpus, load_corpus
 from seqvae.data.tokenizers import build_tokenizer, load_tokenizer
 from seqvae.errors import SeqVAEError, TrainingInterrupted
 from seqvae.locks import run_directory_lock
+from seqvae.progress import progress_bar
 from seqvae.threads import use_threads
 from seqvae.evaluation import evaluate_elbo, evaluate_split, free_bits_target
 from seqvae.measures import diagnose
