@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from seqvae.errors import SeqVAEError, TrainingInterrupted
+from seqvae.errors import ReportedByRankZero, SeqVAEError, TrainingInterrupted
 
 
 def _print_metrics(title: str, metrics: dict) -> None:
@@ -43,6 +43,8 @@ def _command_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         echo=lambda message: tqdm.write(message, file=sys.stderr),
     )
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 prints
+        return 0
     if result.valid is not None:
         _print_metrics(f"validation after epoch {result.epoch} (step {result.step}):", result.valid)
     print(f"run directory: {result.run_dir}  ({result.seconds:.1f} s)")
@@ -495,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command != "train":  # train takes run.threads from its config
             _use_threads(args)
         return args.handler(args)
+    except ReportedByRankZero as error:  # rank 0 of a torchrun training prints it
+        return error.exit_code
     except TrainingInterrupted as error:
         print(f"seqvae: {error}", file=sys.stderr)
         return error.exit_code

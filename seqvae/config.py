@@ -40,7 +40,10 @@ class RunConfig:
     """CPU threads for torch; 0 picks the CPUs this process may use less those busy when it starts
     (seqvae.threads: two processes with a thread per core each slow each other down threefold).
     The count a training used is saved in its config (results can differ in the last bits
-    between counts), and resuming or evaluating the run uses it again."""
+    between counts), and resuming or evaluating the run uses it again. Under torchrun, per rank."""
+    distributed_backend: str = "auto"
+    """Under torchrun (data-parallel training, seqvae.distributed): the process-group backend,
+    ``auto`` (nccl on CUDA, gloo on the CPU), ``gloo`` or ``nccl``. Without torchrun, unused."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,7 +218,13 @@ class TrainConfig:
     """Stop once training has taken this many minutes in all (resumed sittings add up; validation
     counts), then validate and keep best.pt as at an epoch's end; 0 for no limit."""
     batch_size: int = 32
-    """Sentences per training batch."""
+    """Sentences per training batch; under torchrun the global batch, shared by the ranks (each
+    trains on about batch_size / WORLD_SIZE sentences of it), so a run's batches do not depend on
+    the number of processes."""
+    precision: str = "fp32"
+    """Arithmetic of the training forward and backward on CUDA: ``fp32``, ``bf16`` (autocast) or
+    ``fp16`` (autocast with a gradient scaler); the logits and the loss stay fp32. The CPU trains
+    in fp32 only (bf16 measured 20 times slower than fp32 on an AVX2 CPU)."""
     eval_batch_size: int = 128
     """Sentences per batch in validation and evaluation."""
     optimizer: str = "adam"
@@ -290,6 +299,8 @@ class Config:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "run.device": ("auto", "cpu", "cuda"),
+    "run.distributed_backend": ("auto", "gloo", "nccl"),
+    "train.precision": ("fp32", "bf16", "fp16"),
     "data.source": ("text", "hub"),
     "data.length_policy": ("truncate", "drop"),
     "tokenizer.kind": ("word", "sentencepiece"),

@@ -18,3 +18,12 @@ class TrainingInterrupted(SeqVAEError):
     how to resume. The command exits with 130, as for an interrupt."""
 
     exit_code = 130
+
+
+class ReportedByRankZero(SeqVAEError):
+    """Under torchrun: an error that rank 0 met and reports; the other ranks raise this to stop
+    with the same status, and the command prints nothing for it (one message, not one per rank)."""
+
+    def __init__(self, message: str, exit_code: int = SeqVAEError.exit_code) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

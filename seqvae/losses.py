@@ -20,13 +20,23 @@ from seqvae.models.vae import VAEOutput
 __all__ = ["FREE_BITS", "LossTerms", "elbo_loss", "free_bits_per_dimension", "free_bits_per_example", "free_bits_total_hinge", "kl_penalty", "sequence_nll"]
 
 
-def free_bits_per_dimension(kl_per_dimension: torch.Tensor, free_bits: float) -> torch.Tensor:
+def free_bits_per_dimension(kl_per_dimension: torch.Tensor, free_bits: float, batch_mean=None) -> torch.Tensor:
     """sum_i max(lambda, mean_batch KL_i): free bits of Kingma et al. 2016 (IAF paper, eq. 15),
     with the batch mean inside the max. kl_per_dimension is (B, Z); returns a scalar.
 
     A dimension whose batch-mean KL is under lambda contributes the constant lambda: no gradient.
+
+    ``batch_mean``: when these rows are one rank's share of a global batch (seqvae.distributed),
+    a function giving the global batch's mean of a (B, Z) tensor, (Z,), detached. Which
+    dimensions are free is then decided on the global mean, and each rank's term is
+    sum_i [mean_i if the global mean_i > lambda else lambda] over its own rows: weighted by the
+    ranks' shares, the values and gradients add up to those of the whole batch.
     """
-    return torch.clamp(kl_per_dimension.mean(dim=0), min=free_bits).sum()
+    mean = kl_per_dimension.mean(dim=0)
+    if batch_mean is None:
+        return torch.clamp(mean, min=free_bits).sum()
+    counted = batch_mean(kl_per_dimension) > free_bits
+    return torch.where(counted, mean, torch.full_like(mean, free_bits)).sum()
 
 
 def free_bits_per_example(kl_per_dimension: torch.Tensor, free_bits: float) -> torch.Tensor:
@@ -48,11 +58,13 @@ def kl_penalty(
     variant: str = "none",
     free_bits: float = 0.0,
     kl_per_dimension: torch.Tensor | None = None,
+    batch_mean=None,
 ) -> torch.Tensor:
     """The KL term that beta multiplies, from the per-sentence KL ``kl`` (B,): its batch mean, or
     one of the free-bits variants (with ``mdr`` the plain mean: the rate constraint is a separate
     term, seqvae.rate_constraint). ``per_dimension`` and ``per_example`` need ``kl_per_dimension``
-    (B, Z), which a flow posterior does not have."""
+    (B, Z), which a flow posterior does not have. ``batch_mean``: see :func:`free_bits_per_dimension`
+    (the other variants are means over sentences, which add up across ranks as they are)."""
     if variant in ("none", "mdr"):
         return kl.mean()
     if variant in PER_DIMENSION_FREE_BITS:
@@ -60,7 +72,7 @@ def kl_penalty(
             raise ValueError(f"{variant} free bits need the KL of each dimension (B, Z)")
         if variant == "per_example":
             return free_bits_per_example(kl_per_dimension, free_bits)
-        return free_bits_per_dimension(kl_per_dimension, free_bits)
+        return free_bits_per_dimension(kl_per_dimension, free_bits, batch_mean)
     if variant == "total_hinge":
         return free_bits_total_hinge(kl, free_bits)
     raise ValueError(f"unknown free-bits variant '{variant}'; choices: {', '.join(FREE_BITS)}")
@@ -95,14 +107,18 @@ def elbo_loss(
     free_bits: str = "none",
     free_bits_lambda: float = 0.0,
     rate_constraint=None,
+    batch_mean=None,
 ) -> LossTerms:
     """mean_batch[-log p(x|z)] + beta * KL term: the negative ELBO when beta = 1 and no free bits;
     with a ``rate_constraint`` (seqvae.rate_constraint.MinimumDesiredRate), plus
-    |lambda| * (r - KL) on the batch-mean KL."""
+    |lambda| * (r - KL) on the batch-mean KL. ``batch_mean``: the global batch's mean when these
+    rows are one rank's share (see :func:`free_bits_per_dimension`)."""
     nll = output.reconstruction  # (B,)
     kl = output.kl  # (B,): analytic, or the Monte-Carlo estimate with a flow posterior
     per_dimension = output.posterior.kl_per_dimension() if free_bits in PER_DIMENSION_FREE_BITS else None
-    penalty = kl_penalty(kl, variant=free_bits, free_bits=free_bits_lambda, kl_per_dimension=per_dimension)
+    penalty = kl_penalty(
+        kl, variant=free_bits, free_bits=free_bits_lambda, kl_per_dimension=per_dimension, batch_mean=batch_mean
+    )
     total = nll.mean() + kl_weight * penalty
     multiplier = None
     if rate_constraint is not None:

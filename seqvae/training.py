@@ -39,8 +39,9 @@ from seqvae.checkpoints import check_vocabulary, load_checkpoint, load_model_sta
 from seqvae.config import Config, ObjectiveConfig, config_to_dict, config_to_toml, load_config
 from seqvae.data.batching import Batch, EncodedSplit, bucketed_batches, collate, encode_split, sorted_batches
 from seqvae.data.corpus import Corpus, load_corpus
-from seqvae.data.tokenizers import build_tokenizer, load_tokenizer
-from seqvae.errors import SeqVAEError, TrainingInterrupted
+from seqvae.data.tokenizers import build_tokenizer, load_tokenizer, tokenizer_from_files
+from seqvae.distributed import StepNoise, World, from_bytes, join, leave, shard_rows, to_bytes
+from seqvae.errors import ReportedByRankZero, SeqVAEError, TrainingInterrupted
 from seqvae.locks import run_directory_lock
 from seqvae.progress import progress_bar
 from seqvae.threads import use_threads
@@ -65,6 +66,7 @@ RESUMABLE_CHANGES = {
     ("train", "stop_after_decays"),
     ("run", "device"),
     ("run", "threads"),
+    ("run", "distributed_backend"),
 }
 """Config keys a resumed run may change: how long to train, and where."""
 
@@ -142,6 +144,40 @@ def prepare_data(config: Config, corpus: Corpus, tokenizer) -> PreparedData:
     return prepared
 
 
+def _noise_seed(seed: int, step: int) -> int:
+    """The seed of the generator of the z and word-dropout noise under torchrun (at ``step`` when
+    a run without torchrun continues under it)."""
+    return seed * 104_729 + 1 + step
+
+
+def _rank_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of rank r's own default generator (dropout) under torchrun; rank 0 keeps the
+    run's seed."""
+    return seed * 1_299_709 + 7_919 * rank + step
+
+
+@contextlib.contextmanager
+def agreement(world: World):
+    """A block of checks that rank 0 alone makes (the run directory, a checkpoint): when it raises
+    a SeqVAEError there, every rank stops with that status (rank 0 reports it), instead of the
+    others waiting for it at the next collective."""
+    if not world.parallel:
+        yield
+        return
+    problem = None
+    try:
+        yield
+    except SeqVAEError as error:
+        if not world.main:
+            raise
+        problem = error
+    reported = world.broadcast((str(problem), problem.exit_code) if problem is not None else None)
+    if problem is not None:
+        raise problem
+    if reported is not None:
+        raise ReportedByRankZero(reported[0], exit_code=reported[1])
+
+
 def _validation_generator(seed: int, epoch: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(seed * 7_919 + epoch + 1)
@@ -212,6 +248,13 @@ def _read_metrics(path: Path, up_to_step: int) -> list[str]:
     return kept
 
 
+class _NoMetrics:
+    """The metrics log of a rank other than 0, which writes nothing."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+
 class _MetricsLog:
     def __init__(self, path: Path, lines: list[str]) -> None:
         self.path = path
@@ -220,6 +263,86 @@ class _MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+@dataclass
+class RankShare:
+    """One rank's part of a global batch under torchrun (seqvae.distributed): what
+    :func:`train_step` needs beside the rows themselves.
+
+    The rank's loss is weighted by ``rows * W / sentences``, so that the gradients averaged over
+    the W ranks are those of the global batch mean; a rank without a row of a small batch runs one
+    stand-in row at weight 0."""
+
+    world: World
+    noise: StepNoise
+    rows: int
+    """This rank's sentences of the batch (0: the batch had fewer sentences than ranks)."""
+    sentences: int
+    """The global batch's sentences."""
+    tokens: int
+    """The global batch's predicted tokens."""
+    device: torch.device
+    forward: Callable | None = None
+    """The DistributedDataParallel module, which averages the gradients during backward; None:
+    :meth:`average_gradients` averages them after backward."""
+    flags: tuple[float, ...] = ()
+    """Numbers summed over the ranks with the step's figures (the trainer's stop requests)."""
+    summed_flags: tuple[float, ...] = ()
+
+    @property
+    def weight(self) -> float:
+        return self.rows * self.world.size / self.sentences
+
+    def batch_mean(self, values: torch.Tensor) -> torch.Tensor:
+        """The global batch's mean of per-sentence ``values`` (B, ...) over sentences, detached."""
+        total = values.detach()[: self.rows].sum(0)
+        return self.world.sum(total.contiguous()) / self.sentences
+
+    def average_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
+        """Average the gradients over the ranks as DistributedDataParallel does: a parameter
+        without a gradient on this rank counts as zeros when another rank has one, and keeps none
+        when no rank has one (so that Adam skips it, as in one process)."""
+        if not self.world.parallel:
+            return
+        present = torch.tensor([float(p.grad is not None) for p in parameters], device=self.device)
+        self.world.sum(present)
+        used = [p for p, count in zip(parameters, present.tolist()) if count > 0]
+        if not used:
+            return
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in used])
+        self.world.sum(flat)
+        flat /= self.world.size
+        offset = 0
+        for parameter in used:
+            size = parameter.numel()
+            parameter.grad = flat[offset : offset + size].view_as(parameter).clone()
+            offset += size
+
+    def reduce(self, terms: LossTerms) -> LossTerms:
+        """The global batch's figures from every rank's (and the flags summed)."""
+        values = [terms.loss, terms.reconstruction, terms.kl, terms.kl_penalty]
+        summed = torch.tensor([value * self.rows for value in values] + list(self.flags), dtype=torch.float64, device=self.device)
+        self.world.sum(summed)
+        figures = (summed[:4] / self.sentences).tolist()
+        self.summed_flags = tuple(summed[4:].tolist())
+        return dataclasses.replace(terms, loss=figures[0], reconstruction=figures[1], kl=figures[2], kl_penalty=figures[3])
+
+
+class Precision:
+    """``train.precision``: autocast to bf16 or fp16 for the forward on CUDA, with a gradient
+    scaler for fp16 (its loss scale skips the steps whose gradients overflow); fp32 does nothing."""
+
+    def __init__(self, name: str, device: torch.device) -> None:
+        self.name = name
+        self.device = device
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
+        self.scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
 
 
 def train_step(
@@ -232,14 +355,24 @@ def train_step(
     grad_clip: float,
     rate_constraint: MinimumDesiredRate | None = None,
     update: list[torch.nn.Parameter] | None = None,
+    share: RankShare | None = None,
+    precision: Precision | None = None,
 ) -> LossTerms:
     """One update: forward with word dropout, ELBO with free bits (and the rate constraint, whose
     multiplier then takes its ascent step), backward, clipping, step.
 
     ``update``: the parameters this step changes (default all). The others keep their values and
     their optimizer state (Adam skips a parameter without a gradient); aggressive training updates
-    the encoder alone, then the decoder alone."""
-    output = model(batch, word_dropout_rate=objective.word_dropout)
+    the encoder alone, then the decoder alone.
+
+    ``share``: this process is one rank of a data-parallel training and ``batch`` its rows of the
+    global batch; the returned figures are the global batch's. ``precision``: autocast (and the
+    fp16 gradient scaler) of ``train.precision``."""
+    forward = share.forward if share is not None and share.forward is not None else model
+    autocast = precision.autocast() if precision is not None else contextlib.nullcontext()
+    scaler = precision.scaler if precision is not None else None
+    with autocast:
+        output = forward(batch, word_dropout_rate=objective.word_dropout, noise=share.noise if share is not None else None)
     terms = elbo_loss(
         output,
         batch,
@@ -247,23 +380,40 @@ def train_step(
         free_bits=objective.free_bits,
         free_bits_lambda=objective.free_bits_lambda,
         rate_constraint=rate_constraint,
+        batch_mean=share.batch_mean if share is not None else None,
     )
     optimizer.zero_grad(set_to_none=True)
-    terms.total.backward()
+    total = terms.total if share is None else terms.total * share.weight
+    (scaler.scale(total) if scaler is not None else total).backward()
     parameters = list(model.parameters()) if update is None else update
     if update is not None:
         chosen = {id(parameter) for parameter in update}
         for parameter in model.parameters():
             if id(parameter) not in chosen:
                 parameter.grad = None
+    if share is not None:
+        if share.forward is None:
+            share.average_gradients(parameters)
+        if rate_constraint is not None:
+            share.average_gradients([rate_constraint.multiplier])
+        terms = share.reduce(terms)
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+        if rate_constraint is not None and rate_constraint.multiplier.grad is not None:
+            rate_constraint.multiplier.grad /= scaler.get_scale()
     if grad_clip > 0:
         norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
     else:
         norm = torch.nn.utils.get_total_norm([parameter.grad for parameter in parameters if parameter.grad is not None])
-    if not (math.isfinite(terms.loss) and math.isfinite(float(norm))):  # nothing is updated
+    # with fp16, an overflowing gradient is the scaler's to skip; a loss that is not finite is divergence
+    if not (math.isfinite(terms.loss) and (scaler is not None or math.isfinite(float(norm)))):  # nothing is updated
         optimizer.zero_grad(set_to_none=True)
         raise NonFiniteStep(terms.loss, float(norm))
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     if rate_constraint is not None:
         rate_constraint.ascend()
     return terms
@@ -353,14 +503,29 @@ class _Trainer:
     """The state of one training run and the steps that change it."""
 
     def __init__(
-        self, config: Config, data: PreparedData, device: torch.device, say: Callable[[str], None], *, progress: bool = False
+        self,
+        config: Config,
+        data: PreparedData,
+        device: torch.device,
+        say: Callable[[str], None],
+        *,
+        progress: bool = False,
+        world: World = World(),
     ) -> None:
         self.config, self.data, self.device, self.say, self.progress = config, data, device, say, progress
+        self.world = world
         self.tokenizer = data.tokenizer
         torch.manual_seed(config.run.seed)
         self.model = build_model(
             config.model, vocab_size=self.tokenizer.vocab_size, pad_id=self.tokenizer.pad_id, unk_id=self.tokenizer.unk_id
         ).to(device)
+        # Under torchrun: the noise of every step from a generator all ranks hold in the same state
+        # (seqvae.distributed), and each rank's own default generator (dropout) seeded apart.
+        self.noise_generator = torch.Generator().manual_seed(_noise_seed(config.run.seed, 0)) if world.launched else None
+        if world.rank:
+            torch.manual_seed(_rank_seed(config.run.seed, world.rank, 0))
+        self.precision = Precision(config.train.precision, device)
+        self.forward = None  # the DistributedDataParallel module, once distribute() made it
         self.optimizer, self.scheduler = _build_optimization(config, self.model, device)
         self.rate_constraint = None
         if config.objective.free_bits == "mdr":
@@ -383,13 +548,49 @@ class _Trainer:
         self.valid_step: int | None = None  # the step self.valid was measured at
         self.saved_step: int | None = None  # the step of the last checkpoint written to last.pt
         self.signal: str | None = None  # SIGINT or SIGTERM received: save and stop after this step
+        # under torchrun, the stop requests every rank agreed on at the last step (signals, time)
+        self.agreed_signal: str | None = None
+        self.agreed_out_of_time = False
 
+    def distribute(self) -> None:
+        """Under torchrun with several ranks: every rank starts from rank 0's weights, and the
+        model is wrapped in DistributedDataParallel (with SyncBatchNorm for BN-VAE on CUDA).
+        Aggressive training, which updates the encoder and the decoder apart, averages its
+        gradients itself (RankShare.average_gradients) instead."""
+        if not self.world.parallel:
+            return
+        for tensor in self.model.state_dict().values():
+            torch.distributed.broadcast(tensor, src=0)
+        if self.config.train.aggressive:
+            return
+        module = self.model
+        if self.device.type == "cuda" and self.config.model.posterior == "batchnorm":
+            module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        self.forward = torch.nn.parallel.DistributedDataParallel(
+            module,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            # the adaptive softmax computes a tail cluster only when a target of the rank's rows lies in it
+            find_unused_parameters=self.config.model.output_layer == "adaptive",
+        )
+
+    def read_checkpoint(self, path: Path) -> dict[str, Any]:
+        """A checkpoint's payload on every rank: read by rank 0 and sent to the others (the run
+        directory need not be on a filesystem every node sees); an error stops every rank."""
+        if not self.world.parallel:
+            return load_checkpoint(path, map_location=self.device)
+        data = None
+        with agreement(self.world):
+            if self.world.main:
+                data = to_bytes(load_checkpoint(path, map_location="cpu"))
+        return from_bytes(self.world.broadcast(data), self.device)
     def restore(self, path: Path) -> None:
         """Continue from a checkpoint: weights, optimizer, scheduler, position and RNG states."""
-        payload = load_checkpoint(path, map_location=self.device)
+        payload = self.read_checkpoint(path)
         check_vocabulary(path, payload, self.tokenizer)
         load_model_state(path, self.model, payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
+        if self.precision.scaler is not None and payload.get("grad_scaler"):
+            self.precision.scaler.load_state_dict(payload["grad_scaler"])
         if self.scheduler is not None and payload.get("lr_scheduler"):
             self.scheduler.load_state_dict(payload["lr_scheduler"])
         self.step, self.epoch, self.batch_in_epoch = payload["step"], payload["epoch"], payload["batch_in_epoch"]
@@ -402,9 +603,37 @@ class _Trainer:
             self.rate_constraint.restore(payload["rate_constraint"])
         if payload.get("aggressive"):
             self.switch.load_state_dict(payload["aggressive"])
+        if self.world.launched:
+            self._restore_rank_generators(payload)
+            return
         torch.set_rng_state(payload["rng_cpu"])
         if self.device.type == "cuda" and payload.get("rng_cuda"):
             torch.cuda.set_rng_state_all(payload["rng_cuda"])
+
+    def _restore_rank_generators(self, payload: dict[str, Any]) -> None:
+        """Under torchrun: the shared noise generator, and this rank's own generators when the
+        checkpoint has this rank's (same world size: the run continues bit-exactly on the CPU);
+        a rank the checkpoint did not have seeds them from (seed, rank, step)."""
+        seed = self.config.run.seed
+        if payload.get("noise_rng") is not None:
+            self.noise_generator.set_state(payload["noise_rng"])
+        else:  # a checkpoint of a run without torchrun
+            self.noise_generator.manual_seed(_noise_seed(seed, self.step))
+        states = payload.get("rng_ranks") or ([payload["rng_cpu"]] if not payload.get("world_size") else [])
+        if self.world.rank < len(states):
+            torch.set_rng_state(states[self.world.rank])
+        else:
+            torch.manual_seed(_rank_seed(seed, self.world.rank, self.step))
+        cuda_states = payload.get("rng_cuda_ranks") or []
+        if self.device.type == "cuda" and self.world.rank < len(cuda_states):
+            torch.cuda.set_rng_state(cuda_states[self.world.rank], self.device)
+        saved = payload.get("world_size", 1)
+        if saved != self.world.size:
+            self.say(
+                f"resumed with {self.world.size} processes a run checkpointed with {saved}: batches, z and word-dropout "
+                "noise continue as they were; model.dropout draws and the order of floating-point sums differ, "
+                "so the run is not bit-exact with an uninterrupted one"
+            )
 
     def save(self, path: Path) -> None:
         """Write a checkpoint atomically; weights that are not finite are never written."""
@@ -413,6 +642,14 @@ class _Trainer:
             raise SeqVAEError(f"{path}: not written, the model's weights are not finite (training diverged)")
         if path.name == LAST:
             self.saved_step = self.step
+        ranks = {}
+        if self.world.launched:  # every rank's generators, gathered to rank 0 (a collective: all ranks save)
+            ranks["rng_ranks"] = self.world.gather(torch.get_rng_state())
+            if self.device.type == "cuda":
+                ranks["rng_cuda_ranks"] = self.world.gather(torch.cuda.get_rng_state(self.device).cpu())
+            ranks.update(noise_rng=self.noise_generator.get_state(), world_size=self.world.size)
+        if not self.world.main:
+            return
         save_checkpoint(
             path,
             {
@@ -429,7 +666,9 @@ class _Trainer:
                 "rate_constraint": self.rate_constraint.checkpoint() if self.rate_constraint is not None else {},
                 "aggressive": self.switch.state_dict() if self.config.train.aggressive else {},
                 "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+                "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" and not self.world.launched else [],
+                **ranks,
+                "grad_scaler": self.precision.scaler.state_dict() if self.precision.scaler is not None else {},
                 "config": config_to_dict(self.config),
                 "vocab_fingerprint": self.tokenizer.fingerprint,
                 "vocab_size": self.tokenizer.vocab_size,
@@ -468,8 +707,8 @@ class _Trainer:
             return False
         self.decays += 1
         note = f"epoch {self.epoch}: learning rate {before:.3g} -> {rate:.3g} (decay {self.decays})"
-        if config.lr_decay_reload_best and best_path.is_file():
-            payload = load_checkpoint(best_path, map_location=self.device)
+        if config.lr_decay_reload_best and self.world.broadcast(best_path.is_file()):
+            payload = self.read_checkpoint(best_path)
             load_model_state(best_path, self.model, payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])
             for group in self.optimizer.param_groups:
@@ -483,14 +722,65 @@ class _Trainer:
         return self.seconds_before + time.perf_counter() - self.started
 
     def out_of_time(self) -> bool:
+        """train.max_minutes is spent (under torchrun: as the ranks agreed at the last step)."""
+        if self.world.launched:
+            return self.agreed_out_of_time
+        return self._over_minutes()
+
+    def _over_minutes(self) -> bool:
         limit = self.config.train.max_minutes
         return bool(limit) and self.seconds() >= 60.0 * limit
+
+    def pending_signal(self) -> str | None:
+        """The signal to stop at (under torchrun: the one the ranks agreed on at the last step, so
+        that every rank stops after the same step whichever received it)."""
+        return self.agreed_signal if self.world.launched else self.signal
+
+    def take(self, indices: list[int]) -> tuple[Batch, RankShare | None]:
+        """The batch of these training sentences this process trains on: all of them, or under
+        torchrun this rank's rows with the global batch's noise."""
+        sequences = self.data.splits["train"].sequences
+        if not self.world.launched:
+            return collate([sequences[i] for i in indices]).to(self.device), None
+        rows = shard_rows(len(indices), self.world)
+        kept = rows or [0]  # a stand-in row at weight 0 when the batch has fewer sentences than ranks
+        batch = collate([sequences[indices[row]] for row in kept]).to(self.device)
+        rate = self.config.objective.word_dropout
+        noise = StepNoise.draw(
+            self.noise_generator,
+            sentences=len(indices),
+            width=max(len(sequences[i]) for i in indices) + 1,
+            latent_dim=self.model.latent_dim,
+            rows=kept,
+            row_width=batch.inputs.shape[1],
+            word_dropout=0.0 < rate < 1.0,
+            device=self.device,
+        )
+        flags = (float(self.signal == "SIGINT"), float(self.signal == "SIGTERM"), float(self._over_minutes()))
+        return batch, RankShare(
+            world=self.world,
+            noise=noise,
+            rows=len(rows),
+            sentences=len(indices),
+            tokens=sum(len(sequences[i]) + 1 for i in indices),
+            device=self.device,
+            forward=self.forward,
+            flags=flags,
+        )
+
+    def agree(self, share: RankShare | None) -> None:
+        """Take the stop requests the ranks summed with a step's figures."""
+        if share is None or not share.summed_flags:
+            return
+        interrupted, terminated, late = share.summed_flags
+        if interrupted or terminated:
+            self.agreed_signal = "SIGINT" if interrupted else "SIGTERM"
+        self.agreed_out_of_time = self.agreed_out_of_time or late > 0
 
     def run_epoch(self, metrics: _MetricsLog, last_path: Path) -> bool:
         """Train on the rest of the current epoch; False when train.max_steps or
         train.max_minutes stopped it early."""
         config = self.config
-        sequences = self.data.splits["train"].sequences
         batches = bucketed_batches(
             self.data.splits["train"].lengths,
             batch_size=config.train.batch_size,
@@ -509,16 +799,18 @@ class _Trainer:
                     return False
                 if self.out_of_time():
                     return False
-                batch = collate([sequences[i] for i in batches[self.batch_in_epoch]]).to(self.device)
+                indices = batches[self.batch_in_epoch]
                 beta = kl_weight(self.step, config.annealing)
                 extra = {}
                 if config.train.aggressive:
-                    extra["inner_steps"] = self.aggressive_inner_loop(batch, batches, beta) if self.switch.on else 0
+                    extra["inner_steps"] = self.aggressive_inner_loop(indices, batches, beta) if self.switch.on else 0
+                batch, share = self.take(indices)
                 if self.switch.on:  # aggressive phase: this step updates the decoder alone
                     with _frozen(self.encoder_parameters):
-                        terms = self._update(batch, beta, only=self.decoder_parameters, rate_constraint=self.rate_constraint)
+                        terms = self._update(batch, beta, share, only=self.decoder_parameters, rate_constraint=self.rate_constraint)
                 else:
-                    terms = self._update(batch, beta, rate_constraint=self.rate_constraint)
+                    terms = self._update(batch, beta, share, rate_constraint=self.rate_constraint)
+                self.agree(share)
                 self.step += 1
                 self.batch_in_epoch += 1
                 self.window.add(terms, **extra)
@@ -535,7 +827,7 @@ class _Trainer:
             bar.close()
         return True
 
-    def _update(self, batch: Batch, beta: float, *, only=None, rate_constraint=None) -> LossTerms:
+    def _update(self, batch: Batch, beta: float, share: RankShare | None, *, only=None, rate_constraint=None) -> LossTerms:
         """One optimizer step of the configured objective, on all parameters or ``only`` these;
         a diverged step stops training with a one-line error (the parameters stay finite)."""
         try:
@@ -548,6 +840,8 @@ class _Trainer:
                 grad_clip=self.config.train.grad_clip,
                 rate_constraint=rate_constraint,
                 update=only,
+                share=share,
+                precision=self.precision,
             )
         except NonFiniteStep as error:
             kept = (
@@ -562,13 +856,17 @@ class _Trainer:
 
     def stop_if_signalled(self, last_path: Path) -> None:
         """After SIGINT or SIGTERM: save a resumable checkpoint of this step and stop."""
-        if self.signal is None:
+        signal_name = self.pending_signal()
+        if signal_name is None:
             return
         self.save(last_path)
-        raise TrainingInterrupted(
-            f"{self.signal}: training stopped at step {self.step} (epoch {self.epoch + 1}) and saved to {last_path}; "
+        message = (
+            f"{signal_name}: training stopped at step {self.step} (epoch {self.epoch + 1}) and saved to {last_path}; "
             f"continue with: seqvae train {Path(self.config.run.dir) / CONFIG_FILE} --resume"
         )
+        if not self.world.main:
+            raise ReportedByRankZero(message, exit_code=TrainingInterrupted.exit_code)
+        raise TrainingInterrupted(message)
 
     def _progress(self, terms: LossTerms, beta: float, extra: dict[str, float]) -> dict[str, str]:
         """The progress bar's figures for a step."""
@@ -587,7 +885,7 @@ class _Trainer:
             means = {"loss": means["loss"], "nll": means["rec"]}
         return means
 
-    def aggressive_inner_loop(self, batch: Batch, batches: list[list[int]], beta: float) -> int:
+    def aggressive_inner_loop(self, indices: list[int], batches: list[list[int]], beta: float) -> int:
         """He et al. 2019's inner loop before one decoder update: encoder-and-posterior-only steps,
         first on the outer step's batch, then on random batches of the epoch, until
         :class:`~seqvae.aggressive.InnerLoopRule` stops it. The random batches come from a
@@ -596,47 +894,26 @@ class _Trainer:
         config = self.config
         rule = InnerLoopRule(check_every=config.train.aggressive_check_every, max_steps=config.train.aggressive_max_inner_steps)
         generator = torch.Generator().manual_seed(config.run.seed * 1_000_003 + self.step)
-        sequences = self.data.splits["train"].sequences
         with _frozen(self.decoder_parameters):
             while True:
-                terms = self._update(batch, beta, only=self.encoder_parameters)
-                if rule.add(terms.loss * batch.num_sentences, batch.num_tokens):
+                batch, share = self.take(indices)
+                terms = self._update(batch, beta, share, only=self.encoder_parameters)
+                self.agree(share)
+                # the global batch's loss (under torchrun every rank takes the same decision)
+                sentences, tokens = (share.sentences, share.tokens) if share is not None else (batch.num_sentences, batch.num_tokens)
+                if rule.add(terms.loss * sentences, tokens):
                     return rule.steps
                 index = int(torch.randint(len(batches), (1,), generator=generator))
-                batch = collate([sequences[i] for i in batches[index]]).to(self.device)
+                indices = batches[index]
 
     def validate(self, metrics: _MetricsLog, *, epoch_end: bool = False, stopped_by: str | None = None) -> dict[str, Any]:
         """The validation measures of ``train.validation`` (every measure of ``seqvae eval``, or
         the ELBO terms only), with z drawn from generators of their own."""
         config = self.config
-        batches = self.data.batches("valid", config.train.eval_batch_size)
-        target = free_bits_target(config.objective, self.model.latent_dim)
-        if config.train.validation == "full":
-            self.valid = evaluate_split(
-                self.model,
-                list(batches),
-                self.data.tokenizer,
-                iw_samples=config.train.validation_iw_samples,
-                prior_samples=config.train.validation_prior_samples,
-                free_bits_target=target,
-                seed=config.run.seed * 7_919 + self.epoch + 1,
-                words=self.data.splits["valid"].words,
-                progress=self.progress,
-            )
-            warnings = self.valid.pop("warnings")
-        else:
-            self.valid = evaluate_elbo(
-                self.model, list(batches), generator=_validation_generator(config.run.seed, self.epoch), progress=self.progress
-            )
-            warnings = [] if self.model.is_language_model else diagnose(
-                kl=self.valid["kl"],
-                active=self.valid["active_units"],
-                mean_posterior_std=self.valid["mean_posterior_std"],
-                free_bits_target=target,
-            )
+        self.valid, warnings = self.world.broadcast(self._measure_validation() if self.world.main else None)
+        self.valid_step = self.step
         for warning in warnings:
             self.say(f"WARNING (epoch {self.epoch + 1}): {warning}")
-        self.valid_step = self.step
         record = {"split": "valid", "step": self.step, "epoch": self.epoch + 1}
         if stopped_by:  # a validation where a budget stopped the run, not at an epoch's end
             record["stopped_by"] = stopped_by
@@ -649,6 +926,38 @@ class _Trainer:
             record["aggressive"] = self.switch.on
         metrics.write({**record, **{key: _round(value) for key, value in self.valid.items()}, "warnings": warnings})
         return self.valid
+
+    def _measure_validation(self) -> tuple[dict[str, Any], list[str]]:
+        """The validation figures and warnings. Under torchrun rank 0 measures them on the whole
+        validation set, exactly as one process does (nothing counted twice), and sends them to
+        the other ranks."""
+        config = self.config
+        batches = self.data.batches("valid", config.train.eval_batch_size)
+        target = free_bits_target(config.objective, self.model.latent_dim)
+        if config.train.validation == "full":
+            valid = evaluate_split(
+                self.model,
+                list(batches),
+                self.data.tokenizer,
+                iw_samples=config.train.validation_iw_samples,
+                prior_samples=config.train.validation_prior_samples,
+                free_bits_target=target,
+                seed=config.run.seed * 7_919 + self.epoch + 1,
+                words=self.data.splits["valid"].words,
+                progress=self.progress,
+            )
+            warnings = valid.pop("warnings")
+        else:
+            valid = evaluate_elbo(
+                self.model, list(batches), generator=_validation_generator(config.run.seed, self.epoch), progress=self.progress
+            )
+            warnings = [] if self.model.is_language_model else diagnose(
+                kl=valid["kl"],
+                active=valid["active_units"],
+                mean_posterior_std=valid["mean_posterior_std"],
+                free_bits_target=target,
+            )
+        return valid, warnings
 
 
 def train(
@@ -663,9 +972,32 @@ def train(
 
     One training at a time writes a run directory (seqvae.locks). SIGINT and SIGTERM (when called
     from the main thread) save a resumable checkpoint at the current step and raise
-    :class:`~seqvae.errors.TrainingInterrupted`; a second signal interrupts at once."""
-    with run_directory_lock(config.run.dir):
-        return _train(config, resume=resume, overwrite=overwrite, progress=progress, echo=echo)
+    :class:`~seqvae.errors.TrainingInterrupted`; a second signal interrupts at once.
+
+    Started by torchrun, each process is one rank of a data-parallel training (seqvae.distributed):
+    rank 0 alone locks and writes the run directory and prints."""
+    device = resolve_device(config.run.device)
+    if config.train.precision != "fp32" and device.type != "cuda":
+        raise SeqVAEError(
+            f"train.precision={config.train.precision}: mixed precision is for CUDA; the CPU trains in fp32 "
+            "(bf16 autocast measured slower than fp32 on an AVX2 CPU: benchmarks/README.md)"
+        )
+    world, device = join(config.run.distributed_backend, device)
+    if world.parallel and config.train.batch_size < world.size:
+        raise SeqVAEError(
+            f"train.batch_size={config.train.batch_size}: the global batch must have at least one sentence per process "
+            f"({world.size} processes)"
+        )
+    try:
+        with contextlib.ExitStack() as held:
+            with agreement(world):
+                if world.main:
+                    held.enter_context(run_directory_lock(config.run.dir))
+            if not world.main:
+                progress, echo = False, None
+            return _train(config, resume=resume, overwrite=overwrite, progress=progress, echo=echo, world=world, device=device)
+    finally:
+        leave(world)
 
 
 @contextlib.contextmanager
@@ -692,18 +1024,29 @@ def _stop_on_signals(trainer: _Trainer):
             signal.signal(number, action)
 
 
-def _train(config: Config, *, resume: bool, overwrite: bool, progress: bool, echo) -> TrainResult:
+def _train(config: Config, *, resume: bool, overwrite: bool, progress: bool, echo, world: World, device: torch.device) -> TrainResult:
     started = time.perf_counter()
     say = echo or (lambda message: None)
     run_dir = Path(config.run.dir)
-    device = resolve_device(config.run.device)
-    _check_run_dir(config, run_dir, resume=resume, overwrite=overwrite)
+    saved_threads = None
+    with agreement(world):
+        if world.main:
+            _check_run_dir(config, run_dir, resume=resume, overwrite=overwrite)
+            saved_threads = load_config(run_dir / CONFIG_FILE).run.threads if resume else 0
     # threads: as asked, else as the run was started with, else the free CPUs; the saved config records them
-    threads = config.run.threads or (load_config(run_dir / CONFIG_FILE).run.threads if resume else 0)
+    threads = config.run.threads or world.broadcast(saved_threads)
     config = dataclasses.replace(config, run=dataclasses.replace(config.run, threads=use_threads(threads)))
 
     corpus = load_corpus(config.data)
-    tokenizer = load_tokenizer(run_dir) if resume else build_tokenizer(config.tokenizer, corpus.splits["train"])
+    tokenizer_files = None
+    with agreement(world):  # rank 0 builds (or loads) the tokenizer and sends it to the others
+        if world.main:
+            tokenizer = load_tokenizer(run_dir) if resume else build_tokenizer(config.tokenizer, corpus.splits["train"])
+            tokenizer_files = tokenizer.files() if world.parallel else None
+    if world.parallel:
+        tokenizer_files = world.broadcast(tokenizer_files)
+        if not world.main:
+            tokenizer = tokenizer_from_files(tokenizer_files, run_dir)
     data = prepare_data(config, corpus, tokenizer)
     for split, counts in data.summary.items():
         if counts["truncated"] or counts["dropped"] or counts["blank_lines_skipped"]:
@@ -719,21 +1062,29 @@ def _train(config: Config, *, resume: bool, overwrite: bool, progress: bool, ech
                 "document); data.max_length with data.length_policy truncates or drops long lines"
             )
 
-    trainer = _Trainer(config, data, device, say, progress=progress)
+    trainer = _Trainer(config, data, device, say, progress=progress, world=world)
     last_path = run_dir / CHECKPOINT_DIR / LAST
     if resume:
         trainer.restore(last_path)
         say(f"resumed {run_dir} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch_in_epoch})")
     else:
-        if config.train.init_from:  # checked before the run directory is replaced
-            trainer.warm_start()
-        _create_run_dir(run_dir)
-        tokenizer.save(run_dir)
+        with agreement(world):
+            if config.train.init_from and world.main:  # checked before the run directory is replaced
+                trainer.warm_start()  # the other ranks receive the weights in distribute()
+        if world.main:
+            _create_run_dir(run_dir)
+            tokenizer.save(run_dir)
+    trainer.distribute()
+    if world.parallel:
+        say(f"data-parallel training: {world.size} processes ({world.backend}), {config.train.batch_size} sentences per global batch")
     resumed_from = trainer.step if resume else None
-    # A resumed run may extend epochs or max_steps: the saved config records what now applies.
-    atomic_write_text(run_dir / CONFIG_FILE, config_to_toml(config))
-    atomic_write_json(run_dir / DATA_FILE, data.summary)
-    metrics = _MetricsLog(run_dir / METRICS_FILE, _read_metrics(run_dir / METRICS_FILE, trainer.step))
+    if world.main:
+        # A resumed run may extend epochs or max_steps: the saved config records what now applies.
+        atomic_write_text(run_dir / CONFIG_FILE, config_to_toml(config))
+        atomic_write_json(run_dir / DATA_FILE, data.summary)
+        metrics = _MetricsLog(run_dir / METRICS_FILE, _read_metrics(run_dir / METRICS_FILE, trainer.step))
+    else:
+        metrics = _NoMetrics()
 
     with _stop_on_signals(trainer):
         decay_limit = config.train.stop_after_decays

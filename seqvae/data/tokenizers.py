@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from seqvae.errors import SeqVAEError
-from seqvae.files import atomic_write_bytes, atomic_write_json
+from seqvae.files import atomic_write_bytes
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)
@@ -48,6 +48,8 @@ class Tokenizer(Protocol):
     def encode(self, sentence: str) -> list[int]: ...
 
     def decode(self, ids: Iterable[int]) -> str: ...
+
+    def files(self) -> dict[str, bytes]: ...
 
     def save(self, directory: Path) -> None: ...
 
@@ -94,8 +96,12 @@ class WordTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return " ".join(self.tokens[i] for i in ids if i not in (PAD_ID, BOS_ID, EOS_ID))
 
+    def files(self) -> dict[str, bytes]:
+        """The files ``save`` writes, by name."""
+        return {TOKENIZER_FILE: _json_bytes({"kind": "word", "tokens": self.tokens})}
+
     def save(self, directory: Path) -> None:
-        atomic_write_json(Path(directory) / TOKENIZER_FILE, {"kind": "word", "tokens": self.tokens})
+        _save_files(directory, self.files())
 
 
 class SentencePieceTokenizer:
@@ -206,12 +212,22 @@ class SentencePieceTokenizer:
             pieces.append(self.processor.decode(run))
         return " ".join(pieces)
 
+    def files(self) -> dict[str, bytes]:
+        """The files ``save`` writes, by name (the model first: the JSON names it)."""
+        spec = {"kind": "sentencepiece", "model_file": SENTENCEPIECE_FILE, "order": self.order}
+        return {SENTENCEPIECE_FILE: self.model_proto, TOKENIZER_FILE: _json_bytes(spec)}
+
     def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        atomic_write_bytes(directory / SENTENCEPIECE_FILE, self.model_proto)
-        atomic_write_json(
-            directory / TOKENIZER_FILE, {"kind": "sentencepiece", "model_file": SENTENCEPIECE_FILE, "order": self.order}
-        )
+        _save_files(directory, self.files())
+
+
+def _json_bytes(value) -> bytes:
+    return (json.dumps(value, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+def _save_files(directory: Path, files: dict[str, bytes]) -> None:
+    for name, content in files.items():
+        atomic_write_bytes(Path(directory) / name, content)
 
 
 def build_tokenizer(config, train_sentences: list[str]) -> Tokenizer:
@@ -233,8 +249,23 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     path = Path(directory) / TOKENIZER_FILE
     if not path.is_file():
         raise SeqVAEError(f"{path}: tokenizer file not found")
+    files = {TOKENIZER_FILE: path.read_bytes()}
     try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
+        spec = json.loads(files[TOKENIZER_FILE].decode("utf-8"))
+        model_file = spec.get("model_file", SENTENCEPIECE_FILE) if spec.get("kind") == "sentencepiece" else None
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        raise SeqVAEError(f"{path}: not a seqvae tokenizer file") from None
+    if model_file is not None and (Path(directory) / model_file).is_file():
+        files[model_file] = (Path(directory) / model_file).read_bytes()
+    return tokenizer_from_files(files, Path(directory))
+
+
+def tokenizer_from_files(files: dict[str, bytes], directory: Path = Path(".")) -> Tokenizer:
+    """The tokenizer whose files (``Tokenizer.files()``, or a run directory's) are given by name;
+    ``directory`` only names them in errors."""
+    path = directory / TOKENIZER_FILE
+    try:
+        spec = json.loads(files[TOKENIZER_FILE].decode("utf-8"))
         kind = spec["kind"]
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
         raise SeqVAEError(f"{path}: not a seqvae tokenizer file") from None
@@ -244,11 +275,12 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         except (KeyError, ValueError, TypeError):
             raise SeqVAEError(f"{path}: corrupt word vocabulary") from None
     if kind == "sentencepiece":
-        model_path = Path(directory) / spec.get("model_file", SENTENCEPIECE_FILE)
-        if not model_path.is_file():
+        model_file = spec.get("model_file", SENTENCEPIECE_FILE)
+        model_path = directory / model_file
+        if model_file not in files:
             raise SeqVAEError(f"{model_path}: SentencePiece model not found")
         try:  # no 'order': saved before ids were frequency-ordered, SentencePiece's own ids
-            return SentencePieceTokenizer(model_path.read_bytes(), spec.get("order"))
+            return SentencePieceTokenizer(files[model_file], spec.get("order"))
         except RuntimeError:
             raise SeqVAEError(f"{model_path}: corrupt SentencePiece model") from None
         except (ValueError, TypeError):

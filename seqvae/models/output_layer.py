@@ -30,6 +30,8 @@ V vocabulary.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,6 +53,21 @@ def sequence_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
     return (token_nll * mask).sum(dim=1)
 
 
+def in_fp32(method):
+    """Run an output layer's scoring in fp32 under autocast (train.precision = bf16 or fp16): the
+    logits and the log-softmax are where low precision costs most, and they are a small share of
+    the step."""
+
+    @functools.wraps(method)
+    def scored(self, features: torch.Tensor, *args):
+        if not torch.is_autocast_enabled(features.device.type):
+            return method(self, features, *args)
+        with torch.autocast(features.device.type, enabled=False):
+            return method(self, features.float(), *args)
+
+    return scored
+
+
 class _SentenceScores:
     """``sequence_nll`` from ``token_log_prob``, the same for both layers."""
 
@@ -69,10 +86,12 @@ class SoftmaxOutput(_SentenceScores, nn.Linear):
         """Scores the target-only path computes per position: all V logits."""
         return self.out_features
 
+    @in_fp32
     def log_prob(self, features: torch.Tensor) -> torch.Tensor:
         """(..., F) -> (..., V) log-probabilities."""
         return F.log_softmax(self(features), dim=-1)
 
+    @in_fp32
     def token_log_prob(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(..., F), targets (...) -> log p(target) (...). Without gradients (scoring), the
         logits are computed for ``SCORING_BYTES`` worth of positions at a time, so their buffers
@@ -137,11 +156,13 @@ class AdaptiveOutput(_SentenceScores, nn.AdaptiveLogSoftmaxWithLoss):
         the few positions whose target lies in one, come on top)."""
         return self.head_size
 
+    @in_fp32
     def log_prob(self, features: torch.Tensor) -> torch.Tensor:
         """(..., F) -> (..., V) log-probabilities: the head and every cluster."""
         flat = features.reshape(-1, features.shape[-1])
         return super().log_prob(flat).view(*features.shape[:-1], self.n_classes)
 
+    @in_fp32
     def token_log_prob(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(..., F), targets (...) -> log p(target) (...): the head for every position, a tail
         cluster only for the positions whose target lies in it."""

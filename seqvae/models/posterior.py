@@ -33,10 +33,12 @@ class DiagonalGaussian:
     def std(self) -> torch.Tensor:
         return torch.exp(0.5 * self.logvar)
 
-    def rsample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Reparametrised sample z = mu + sigma * eps, eps ~ N(0, I) (Kingma & Welling 2014)."""
-        device = generator.device if generator is not None else self.mean.device
-        eps = torch.randn(self.mean.shape, generator=generator, device=device, dtype=self.mean.dtype)
+    def rsample(self, generator: torch.Generator | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
+        """Reparametrised sample z = mu + sigma * eps, eps ~ N(0, I) (Kingma & Welling 2014);
+        ``eps`` (B, Z) given when the noise was drawn beforehand (seqvae.distributed.StepNoise)."""
+        if eps is None:
+            device = generator.device if generator is not None else self.mean.device
+            eps = torch.randn(self.mean.shape, generator=generator, device=device, dtype=self.mean.dtype)
         return self.mean + self.std * eps.to(self.mean.device)
 
     def kl_per_dimension(self) -> torch.Tensor:
@@ -64,9 +66,11 @@ class DiagonalGaussian:
         """E_q[log q(z|x)] = -Z/2 log(2 pi) - 1/2 sum_j (1 + log sigma_j^2), per sentence (B,)."""
         return -0.5 * self.mean.shape[-1] * math.log(2 * math.pi) - 0.5 * (1 + self.logvar).sum(-1)
 
-    def sample_kl(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_kl(
+        self, generator: torch.Generator | None = None, eps: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """z ~ q(z|x) (B, Z) and the KL the objective uses (B,): here the analytic KL."""
-        return self.rsample(generator), self.kl()
+        return self.rsample(generator, eps), self.kl()
 
     def noise(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """K x B draws of z0 = mu + sigma * eps, (K, B, Z)."""
@@ -139,9 +143,11 @@ class FlowPosterior:
     def rsample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.flow(self.base.rsample(generator), self.prepared)[0]
 
-    def sample_kl(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_kl(
+        self, generator: torch.Generator | None = None, eps: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """z_T (B, Z) and the single-sample Monte-Carlo KL on it, log q(z_T|x) - log N(z_T; 0, I), (B,)."""
-        z0 = self.base.rsample(generator)
+        z0 = self.base.rsample(generator, eps)
         z, log_det = self.flow(z0, self.prepared)
         log_q = self.base.log_prob(z0) - log_det
         return z, log_q - _standard_normal_log_prob(z)
@@ -249,7 +255,8 @@ class GaussianPosterior(nn.Module):
     def forward(self, summary: torch.Tensor) -> DiagonalGaussian | FlowPosterior:
         """summary (B, H) -> q(z|x): the Gaussian with mean and logvar (B, Z), or with a flow the
         flow posterior on that Gaussian, whose context h(x) is the summary itself."""
-        mean, logvar = self.projection(summary).chunk(2, dim=-1)
+        # fp32 moments under autocast (train.precision), so the KL and z are computed in fp32
+        mean, logvar = self.projection(summary).float().chunk(2, dim=-1)
         if self.mean_norm is not None:
             mean = self._normalise(mean)
         base = DiagonalGaussian(mean=mean, logvar=logvar)
@@ -258,6 +265,8 @@ class GaussianPosterior(nn.Module):
     def _normalise(self, mean: torch.Tensor) -> torch.Tensor:
         norm = self.mean_norm
         use_batch = self.training and mean.shape[0] > 1
+        if use_batch and isinstance(norm, nn.SyncBatchNorm):  # data-parallel on CUDA: statistics of the global batch
+            return norm(mean)
         return nn.functional.batch_norm(
             mean, norm.running_mean, norm.running_var, norm.weight, norm.bias,
             training=use_batch, momentum=norm.momentum, eps=norm.eps,

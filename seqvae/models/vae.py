@@ -73,20 +73,27 @@ class SeqVAE(nn.Module):
         word_dropout_rate: float = 0.0,
         generator: torch.Generator | None = None,
         use_mean: bool = False,
+        noise=None,
     ) -> VAEOutput:
         """Encode, draw z ~ q(z|x) (or take its mean), and score the targets with the decoder
         (target-only: the output layer computes what the targets need).
 
         Word dropout applies to the decoder's inputs in training mode only: a model in ``eval()``
         mode ignores ``word_dropout_rate``. The encoder always reads the clean sentence.
+
+        ``noise`` (a :class:`seqvae.distributed.StepNoise`): eps and the word-dropout draws, drawn
+        beforehand for a global batch; without it they are drawn here from ``generator`` (the
+        default one when None).
         """
         posterior = self.encode(batch)
-        z, kl = posterior.sample_kl(generator)
+        eps = noise.eps if noise is not None else None
+        z, kl = posterior.sample_kl(generator) if eps is None else posterior.sample_kl(eps=eps)
         if use_mean:
             z = posterior.mean
         inputs = batch.inputs
         if self.training and word_dropout_rate > 0.0:
-            inputs = word_dropout(inputs, batch.mask, rate=word_dropout_rate, unk_id=self.unk_id)
+            uniforms = noise.word_dropout if noise is not None else None
+            inputs = word_dropout(inputs, batch.mask, rate=word_dropout_rate, unk_id=self.unk_id, uniforms=uniforms)
         reconstruction = self.decoder.sequence_nll(inputs, z, batch.targets, batch.mask)
         return VAEOutput(reconstruction=reconstruction, posterior=posterior, z=z, kl=kl)
 

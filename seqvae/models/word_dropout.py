@@ -12,12 +12,14 @@ def word_dropout(
     rate: float,
     unk_id: int,
     generator: torch.Generator | None = None,
+    uniforms: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Replace decoder input tokens by <unk> with probability ``rate`` (Bowman et al. 2016).
 
     inputs (B, T) begin with <bos>, which is never replaced, nor is padding; the targets and the
     encoder input are separate tensors and untouched. rate = 1 gives the inputless decoder.
-    Call it in training only.
+    Call it in training only. ``uniforms`` (B, T): the U(0, 1) draws, when drawn beforehand
+    (seqvae.distributed.StepNoise); a token is dropped where its draw is below the rate.
     """
     if rate <= 0.0:
         return inputs
@@ -26,6 +28,6 @@ def word_dropout(
     if rate >= 1.0:
         drop = droppable
     else:
-        noise = torch.rand(inputs.shape, generator=generator, device=inputs.device)
+        noise = uniforms if uniforms is not None else torch.rand(inputs.shape, generator=generator, device=inputs.device)
         drop = droppable & (noise < rate)
     return inputs.masked_fill(drop, unk_id)

@@ -1,0 +1,243 @@
+"""Data-parallel training (seqvae.distributed): processes spawned here with torchrun's environment
+variables and the gloo backend, each run bounded in time."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from seqvae.config import config_to_toml
+from seqvae.data.tokenizers import load_tokenizer
+from seqvae.models.vae import build_model
+
+LIMIT = 240
+"""Seconds a spawned training may take before the test fails (they take a few)."""
+
+
+def _free_port() -> int:
+    with socket.socket() as handle:
+        handle.bind(("127.0.0.1", 0))
+        return handle.getsockname()[1]
+
+
+def _write_config(config, path: Path) -> Path:
+    path.write_text(config_to_toml(config))
+    return path
+
+
+def _start(world_size: int, config_path: Path, overrides: list[str], cwds: list[Path], *extra: str) -> list[subprocess.Popen]:
+    """``python -m seqvae train CONFIG`` as ``world_size`` ranks, as torchrun would start them
+    (one thread each), rank r in cwds[r]."""
+    port = _free_port()
+    processes = []
+    for rank in range(world_size):
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            WORLD_SIZE=str(world_size),
+            LOCAL_RANK=str(rank),
+            LOCAL_WORLD_SIZE=str(world_size),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            OMP_NUM_THREADS="1",
+        )
+        cwds[rank].mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "seqvae", "train", str(config_path), *overrides, "run.threads=1", "--no-progress", *extra]
+        processes.append(subprocess.Popen(command, cwd=cwds[rank], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return processes
+
+
+def _finish(processes: list[subprocess.Popen]) -> list[tuple[int, str, str]]:
+    deadline = time.monotonic() + LIMIT
+    results = []
+    try:
+        for process in processes:
+            out, err = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            results.append((process.returncode, out, err))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return results
+
+
+def _train(world_size: int, config_path: Path, overrides: list[str], cwds: list[Path], *extra: str) -> list[tuple[int, str, str]]:
+    results = _finish(_start(world_size, config_path, overrides, cwds, *extra))
+    for rank, (code, _, err) in enumerate(results):
+        assert code == 0, f"rank {rank}: {err}"
+    return results
+
+
+def _weights(run_dir: Path, name: str = "last.pt") -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / name, weights_only=False)["model"]
+
+
+def _largest_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[key].double() - b[key].double()).abs().max()) for key in a if a[key].is_floating_point())
+
+
+# Each case: the config sections of a method whose step must not depend on the number of ranks.
+METHODS = {
+    "per-dimension free bits": {"objective": {"free_bits": "per_dimension", "free_bits_lambda": 0.3}},
+    "adaptive softmax": {"model": {"output_layer": "adaptive", "adaptive_cutoffs": [20, 60]}},
+    "minimum desired rate": {"objective": {"free_bits": "mdr", "free_bits_lambda": 2.0}},
+    "language model": {"model": {"latent_dim": 0}, "objective": {"word_dropout": 0.0}},
+    "iaf flow": {"model": {"flow": "iaf", "flow_steps": 2, "flow_hidden": 16}},
+}
+
+
+@pytest.mark.parametrize("method", list(METHODS), ids=list(METHODS))
+def test_one_update_of_two_and_three_ranks_equals_one_process_with_the_whole_batch(tiny_corpus, tmp_path, method):
+    """The same global batch of 16 sentences split over 2 ranks (8 + 8) and 3 ranks (6 + 5 + 5)
+    gives the parameters of one process after one update (plain SGD at a large rate, so the
+    update is large and any difference in the gradient shows)."""
+    sections = {"annealing": {"schedule": "constant", "beta": 1.0}, "train": {"optimizer": "sgd", "learning_rate": 0.5}}
+    for name, values in METHODS[method].items():
+        sections[name] = {**sections.get(name, {}), **values}
+    config = tiny_config(tiny_corpus, Path("run"), **sections)
+    config_path = _write_config(config, tmp_path / "config.toml")
+    step = ["train.max_steps=1", "train.validation=elbo"]
+    runs = {}
+    for world_size in (1, 2, 3):
+        cwds = [tmp_path / f"w{world_size}-rank{rank}" for rank in range(world_size)]
+        _train(world_size, config_path, step, cwds)
+        runs[world_size] = _weights(cwds[0] / "run")
+    tokenizer = load_tokenizer(tmp_path / "w1-rank0" / "run")
+    torch.manual_seed(config.run.seed)
+    initial = build_model(config.model, vocab_size=tokenizer.vocab_size).state_dict()
+    assert _largest_difference(runs[1], initial) > 1e-2  # the update moved the weights
+    assert _largest_difference(runs[2], runs[1]) < 1e-6
+    assert _largest_difference(runs[3], runs[1]) < 1e-6
+
+
+def test_an_epoch_with_a_one_sentence_batch_and_aggressive_training_matches_one_process(tiny_corpus, tmp_path):
+    """300 sentences in batches of 23 leave one batch of a single sentence: the second rank runs
+    a stand-in row at weight 0. Aggressive training's inner loop decides on the global loss, so
+    every rank takes the same number of encoder steps."""
+    config = tiny_config(
+        tiny_corpus,
+        Path("run"),
+        train={"optimizer": "sgd", "learning_rate": 0.2, "batch_size": 23, "epochs": 1, "aggressive": True,
+               "aggressive_max_inner_steps": 6, "aggressive_check_every": 3, "validation": "elbo"},
+    )
+    config_path = _write_config(config, tmp_path / "config.toml")
+    runs = {}
+    for world_size in (1, 2):
+        cwds = [tmp_path / f"w{world_size}-rank{rank}" for rank in range(world_size)]
+        _train(world_size, config_path, [], cwds)
+        runs[world_size] = cwds[0] / "run"
+    assert _largest_difference(_weights(runs[2]), _weights(runs[1])) < 1e-5
+    one, two = ([json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (runs[1], runs[2]))
+    assert [record["step"] for record in one] == [record["step"] for record in two]
+    inner = [record["inner_steps"] for record in two if "inner_steps" in record]
+    assert inner == [record["inner_steps"] for record in one if "inner_steps" in record] and max(inner) > 1
+
+
+def _steps_logged(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    steps = [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
+    return max(steps, default=0)
+
+
+def test_a_two_rank_run_stopped_by_sigterm_and_resumed_ends_bit_identical(tiny_corpus, tmp_path):
+    """SIGTERM reaches both ranks (as torchrun forwards it); they agree on a step, rank 0 saves it,
+    both exit with 130; resumed, the run ends with the weights of an uninterrupted one, bit for
+    bit. Only rank 0 writes: rank 1 runs in a folder of its own, which stays empty."""
+    config = tiny_config(
+        tiny_corpus,
+        Path("run"),
+        model={"embedding_dim": 64, "hidden_dim": 160, "dropout": 0.1},  # big enough that a step takes a while
+        train={"epochs": 4, "log_every": 1, "validation": "elbo", "checkpoint_every": 7},
+    )
+    config_path = _write_config(config, tmp_path / "config.toml")
+    whole = [tmp_path / "whole-rank0", tmp_path / "whole-rank1"]
+    _train(2, config_path, [], whole)
+
+    cut = [tmp_path / "cut-rank0", tmp_path / "cut-rank1"]
+    processes = _start(2, config_path, [], cut)
+    deadline = time.monotonic() + LIMIT
+    while _steps_logged(cut[0] / "run") < 5 and time.monotonic() < deadline and processes[0].poll() is None:
+        time.sleep(0.01)
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    results = _finish(processes)
+    assert [code for code, _, _ in results] == [130, 130], results
+    assert "SIGTERM: training stopped at step" in results[0][2] and "--resume" in results[0][2]
+    assert results[1][1] == "" and results[1][2] == ""  # rank 1 prints nothing
+    stopped = torch.load(cut[0] / "run" / "checkpoints" / "last.pt", weights_only=False)
+    total = 4 * 19  # 300 sentences in batches of 16, four epochs
+    assert 5 <= stopped["step"] < total and stopped["world_size"] == 2 and len(stopped["rng_ranks"]) == 2
+
+    _train(2, config_path, [], cut, "--resume")
+    assert torch.load(cut[0] / "run" / "checkpoints" / "last.pt", weights_only=False)["step"] == total
+    for name in ("last.pt", "best.pt"):
+        assert _largest_difference(_weights(cut[0] / "run", name), _weights(whole[0] / "run", name)) == 0.0
+    assert list(cut[1].iterdir()) == [] and list(whole[1].iterdir()) == []  # rank 1 wrote nothing
+    written = {path.name for path in (cut[0] / "run").iterdir()}
+    assert {"config.toml", "tokenizer.json", "metrics.jsonl", "data.json", "checkpoints"} <= written
+
+
+def test_a_two_rank_checkpoint_resumes_in_one_process_and_says_it_is_not_bit_exact(tiny_corpus, tmp_path):
+    config = tiny_config(tiny_corpus, Path("run"), train={"epochs": 2, "validation": "elbo"})
+    config_path = _write_config(config, tmp_path / "config.toml")
+    two = [tmp_path / "rank0", tmp_path / "rank1"]
+    _train(2, config_path, ["train.max_steps=10"], two)
+    (code, out, err), = _train(1, config_path, [], [two[0]], "--resume")
+    assert "resumed with 1 processes a run checkpointed with 2" in err and "not bit-exact" in err
+    whole = [tmp_path / "whole0", tmp_path / "whole1"]
+    _train(2, config_path, [], whole)
+    # no model.dropout here: only the order of floating-point sums differs
+    assert _largest_difference(_weights(two[0] / "run"), _weights(whole[0] / "run")) < 1e-4
+
+
+def test_an_error_on_rank_zero_stops_every_rank_with_one_message(tiny_corpus, tmp_path):
+    """The run directory exists (no --resume): rank 0 refuses, the other rank stops too, quietly."""
+    config = tiny_config(tiny_corpus, Path("run"), train={"epochs": 1, "validation": "elbo"})
+    config_path = _write_config(config, tmp_path / "config.toml")
+    cwds = [tmp_path / "rank0", tmp_path / "rank1"]
+    _train(2, config_path, ["train.max_steps=2"], cwds)
+    results = _finish(_start(2, config_path, [], cwds))
+    assert [code for code, _, _ in results] == [2, 2]
+    assert results[0][2].strip().splitlines() == [
+        "seqvae: error: run: run directory exists; pass --resume to continue it or --overwrite to replace it"
+    ]
+    assert results[1][2] == ""
+
+
+def test_mixed_precision_is_refused_on_the_cpu(tiny_corpus, tmp_path):
+    from seqvae.errors import SeqVAEError
+    from seqvae.training import train
+
+    config = tiny_config(tiny_corpus, tmp_path / "run", train={"precision": "bf16"})
+    with pytest.raises(SeqVAEError, match=r"^train.precision=bf16: mixed precision is for CUDA"):
+        train(config, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_output_layer_scores_in_fp32_under_autocast():
+    """Under a bf16 autocast (here the CPU's, standing in for CUDA's) the decoder's features are
+    bf16 but the log-probabilities come out fp32 and equal the fp32 layer's on those features."""
+    from seqvae.models.output_layer import AdaptiveOutput, SoftmaxOutput
+
+    torch.manual_seed(0)
+    features, targets = torch.randn(3, 5, 16), torch.randint(0, 50, (3, 5))
+    for layer in (SoftmaxOutput(16, 50), AdaptiveOutput(16, 50, cutoffs=[10, 30])):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = torch.nn.functional.linear(features, torch.eye(16))  # bf16, as autocast leaves a decoder's output
+            scored = layer.token_log_prob(low, targets)
+        assert low.dtype == torch.bfloat16 and scored.dtype == torch.float32
+        torch.testing.assert_close(scored, layer.token_log_prob(low.float(), targets))
