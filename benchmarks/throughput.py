@@ -77,7 +77,7 @@ from seqvae.data.corpus import load_text_files
 from seqvae.data.synthetic import DEFAULT_SIZES, write_corpus
 from seqvae.data.tokenizers import WordTokenizer
 from seqvae.models.vae import build_model
-from seqvae.training import build_optimizer, train_step
+from seqvae.training import Precision, build_optimizer, train_step
 
 LEARNING_RATE = TrainConfig().learning_rate  # 1e-3, as in training
 GRAD_CLIP = 5.0
@@ -117,12 +117,15 @@ class LSTMLanguageModel(nn.Module):
 class FloorStep:
     """One training step of the plain language model."""
 
-    def __init__(self, model: LSTMLanguageModel, device: torch.device) -> None:
+    def __init__(self, model: LSTMLanguageModel, device: torch.device, precision: Precision) -> None:
         self.model = model
         self.optimizer = build_optimizer(model.parameters(), learning_rate=LEARNING_RATE, device=device)
+        self.precision = precision
 
     def __call__(self, batch: Batch) -> float:
-        logits = self.model(batch.inputs)
+        with self.precision.autocast():
+            logits = self.model(batch.inputs)
+        logits = logits.float()  # the loss in fp32, as seqvae's output layer computes it
         vocab = logits.shape[-1]
         token_nll = F.cross_entropy(logits.reshape(-1, vocab), batch.targets.reshape(-1), reduction="none")
         loss = (token_nll * batch.mask.reshape(-1)).sum() / batch.inputs.shape[0]
@@ -139,14 +142,16 @@ class VAEStep:
 
     description = "seqvae.training.train_step: model(batch) -> elbo_loss(beta=1) -> backward -> clip 5 -> Adam"
 
-    def __init__(self, model: nn.Module, device: torch.device) -> None:
+    def __init__(self, model: nn.Module, device: torch.device, precision: Precision) -> None:
         self.model = model
         self.optimizer = build_optimizer(model.parameters(), learning_rate=LEARNING_RATE, device=device)
-        self.objective = ObjectiveConfig()
+        self.objective = ObjectiveConfig(free_bits="none")
+        self.precision = precision
 
     def __call__(self, batch: Batch) -> float:
         terms = train_step(
-            self.model, self.optimizer, batch, kl_weight=KL_WEIGHT, objective=self.objective, grad_clip=GRAD_CLIP
+            self.model, self.optimizer, batch, kl_weight=KL_WEIGHT, objective=self.objective, grad_clip=GRAD_CLIP,
+            precision=self.precision,
         )
         return terms.loss
 
@@ -235,6 +240,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--flow-steps", type=int, default=2)
     parser.add_argument("--flow-hidden", type=int, default=320)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+        help="autocast of every model's forward, as train.precision (the CPU trains in fp32; bf16 here measures why)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
@@ -303,7 +312,10 @@ def main(argv: list[str] | None = None) -> dict:
         models[f"vae_adaptive_{args.flow}"] = build_model(
             flow_config, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, unk_id=tokenizer.unk_id
         ).to(device)
-    steps = {name: (FloorStep if name == "lm_floor" else VAEStep)(model.train(), device) for name, model in models.items()}
+    precision = Precision(args.precision, device)
+    steps = {
+        name: (FloorStep if name == "lm_floor" else VAEStep)(model.train(), device, precision) for name, model in models.items()
+    }
     parameters = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
 
     rss = {"before_timing": max_rss_mib()}
@@ -340,6 +352,7 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         "tokens_per_s_repeats": rates,
         "device": str(device),
+        "precision": args.precision,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "pairing": f"{args.encoder}/{args.decoder} ({injection})",
@@ -386,7 +399,7 @@ def print_table(r: dict) -> None:
         f"sizes       embedding {r['embedding_dim']}, hidden {r['hidden_dim']}, latent {r['latent_dim']}, "
         f"batch {r['batch_size']}"
     )
-    print(f"device      {r['device']} ({r['device_name']}), threads {r['threads']}, torch {r['torch']}")
+    print(f"device      {r['device']} ({r['device_name']}), threads {r['threads']}, torch {r['torch']}, {r['precision']}")
     print(
         f"timing      {r['repeats']} repeats x ({r['warmup']} warm-up + {r['batches']} timed batches), "
         f"models in turn; median reported"

@@ -494,6 +494,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "threads", None) is not None and args.threads < 0:
             raise SeqVAEError(f"--threads {args.threads}: use 0 for the automatic choice, or a positive count")
+        if args.command != "train" and os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
+            raise SeqVAEError(
+                f"seqvae {args.command}: only train runs under torchrun (WORLD_SIZE={os.environ['WORLD_SIZE']}); "
+                f"run {args.command} as one process"
+            )
         if args.command != "train":  # train takes run.threads from its config
             _use_threads(args)
         return args.handler(args)

@@ -222,9 +222,10 @@ class TrainConfig:
     trains on about batch_size / WORLD_SIZE sentences of it), so a run's batches do not depend on
     the number of processes."""
     precision: str = "fp32"
-    """Arithmetic of the training forward and backward on CUDA: ``fp32``, ``bf16`` (autocast) or
-    ``fp16`` (autocast with a gradient scaler); the logits and the loss stay fp32. The CPU trains
-    in fp32 only (bf16 measured 20 times slower than fp32 on an AVX2 CPU)."""
+    """Arithmetic of the training forward: ``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast
+    with a gradient scaler, CUDA only); the logits, the log-softmax, the posterior moments, the KL
+    and the loss stay fp32. On an AVX2 CPU bf16 autocast measured 1.1 to 1.2 times the fp32 speed
+    with the same validation ELBO after 3 quickstart epochs (benchmarks/README.md)."""
     eval_batch_size: int = 128
     """Sentences per batch in validation and evaluation."""
     optimizer: str = "adam"

@@ -23,6 +23,7 @@ rank). A run without torchrun draws its noise inside the model as it always has.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import io
 import os
@@ -134,15 +135,16 @@ def join(backend: str, device: torch.device) -> tuple[World, torch.device]:
             )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    if size > 1 and not dist.is_initialized():
+    if size > 1 and not dist.is_initialized():  # once per process: a recipe's later stages reuse it
         options = {"device_id": device} if chosen == "nccl" else {}
         dist.init_process_group(chosen, rank=rank, world_size=size, timeout=datetime.timedelta(minutes=30), **options)
+        atexit.register(_leave)
     return World(rank=rank, size=size, local_rank=local_rank, backend=chosen if size > 1 else "", launched=True), device
 
 
-def leave(world: World) -> None:
-    """Tear the process group down at the end of a training."""
-    if world.parallel and dist.is_initialized():
+def _leave() -> None:
+    """Tear the process group down when the process exits."""
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 
@@ -196,4 +198,4 @@ def from_bytes(data: bytes, device: torch.device) -> dict:
     return torch.load(io.BytesIO(data), map_location=device, weights_only=False)
 
 
-__all__ = ["BACKENDS", "SINGLE", "StepNoise", "World", "join", "launched", "leave", "shard_rows"]
+__all__ = ["BACKENDS", "SINGLE", "StepNoise", "World", "join", "launched", "shard_rows"]

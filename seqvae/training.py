@@ -40,7 +40,7 @@ from seqvae.config import Config, ObjectiveConfig, config_to_dict, config_to_tom
 from seqvae.data.batching import Batch, EncodedSplit, bucketed_batches, collate, encode_split, sorted_batches
 from seqvae.data.corpus import Corpus, load_corpus
 from seqvae.data.tokenizers import build_tokenizer, load_tokenizer, tokenizer_from_files
-from seqvae.distributed import StepNoise, World, from_bytes, join, leave, shard_rows, to_bytes
+from seqvae.distributed import StepNoise, World, from_bytes, join, shard_rows, to_bytes
 from seqvae.errors import ReportedByRankZero, SeqVAEError, TrainingInterrupted
 from seqvae.locks import run_directory_lock
 from seqvae.progress import progress_bar
@@ -977,10 +977,9 @@ def train(
     Started by torchrun, each process is one rank of a data-parallel training (seqvae.distributed):
     rank 0 alone locks and writes the run directory and prints."""
     device = resolve_device(config.run.device)
-    if config.train.precision != "fp32" and device.type != "cuda":
+    if config.train.precision == "fp16" and device.type != "cuda":
         raise SeqVAEError(
-            f"train.precision={config.train.precision}: mixed precision is for CUDA; the CPU trains in fp32 "
-            "(bf16 autocast measured slower than fp32 on an AVX2 CPU: benchmarks/README.md)"
+            "train.precision=fp16: fp16 with loss scaling is for CUDA; on the CPU use fp32 or bf16 (benchmarks/README.md)"
         )
     world, device = join(config.run.distributed_backend, device)
     if world.parallel and config.train.batch_size < world.size:
@@ -988,22 +987,24 @@ def train(
             f"train.batch_size={config.train.batch_size}: the global batch must have at least one sentence per process "
             f"({world.size} processes)"
         )
-    try:
-        with contextlib.ExitStack() as held:
-            with agreement(world):
-                if world.main:
-                    held.enter_context(run_directory_lock(config.run.dir))
-            if not world.main:
-                progress, echo = False, None
-            return _train(config, resume=resume, overwrite=overwrite, progress=progress, echo=echo, world=world, device=device)
-    finally:
-        leave(world)
+    resume, overwrite = world.broadcast((resume, overwrite))  # rank 0's view of the run directory decides
+    with contextlib.ExitStack() as held:
+        with agreement(world):
+            if world.main:
+                held.enter_context(run_directory_lock(config.run.dir))
+        if not world.main:
+            progress, echo = False, None
+        return _train(config, resume=resume, overwrite=overwrite, progress=progress, echo=echo, world=world, device=device)
 
 
 @contextlib.contextmanager
 def _stop_on_signals(trainer: _Trainer):
     """SIGINT / SIGTERM set ``trainer.signal`` (the loop saves and stops after the current step)
-    and restore the previous handlers, so that a second signal acts at once."""
+    and restore the previous handlers, so that a second signal acts at once.
+
+    Under torchrun a rank keeps its handler: Ctrl-C reaches it from the terminal and again from
+    torchrun, which passes the signal on to its workers (and kills them 30 s later if they have
+    not stopped), and the second must not cut the save short."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -1011,9 +1012,11 @@ def _stop_on_signals(trainer: _Trainer):
     previous = {number: signal.getsignal(number) for number in signals}
 
     def handler(number, frame):
-        trainer.signal = signal.Signals(number).name
-        for other, action in previous.items():
-            signal.signal(other, action)
+        if trainer.signal is None:
+            trainer.signal = signal.Signals(number).name
+        if not trainer.world.launched:
+            for other, action in previous.items():
+                signal.signal(other, action)
 
     for number in signals:
         signal.signal(number, handler)

@@ -218,14 +218,51 @@ def test_an_error_on_rank_zero_stops_every_rank_with_one_message(tiny_corpus, tm
     assert results[1][2] == ""
 
 
-def test_mixed_precision_is_refused_on_the_cpu(tiny_corpus, tmp_path):
+def test_bn_vae_trains_on_two_ranks_with_each_ranks_statistics(tiny_corpus, tmp_path):
+    """BN-VAE on the CPU normalises each rank's rows with their own statistics (SyncBatchNorm needs
+    CUDA): it trains, and its step differs from one process's, unlike every method above."""
+    config = tiny_config(
+        tiny_corpus, Path("run"), model={"posterior": "batchnorm", "posterior_gamma": 0.7},
+        train={"optimizer": "sgd", "learning_rate": 0.5, "validation": "elbo"},
+    )
+    config_path = _write_config(config, tmp_path / "config.toml")
+    runs = {}
+    for world_size in (1, 2):
+        cwds = [tmp_path / f"w{world_size}-rank{rank}" for rank in range(world_size)]
+        _train(world_size, config_path, ["train.max_steps=1"], cwds)
+        runs[world_size] = _weights(cwds[0] / "run")
+    assert all(bool(torch.isfinite(tensor).all()) for tensor in runs[2].values() if tensor.is_floating_point())
+    assert _largest_difference(runs[2], runs[1]) > 1e-4
+
+
+def test_other_commands_refuse_to_run_under_torchrun(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "seqvae", "eval", str(tmp_path)], env=dict(os.environ, WORLD_SIZE="2", RANK="0"),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == "seqvae: error: seqvae eval: only train runs under torchrun (WORLD_SIZE=2); run eval as one process"
+
+
+def test_fp16_is_refused_on_the_cpu_and_bf16_trains(tiny_corpus, tmp_path):
     from seqvae.errors import SeqVAEError
     from seqvae.training import train
 
-    config = tiny_config(tiny_corpus, tmp_path / "run", train={"precision": "bf16"})
-    with pytest.raises(SeqVAEError, match=r"^train.precision=bf16: mixed precision is for CUDA"):
+    config = tiny_config(tiny_corpus, tmp_path / "run", train={"precision": "fp16"})
+    with pytest.raises(SeqVAEError, match=r"^train.precision=fp16: fp16 with loss scaling is for CUDA"):
         train(config, progress=False)
     assert not (tmp_path / "run").exists()
+    results = {}
+    for precision in ("fp32", "bf16"):
+        config = tiny_config(
+            tiny_corpus, tmp_path / precision, train={"precision": precision, "max_steps": 40, "validation": "elbo"}
+        )
+        results[precision] = train(config, progress=False)
+    # the same run in bf16 arithmetic: close to fp32, not equal (the weights stay fp32)
+    assert results["bf16"].valid["elbo"] != results["fp32"].valid["elbo"]
+    assert results["bf16"].valid["elbo"] == pytest.approx(results["fp32"].valid["elbo"], rel=0.02)
+    weights = torch.load(tmp_path / "bf16" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    assert all(tensor.dtype in (torch.float32, torch.int64) for tensor in weights.values())
 
 
 def test_the_output_layer_scores_in_fp32_under_autocast():

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from seqvae import SeqVAEError, load_run, train
 from seqvae.allocator import keep_freed_memory
 from seqvae.config import load_layered_config
-from seqvae.errors import TrainingInterrupted
+from seqvae.errors import ReportedByRankZero, TrainingInterrupted
 from seqvae.evaluation import format_metrics
 from seqvae.files import atomic_write_json
 from seqvae.generation import Decoding
@@ -121,20 +121,24 @@ def main(argv: list[str] | None = None) -> int:
                 raise SeqVAEError(f"{data_dir / name}: missing (a PTB directory holds {', '.join(FILES.values())})")
         data = [f"data.{split}={data_dir / name}" for split, name in FILES.items()]
         configs = stage_configs(args.method, data + args.overrides)
-        if args.overwrite:  # a later stage trained from the replaced run would be stale
+        main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 writes, evaluates and prints
+        if args.overwrite and main_rank:  # a later stage trained from the replaced run would be stale
             for later in configs[1:]:
                 if (Path(later.run.dir) / "config.toml").is_file():
                     shutil.rmtree(later.run.dir)
         for index, config in enumerate(configs):
-            if len(configs) > 1:
+            if len(configs) > 1 and main_rank:
                 tqdm.write(f"stage {index + 1} of {len(configs)}: {config.run.dir}")
             # --resume continues a stage that has a checkpoint and starts one that has not begun
             resume = args.resume and (Path(config.run.dir) / "checkpoints" / "last.pt").is_file()
             result = train(config, resume=resume, overwrite=args.overwrite, echo=tqdm.write)
             if index < len(configs) - 1 and not result.finished:
                 # stopped by train.max_steps or train.max_minutes: the next stage needs this one finished
-                print(f"stage {index + 1} stopped before its last epoch; continue both stages with --resume")
+                if main_rank:
+                    print(f"stage {index + 1} stopped before its last epoch; continue both stages with --resume")
                 return 0
+        if not main_rank:
+            return 0
         run = load_run(result.run_dir, device=config.run.device)
         print(f"\ntrained {result.epoch} epochs, {result.step} steps ({result.train_seconds / 60:.1f} min of training in all sittings)")
         splits = {"both": ("valid", "test"), "none": ()}.get(args.eval, (args.eval,))
@@ -155,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         decoding = None if run.model.latent_dim else Decoding("sample")
         for sentence in run.sample(5, seed=config.run.seed, decoding=decoding):
             print(f"  {sentence}")
+    except ReportedByRankZero as error:  # rank 0 of a torchrun training prints it
+        return error.exit_code
     except TrainingInterrupted as error:
         print(f"ptb: {error}, or rerun this command with --resume", file=sys.stderr)
         return error.exit_code
