@@ -57,7 +57,12 @@ def perplexity(total_nll: float, num_tokens: int) -> float:
 
 @torch.no_grad()
 def evaluate_elbo(
-    model: SeqVAE, batches: Iterable[Batch], *, generator: torch.Generator | None = None, progress: bool = False
+    model: SeqVAE,
+    batches: Iterable[Batch],
+    *,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    world=None,
 ) -> dict[str, float]:
     """Reconstruction, KL and the ELBO bound over a set, one z ~ q(z|x) per sentence; cheap
     enough for every epoch's validation.
@@ -69,27 +74,44 @@ def evaluate_elbo(
     - mi: I(x; z) with the aggregate posterior over the whole set (Hoffman & Johnson 2016), the
       measure aggressive training watches; a second's work for a few thousand sentences
     - active_units (Burda et al. 2016) and mean_posterior_std, for the collapse diagnostics
+
+    ``world`` (a :class:`seqvae.distributed.World` of several ranks): each rank scores batches
+    rank, rank + W, ... and draws, for the batches it skips, the noise one process would have
+    drawn for them, so every batch meets the z it meets in one process; the per-batch sums and
+    posteriors are then gathered and added in batch order. The figures are those of one
+    process, bit for bit, and no batch is counted twice or padded. ``generator`` is then needed
+    (the ranks' default generators differ); a flow posterior is measured by one process.
     """
     batches = progress_bar(batches, desc="validating", disable=not progress)
     if model.is_language_model:
-        return evaluate_language_model(model, batches)
+        return evaluate_language_model(model, batches, world=world)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    rec_sum = kl_sum = 0.0
-    sentences = tokens = 0
-    posteriors = []
+    records = []  # (batch index, rec sum, kl sum, posterior, sentences, tokens)
     try:
-        for batch in batches:
+        for index, batch in enumerate(batches):
+            if world is not None and index % world.size != world.rank:
+                torch.randn((batch.num_sentences, model.latent_dim), generator=generator)  # this batch's z noise
+                continue
             batch = batch.to(device)
             output = model(batch, generator=generator)
-            rec_sum += float(output.reconstruction.sum())
-            kl_sum += float(output.kl.sum())
-            posteriors.append(_kept(output.posterior))
-            sentences += batch.num_sentences
-            tokens += batch.num_tokens
+            records.append(
+                (index, float(output.reconstruction.sum()), float(output.kl.sum()), _kept(output.posterior),
+                 batch.num_sentences, batch.num_tokens)
+            )
     finally:
         model.train(was_training)
+    if world is not None:
+        records = sorted((record for part in world.gather(records) for record in part), key=lambda record: record[0])
+    rec_sum = kl_sum = 0.0
+    sentences = tokens = 0
+    for _, rec, kl, _, count, predicted in records:  # in batch order, as one process adds them
+        rec_sum += rec
+        kl_sum += kl
+        sentences += count
+        tokens += predicted
+    posteriors = [record[3] for record in records]
     aggregate = type(posteriors[0]).concatenate(posteriors)
     result = {
         "rec": rec_sum / sentences,
@@ -148,21 +170,29 @@ LANGUAGE_MODEL_NOTE = "a language model (model.latent_dim = 0) has no z"
 
 
 @torch.no_grad()
-def evaluate_language_model(model: SeqVAE, batches: Iterable[Batch]) -> dict[str, Any]:
+def evaluate_language_model(model: SeqVAE, batches: Iterable[Batch], *, world=None) -> dict[str, Any]:
     """A model without z: its exact NLL, -log p(x) = -sum_t log p(x_t | x_<t) per sentence, and
-    exact perplexity exp(total NLL / (words + EOS)); no bound and no sampling."""
+    exact perplexity exp(total NLL / (words + EOS)); no bound and no sampling. ``world``: the
+    batches shared among ranks as in :func:`evaluate_elbo`."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    nll_sum, sentences, tokens = 0.0, 0, 0
+    records = []  # (batch index, NLL sum, sentences, tokens)
     try:
-        for batch in batches:
+        for index, batch in enumerate(batches):
+            if world is not None and index % world.size != world.rank:
+                continue
             batch = batch.to(device)
-            nll_sum += float(model(batch).reconstruction.sum())
-            sentences += batch.num_sentences
-            tokens += batch.num_tokens
+            records.append((index, float(model(batch).reconstruction.sum()), batch.num_sentences, batch.num_tokens))
     finally:
         model.train(was_training)
+    if world is not None:
+        records = sorted((record for part in world.gather(records) for record in part), key=lambda record: record[0])
+    nll_sum, sentences, tokens = 0.0, 0, 0
+    for _, nll, count, predicted in records:  # in batch order, as one process adds them
+        nll_sum += nll
+        sentences += count
+        tokens += predicted
     return {"nll": nll_sum / sentences, "ppl": perplexity(nll_sum, tokens), "sentences": sentences, "tokens": tokens}
 
 

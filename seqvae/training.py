@@ -606,6 +606,12 @@ class _Trainer:
         if self.world.launched:
             self._restore_rank_generators(payload)
             return
+        if payload.get("world_size"):
+            self.say(
+                f"resumed without torchrun a run checkpointed by {payload['world_size']} torchrun processes: z and "
+                "word-dropout noise are drawn inside the model from here on, so the run is not bit-exact with an "
+                "uninterrupted one"
+            )
         torch.set_rng_state(payload["rng_cpu"])
         if self.device.type == "cuda" and payload.get("rng_cuda"):
             torch.cuda.set_rng_state_all(payload["rng_cuda"])
@@ -910,7 +916,10 @@ class _Trainer:
         """The validation measures of ``train.validation`` (every measure of ``seqvae eval``, or
         the ELBO terms only), with z drawn from generators of their own."""
         config = self.config
-        self.valid, warnings = self.world.broadcast(self._measure_validation() if self.world.main else None)
+        if self.world.parallel and self._shared_validation():
+            self.valid, warnings = self._measure_validation(shared=True)
+        else:
+            self.valid, warnings = self.world.broadcast(self._measure_validation() if self.world.main else None)
         self.valid_step = self.step
         for warning in warnings:
             self.say(f"WARNING (epoch {self.epoch + 1}): {warning}")
@@ -927,10 +936,16 @@ class _Trainer:
         metrics.write({**record, **{key: _round(value) for key, value in self.valid.items()}, "warnings": warnings})
         return self.valid
 
-    def _measure_validation(self) -> tuple[dict[str, Any], list[str]]:
-        """The validation figures and warnings. Under torchrun rank 0 measures them on the whole
-        validation set, exactly as one process does (nothing counted twice), and sends them to
-        the other ranks."""
+    def _shared_validation(self) -> bool:
+        """Whether the ranks share the validation batches (``train.validation = "elbo"`` with a
+        Gaussian posterior, or a language model); otherwise rank 0 measures the whole set."""
+        return self.config.train.validation == "elbo" and (self.model.is_language_model or self.model.posterior.flow is None)
+
+    def _measure_validation(self, *, shared: bool = False) -> tuple[dict[str, Any], list[str]]:
+        """The validation figures and warnings, those of one process either way. Under torchrun
+        the ranks share the batches of ``elbo`` validation (seqvae.evaluation.evaluate_elbo);
+        the full measures rank 0 takes on the whole validation set while the others wait, then
+        sends them."""
         config = self.config
         batches = self.data.batches("valid", config.train.eval_batch_size)
         target = free_bits_target(config.objective, self.model.latent_dim)
@@ -949,7 +964,11 @@ class _Trainer:
             warnings = valid.pop("warnings")
         else:
             valid = evaluate_elbo(
-                self.model, list(batches), generator=_validation_generator(config.run.seed, self.epoch), progress=self.progress
+                self.model,
+                list(batches),
+                generator=_validation_generator(config.run.seed, self.epoch),
+                progress=self.progress,
+                world=self.world if shared else None,
             )
             warnings = [] if self.model.is_language_model else diagnose(
                 kl=valid["kl"],

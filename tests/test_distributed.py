@@ -278,3 +278,42 @@ def test_the_output_layer_scores_in_fp32_under_autocast():
             scored = layer.token_log_prob(low, targets)
         assert low.dtype == torch.bfloat16 and scored.dtype == torch.float32
         torch.testing.assert_close(scored, layer.token_log_prob(low.float(), targets))
+
+
+class _RecordingRanks:
+    """A stand-in for W ranks inside one process: ``gather`` hands back the parts that the passes
+    of the other ranks recorded (run them first), so each rank's share of the work can be checked
+    against one process's."""
+
+    def __init__(self, rank: int, size: int, parts: dict[int, object]) -> None:
+        self.rank, self.size, self.parts = rank, size, parts
+
+    def gather(self, value):
+        self.parts[self.rank] = value
+        return [self.parts.get(rank, []) for rank in range(self.size)]
+
+
+@pytest.mark.parametrize("latent_dim", [4, 0], ids=["vae", "language model"])
+@pytest.mark.parametrize("size", [2, 3])
+def test_validation_shared_among_ranks_gives_one_process_figures_bit_for_bit(tiny_corpus, tmp_path, size, latent_dim):
+    from seqvae.data.corpus import load_corpus
+    from seqvae.data.tokenizers import build_tokenizer
+    from seqvae.evaluation import evaluate_elbo
+    from seqvae.training import prepare_data
+
+    config = tiny_config(tiny_corpus, tmp_path, model={"latent_dim": latent_dim}, train={"eval_batch_size": 7})
+    corpus = load_corpus(config.data)
+    data = prepare_data(config, corpus, build_tokenizer(config.tokenizer, corpus.splits["train"]))
+    torch.manual_seed(0)
+    model = build_model(config.model, vocab_size=data.tokenizer.vocab_size)
+    batches = list(data.batches("valid", 7))  # 60 sentences: 9 batches, the last of 4
+
+    def generator():
+        return torch.Generator().manual_seed(11)
+
+    alone = evaluate_elbo(model, batches, generator=generator())
+    parts: dict[int, object] = {}
+    for rank in reversed(range(size)):  # rank 0 last: its gather then holds every rank's part
+        shared = evaluate_elbo(model, batches, generator=generator(), world=_RecordingRanks(rank, size, parts))
+    assert len(parts[1]) < len(batches)  # each rank scored only its share
+    assert shared == alone
