@@ -195,7 +195,7 @@ def to_bytes(payload: dict) -> bytes:
 
 
 def from_bytes(data: bytes, device: torch.device) -> dict:
-    return torch.load(io.BytesIO(data), map_location=device, weights_only=False)
+    return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
 
 
 __all__ = ["BACKENDS", "SINGLE", "StepNoise", "World", "join", "launched", "shard_rows"]
