@@ -14,6 +14,10 @@ state_dicts, the global step, the position in the epoch, the RNG states and the 
 window. Batch order is a pure function of (seed, epoch) and the KL weight of the step, so a resumed
 run computes the same updates and metrics as an uninterrupted one. Validation draws its z from
 its own generator seeded by (seed, epoch), so it never perturbs training randomness.
+
+Under torchrun (seqvae.distributed) every process is a rank of one data-parallel training: the
+ranks share each global batch (:class:`RankShare`), rank 0 alone writes the run directory, and
+the checkpoints hold every rank's generators as well.
 """
 
 from __future__ import annotations
