@@ -102,8 +102,7 @@ def evaluate_elbo(
             )
     finally:
         model.train(was_training)
-    if world is not None:
-        records = sorted((record for part in world.gather(records) for record in part), key=lambda record: record[0])
+    records = _in_batch_order(records, world)
     rec_sum = kl_sum = 0.0
     sentences = tokens = 0
     for _, rec, kl, _, count, predicted in records:  # in batch order, as one process adds them
@@ -128,6 +127,14 @@ def evaluate_elbo(
         "sentences": sentences,
         "tokens": tokens,
     }
+
+
+def _in_batch_order(records: list[tuple], world) -> list[tuple]:
+    """Every rank's per-batch records (each beginning with its batch index), in batch order, on
+    every rank; this rank's own when there is no ``world``."""
+    if world is None:
+        return records
+    return sorted((record for part in world.gather(records) for record in part), key=lambda record: record[0])
 
 
 def _kept(posterior):
@@ -186,8 +193,7 @@ def evaluate_language_model(model: SeqVAE, batches: Iterable[Batch], *, world=No
             records.append((index, float(model(batch).reconstruction.sum()), batch.num_sentences, batch.num_tokens))
     finally:
         model.train(was_training)
-    if world is not None:
-        records = sorted((record for part in world.gather(records) for record in part), key=lambda record: record[0])
+    records = _in_batch_order(records, world)
     nll_sum, sentences, tokens = 0.0, 0, 0
     for _, nll, count, predicted in records:  # in batch order, as one process adds them
         nll_sum += nll
@@ -198,26 +204,34 @@ def evaluate_language_model(model: SeqVAE, batches: Iterable[Batch], *, world=No
 
 @torch.no_grad()
 def _evaluate_split_language_model(
-    model: SeqVAE, batches: list[Batch], tokenizer, *, progress: bool, words: int | None
+    model: SeqVAE, batches: list[Batch], tokenizer, *, progress: bool, words: int | None, world=None
 ) -> dict[str, Any]:
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    totals = {"nll": 0.0, "fr": 0.0}
-    sentences = tokens = counted_words = 0
+    records = []  # (batch index, NLL sum, free-running NLL sum, words, sentences, tokens)
     try:
-        for batch in progress_bar(batches, desc="evaluating", disable=not progress):
+        for index, batch in enumerate(progress_bar(batches, desc="evaluating", disable=not progress)):
+            if world is not None and index % world.size != world.rank:
+                continue
             batch = batch.to(device)
             z = model.encode(batch).mean  # (B, 0)
             teacher, free = teacher_forced_and_free_running_nll(model.decoder, batch, z)
-            totals["nll"] += float(teacher.sum())
-            totals["fr"] += float(free.sum())
-            for row, length in zip(batch.targets.tolist(), batch.lengths.tolist()):
-                counted_words += len(tokenizer.decode(row[: length - 1]).split()) + 1
-            sentences += batch.num_sentences
-            tokens += batch.num_tokens
+            counted = sum(
+                len(tokenizer.decode(row[: length - 1]).split()) + 1
+                for row, length in zip(batch.targets.tolist(), batch.lengths.tolist())
+            )
+            records.append((index, float(teacher.sum()), float(free.sum()), counted, batch.num_sentences, batch.num_tokens))
     finally:
         model.train(was_training)
+    totals = {"nll": 0.0, "fr": 0.0}
+    sentences = tokens = counted_words = 0
+    for _, nll, free_running, counted, count, predicted in _in_batch_order(records, world):
+        totals["nll"] += nll
+        totals["fr"] += free_running
+        counted_words += counted
+        sentences += count
+        tokens += predicted
     result: dict[str, Any] = {"nll": totals["nll"] / sentences, "ppl": perplexity(totals["nll"], tokens)}
     if getattr(tokenizer, "kind", "word") != "word":
         words = words or counted_words
@@ -248,6 +262,7 @@ def evaluate_split(
     seed: int = 0,
     progress: bool = False,
     words: int | None = None,
+    world=None,
 ) -> dict[str, Any]:
     """Every measure of a set, by the definitions of ../shared/METRICS.md:
 
@@ -272,9 +287,15 @@ def evaluate_split(
 
     A language model (``latent_dim = 0``) gets its exact ``nll`` and ``ppl``, the teacher-forced
     and free-running NLL, and the names of the measures that need z listed under ``absent``.
+
+    ``world`` (several torchrun ranks, Gaussian posterior or language model): the batches are
+    shared among the ranks as in :func:`evaluate_elbo`, each rank drawing the ELBO and IW noise of
+    the batches it skips, and the per-batch figures are gathered and added in batch order; the
+    set-level measures (MI, active units, BLEU, prior samples) are then computed on every rank from
+    the same inputs. The result is one process's, bit for bit.
     """
     if model.is_language_model:
-        return _evaluate_split_language_model(model, batches, tokenizer, progress=progress, words=words)
+        return _evaluate_split_language_model(model, batches, tokenizer, progress=progress, words=words, world=world)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -282,44 +303,62 @@ def evaluate_split(
     elbo_generator, iw_generator, mi_generator, prior_generator = (
         torch.Generator().manual_seed(seed * 4 + i) for i in range(4)
     )
-    totals = {"rec": 0.0, "kl": 0.0, "iw": 0.0, "tf": 0.0, "fr": 0.0, "inputless": 0.0}
-    kl_per_dimension = torch.zeros(model.latent_dim)
-    sentences = tokens = counted_words = 0
-    posteriors, hypotheses, references = [], [], []
+    records = []  # (batch index, {figure: sum}, KL per dimension, hypotheses, references, words, posterior, sentences, tokens)
     # the batches, then the two set-level stages that take seconds to minutes: MI and prior samples
     bar = progress_bar(total=len(batches) + 2, desc="evaluating", disable=not progress)
     try:
-        for batch in batches:
+        for index, batch in enumerate(batches):
             bar.update(1)
+            if world is not None and index % world.size != world.rank:  # another rank's: draw its noise
+                torch.randn((batch.num_sentences, model.latent_dim), generator=elbo_generator)
+                if iw_samples:
+                    torch.randn((iw_samples, batch.num_sentences, model.latent_dim), generator=iw_generator)
+                continue
             batch = batch.to(device)
+            sums = {}
             posterior = model.encode(batch)
             z, kl = posterior.sample_kl(elbo_generator)  # analytic KL, or Monte Carlo with a flow
             rec = model.decoder.sequence_nll(batch.inputs, z, batch.targets, batch.mask)
-            totals["rec"] += float(rec.sum())
-            totals["kl"] += float(kl.sum())
-            kl_per_dimension += posterior.base.kl_per_dimension().sum(0).cpu()
+            sums["rec"] = float(rec.sum())
+            sums["kl"] = float(kl.sum())
             if iw_samples:
                 log_likelihood = importance_weighted_log_likelihood(
                     model, batch, num_samples=iw_samples, generator=iw_generator
                 )
-                totals["iw"] -= float(log_likelihood.sum())
+                sums["iw"] = -float(log_likelihood.sum())
             # one greedy pass gives the free-running NLL and the decodes BLEU compares
             teacher, free, decoded = teacher_forced_and_free_running_nll(
                 model.decoder, batch, posterior.mean, decode_length=int(batch.lengths.max()) + RECONSTRUCTION_SLACK
             )
-            totals["tf"] += float(teacher.sum())
-            totals["fr"] += float(free.sum())
-            totals["inputless"] += float(inputless_nll(model.decoder, batch, posterior.mean).sum())
+            sums["tf"] = float(teacher.sum())
+            sums["fr"] = float(free.sum())
+            sums["inputless"] = float(inputless_nll(model.decoder, batch, posterior.mean).sum())
+            batch_hypotheses, batch_references = [], []
             for ids, row, length in zip(decoded, batch.targets.tolist(), batch.lengths.tolist()):
                 # each decode as if alone: at most its own sentence's tokens + the slack
-                hypotheses.append(tokenizer.decode(ids[: length + RECONSTRUCTION_SLACK]))
-                references.append(tokenizer.decode(row[: length - 1]))
-                counted_words += len(references[-1].split()) + 1
-            posteriors.append(_kept(posterior))
-            sentences += batch.num_sentences
-            tokens += batch.num_tokens
+                batch_hypotheses.append(tokenizer.decode(ids[: length + RECONSTRUCTION_SLACK]))
+                batch_references.append(tokenizer.decode(row[: length - 1]))
+            records.append((
+                index, sums, posterior.base.kl_per_dimension().sum(0).cpu(), batch_hypotheses, batch_references,
+                sum(len(reference.split()) + 1 for reference in batch_references), _kept(posterior),
+                batch.num_sentences, batch.num_tokens,
+            ))
     finally:
         model.train(was_training)
+    totals = {"rec": 0.0, "kl": 0.0, "iw": 0.0, "tf": 0.0, "fr": 0.0, "inputless": 0.0}
+    kl_per_dimension = torch.zeros(model.latent_dim)
+    sentences = tokens = counted_words = 0
+    posteriors, hypotheses, references = [], [], []
+    for _, sums, batch_kl, batch_hypotheses, batch_references, counted, kept, count, predicted in _in_batch_order(records, world):
+        for key, value in sums.items():  # in batch order, as one process adds them
+            totals[key] += value
+        kl_per_dimension += batch_kl
+        hypotheses.extend(batch_hypotheses)
+        references.extend(batch_references)
+        counted_words += counted
+        posteriors.append(kept)
+        sentences += count
+        tokens += predicted
     aggregate = type(posteriors[0]).concatenate(posteriors)
     note = posterior_note(model)
     result: dict[str, Any] = {

@@ -231,25 +231,37 @@ class Run:
         mi_group_size: int | None = None,
         prior_samples: int = 100,
         progress: bool = False,
+        world=None,
     ) -> dict[str, Any]:
-        """Every measure of :func:`seqvae.evaluation.evaluate_split` on a split of the run's corpus."""
+        """Every measure of :func:`seqvae.evaluation.evaluate_split` on a split of the run's corpus.
+
+        ``world`` (a :class:`seqvae.distributed.World` of several torchrun ranks, every rank
+        calling): the ranks share the batches, and the figures are one process's; with a flow
+        posterior rank 0 measures them and sends them to the others."""
         corpus = load_corpus(self.config.data)
         if split not in corpus.splits:
             raise SeqVAEError(f"split '{split}': the run's corpus has {', '.join(corpus.splits)}")
         data = prepare_data(self.config, corpus, self.tokenizer)
         batches = list(data.batches(split, batch_size or self.config.train.eval_batch_size))
-        result = evaluate_split(
-            self.model,
-            batches,
-            self.tokenizer,
-            iw_samples=iw_samples,
-            mi_group_size=mi_group_size,
-            prior_samples=prior_samples,
-            free_bits_target=free_bits_target(self.config.objective, self.model.latent_dim),
-            seed=seed,
-            progress=progress,
-            words=data.splits[split].words,
-        )
+        parallel = world is not None and world.parallel
+        shared = parallel and (self.model.is_language_model or self.model.posterior.flow is None)
+
+        def measure():
+            return evaluate_split(
+                self.model,
+                batches,
+                self.tokenizer,
+                iw_samples=iw_samples,
+                mi_group_size=mi_group_size,
+                prior_samples=prior_samples,
+                free_bits_target=free_bits_target(self.config.objective, self.model.latent_dim),
+                seed=seed,
+                progress=progress,
+                words=data.splits[split].words,
+                world=world if shared else None,
+            )
+
+        result = world.broadcast(measure() if world.main else None) if parallel and not shared else measure()
         result["truncated"] = data.splits[split].truncated
         result["dropped"] = data.splits[split].dropped
         labels = None if self.model.is_language_model else self.labels(split, len(corpus.splits[split]))

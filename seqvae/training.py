@@ -941,15 +941,14 @@ class _Trainer:
         return self.valid
 
     def _shared_validation(self) -> bool:
-        """Whether the ranks share the validation batches (``train.validation = "elbo"`` with a
-        Gaussian posterior, or a language model); otherwise rank 0 measures the whole set."""
-        return self.config.train.validation == "elbo" and (self.model.is_language_model or self.model.posterior.flow is None)
+        """Whether the ranks share the validation batches (a Gaussian posterior or a language
+        model); with a flow posterior rank 0 measures the whole set."""
+        return self.model.is_language_model or self.model.posterior.flow is None
 
     def _measure_validation(self, *, shared: bool = False) -> tuple[dict[str, Any], list[str]]:
         """The validation figures and warnings, those of one process either way. Under torchrun
-        the ranks share the batches of ``elbo`` validation (seqvae.evaluation.evaluate_elbo);
-        the full measures rank 0 takes on the whole validation set while the others wait, then
-        sends them."""
+        the ranks share the validation batches (seqvae.evaluation), or with a flow posterior
+        rank 0 measures the whole set while the others wait, then sends the figures."""
         config = self.config
         batches = self.data.batches("valid", config.train.eval_batch_size)
         target = free_bits_target(config.objective, self.model.latent_dim)
@@ -964,6 +963,7 @@ class _Trainer:
                 seed=config.run.seed * 7_919 + self.epoch + 1,
                 words=self.data.splits["valid"].words,
                 progress=self.progress,
+                world=self.world if shared else None,
             )
             warnings = valid.pop("warnings")
         else:

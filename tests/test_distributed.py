@@ -35,9 +35,11 @@ def _write_config(config, path: Path) -> Path:
     return path
 
 
-def _start(world_size: int, config_path: Path, overrides: list[str], cwds: list[Path], *extra: str) -> list[subprocess.Popen]:
-    """``python -m seqvae train CONFIG`` as ``world_size`` ranks, as torchrun would start them
-    (one thread each), rank r in cwds[r]."""
+def _start(
+    world_size: int, config_path: Path | None, overrides: list[str], cwds: list[Path], *extra: str, command: list[str] | None = None
+) -> list[subprocess.Popen]:
+    """``python -m seqvae train CONFIG`` (or ``command``) as ``world_size`` ranks, as torchrun
+    would start them (one thread each), rank r in cwds[r]."""
     port = _free_port()
     processes = []
     for rank in range(world_size):
@@ -52,8 +54,9 @@ def _start(world_size: int, config_path: Path, overrides: list[str], cwds: list[
             OMP_NUM_THREADS="1",
         )
         cwds[rank].mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "seqvae", "train", str(config_path), *overrides, "run.threads=1", "--no-progress", *extra]
-        processes.append(subprocess.Popen(command, cwd=cwds[rank], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        argv = command or [sys.executable, "-m", "seqvae", "train", str(config_path), "--no-progress"]
+        argv = [*argv, *overrides, "run.threads=1", *extra]
+        processes.append(subprocess.Popen(argv, cwd=cwds[rank], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return processes
 
 
@@ -72,8 +75,10 @@ def _finish(processes: list[subprocess.Popen]) -> list[tuple[int, str, str]]:
     return results
 
 
-def _train(world_size: int, config_path: Path, overrides: list[str], cwds: list[Path], *extra: str) -> list[tuple[int, str, str]]:
-    results = _finish(_start(world_size, config_path, overrides, cwds, *extra))
+def _train(
+    world_size: int, config_path: Path | None, overrides: list[str], cwds: list[Path], *extra: str, command: list[str] | None = None
+) -> list[tuple[int, str, str]]:
+    results = _finish(_start(world_size, config_path, overrides, cwds, *extra, command=command))
     for rank, (code, _, err) in enumerate(results):
         assert code == 0, f"rank {rank}: {err}"
     return results
@@ -298,7 +303,7 @@ class _RecordingRanks:
 def test_validation_shared_among_ranks_gives_one_process_figures_bit_for_bit(tiny_corpus, tmp_path, size, latent_dim):
     from seqvae.data.corpus import load_corpus
     from seqvae.data.tokenizers import build_tokenizer
-    from seqvae.evaluation import evaluate_elbo
+    from seqvae.evaluation import evaluate_elbo, evaluate_split
     from seqvae.training import prepare_data
 
     config = tiny_config(tiny_corpus, tmp_path, model={"latent_dim": latent_dim}, train={"eval_batch_size": 7})
@@ -317,3 +322,40 @@ def test_validation_shared_among_ranks_gives_one_process_figures_bit_for_bit(tin
         shared = evaluate_elbo(model, batches, generator=generator(), world=_RecordingRanks(rank, size, parts))
     assert len(parts[1]) < len(batches)  # each rank scored only its share
     assert shared == alone
+
+    # every measure of seqvae eval (IW bound, BLEU, MI, prior samples), the trainer's "full" validation
+    def full(world=None):
+        return evaluate_split(model, batches, data.tokenizer, iw_samples=5, prior_samples=4, seed=3, world=world)
+
+    alone = full()
+    parts = {}
+    for rank in reversed(range(size)):
+        shared = full(_RecordingRanks(rank, size, parts))
+    assert len(parts[1]) < len(batches)
+    assert shared == alone and ("nll_iw" in alone or latent_dim == 0)
+
+
+def test_the_ptb_recipe_on_two_ranks_writes_the_evaluation_of_one_process(tiny_corpus, tmp_path):
+    """Training, then the final evaluation shared by the ranks: the row rank 0 writes holds the
+    figures that one process measures on the same checkpoint, bit for bit."""
+    from seqvae import load_run
+
+    data = tmp_path / "ptb"
+    data.mkdir()
+    for split in ("train", "valid", "test"):
+        lines = tiny_corpus[split].read_text().splitlines()[:80]
+        (data / f"ptb.{split}.txt").write_text("".join(f" {line} \n" for line in lines))
+    recipe = [sys.executable, str(Path(__file__).resolve().parents[1] / "recipes" / "ptb" / "run.py")]
+    overrides = [
+        "--data-dir", str(data), "--iw-samples", "7", "--eval", "test", "--results", "row.json", "train.epochs=1",
+        "model.hidden_dim=16", "model.embedding_dim=8", "model.latent_dim=4", "model.adaptive_cutoffs=40,100",
+        f"run.dir={tmp_path / 'run'}",
+    ]
+    cwds = [tmp_path / "rank0", tmp_path / "rank1"]
+    results = _train(2, None, overrides, cwds, command=recipe)
+    assert "written to row.json" in results[0][1] and results[1][1] == ""
+    row = json.loads((cwds[0] / "row.json").read_text())
+    alone = load_run(tmp_path / "run").evaluate("test", iw_samples=7)
+    assert row["processes"] == 2 and row["iw_samples"] == 7
+    assert {key: row[key] for key in alone if key != "warnings"} == {key: value for key, value in alone.items() if key != "warnings"}
+    assert list(cwds[1].iterdir()) == []

@@ -29,6 +29,8 @@ from tqdm.auto import tqdm
 from seqvae import SeqVAEError, load_run, train
 from seqvae.allocator import keep_freed_memory
 from seqvae.config import load_layered_config
+from seqvae.distributed import join
+from seqvae.training import resolve_device
 from seqvae.errors import ReportedByRankZero, TrainingInterrupted
 from seqvae.evaluation import format_metrics
 from seqvae.files import atomic_write_json
@@ -83,6 +85,7 @@ def results_row(args, argv, run, result, metrics: dict, eval_seconds: float) -> 
         "train_seconds": round(result.train_seconds, 3),  # a tiny run trains in under 0.05 s
         "eval_seconds": round(eval_seconds, 3),
         "threads": torch.get_num_threads(),
+        "processes": int(os.environ.get("WORLD_SIZE", "1")),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {run.device}",
         "split": "test",
         **metrics,
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SeqVAEError(f"{data_dir / name}: missing (a PTB directory holds {', '.join(FILES.values())})")
         data = [f"data.{split}={data_dir / name}" for split, name in FILES.items()]
         configs = stage_configs(args.method, data + args.overrides)
-        main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 writes, evaluates and prints
+        main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 writes and prints
         if args.overwrite and main_rank:  # a later stage trained from the replaced run would be stale
             for later in configs[1:]:
                 if (Path(later.run.dir) / "config.toml").is_file():
@@ -137,23 +140,29 @@ def main(argv: list[str] | None = None) -> int:
                 if main_rank:
                     print(f"stage {index + 1} stopped before its last epoch; continue both stages with --resume")
                 return 0
-        if not main_rank:
-            return 0
-        run = load_run(result.run_dir, device=config.run.device)
-        print(f"\ntrained {result.epoch} epochs, {result.step} steps ({result.train_seconds / 60:.1f} min of training in all sittings)")
         splits = {"both": ("valid", "test"), "none": ()}.get(args.eval, (args.eval,))
         if args.results and "test" not in splits:
             raise SeqVAEError(f"--results {args.results}: holds the test evaluation; use --eval test or both")
+        # under torchrun every rank evaluates its share of the batches; rank 0 prints and writes
+        world, _ = join(config.run.distributed_backend, resolve_device(config.run.device))
+        run = load_run(result.run_dir, device=config.run.device)
+        if main_rank:
+            print(f"\ntrained {result.epoch} epochs, {result.step} steps ({result.train_seconds / 60:.1f} min of training in all sittings)")
         for split in splits:
-            print(f"{split} (best checkpoint):")
+            if main_rank:
+                print(f"{split} (best checkpoint):")
             started = time.perf_counter()
-            metrics = run.evaluate(split, iw_samples=args.iw_samples, progress=True)
+            metrics = run.evaluate(split, iw_samples=args.iw_samples, progress=main_rank, world=world)
+            if not main_rank:
+                continue
             for line in format_metrics(metrics):
                 print(f"  {line}")
             if split == "test" and args.results:
                 row = results_row(args, argv, run, result, metrics, time.perf_counter() - started)
                 atomic_write_json(args.results, row)
                 print(f"  written to {args.results}")
+        if not main_rank:
+            return 0
         print("\nfive sentences decoded from z ~ N(0, I):" if run.model.latent_dim else "\nfive sentences sampled from the language model:")
         # greedy decoding of a language model gives one sentence; sample it instead
         decoding = None if run.model.latent_dim else Decoding("sample")
