@@ -43,7 +43,9 @@ def _command_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         echo=lambda message: tqdm.write(message, file=sys.stderr),
     )
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 prints
+    from seqvae.distributed import process_rank
+
+    if process_rank() != 0:  # under torchrun, rank 0 prints
         return 0
     if result.valid is not None:
         _print_metrics(f"validation after epoch {result.epoch} (step {result.step}):", result.valid)
@@ -494,9 +496,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "threads", None) is not None and args.threads < 0:
             raise SeqVAEError(f"--threads {args.threads}: use 0 for the automatic choice, or a positive count")
-        if args.command != "train" and os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
+        from seqvae.distributed import process_count
+
+        if args.command != "train" and process_count() > 1:
             raise SeqVAEError(
-                f"seqvae {args.command}: only train runs under torchrun (WORLD_SIZE={os.environ['WORLD_SIZE']}); "
+                f"seqvae {args.command}: only train runs under torchrun (WORLD_SIZE={process_count()}); "
                 f"run {args.command} as one process"
             )
         if args.command != "train":  # train takes run.threads from its config

@@ -35,12 +35,6 @@ import torch.distributed as dist
 
 from seqvae.errors import SeqVAEError
 
-BACKENDS = ("auto", "gloo", "nccl")
-"""``run.distributed_backend``: ``auto`` picks nccl for CUDA and gloo for the CPU."""
-
-LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
 @dataclass(frozen=True)
 class World:
     """This process's place among the ranks of a training. ``launched``: started by torchrun (or
@@ -100,6 +94,17 @@ def launched() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
+def process_rank() -> int:
+    """This process's rank as torchrun gave it (0 without torchrun), read before any process
+    group exists: the commands print only on rank 0."""
+    return _environment_int("RANK", default=0)
+
+
+def process_count() -> int:
+    """The number of processes torchrun started (1 without torchrun)."""
+    return _environment_int("WORLD_SIZE", default=1)
+
+
 def _environment_int(name: str, default: int | None = None) -> int:
     value = os.environ.get(name)
     if value is None:
@@ -115,15 +120,13 @@ def _environment_int(name: str, default: int | None = None) -> int:
 def join(backend: str, device: torch.device) -> tuple[World, torch.device]:
     """The world of this process and the device it trains on. Under torchrun: the process group
     is initialised (``backend``: auto, gloo or nccl) and CUDA ranks take device LOCAL_RANK;
-    otherwise :data:`SINGLE` and ``device`` unchanged."""
+    otherwise :data:`SINGLE` and ``device`` unchanged. (The config checks ``backend``.)"""
     if not launched():
         return SINGLE, device
     rank, size = _environment_int("RANK"), _environment_int("WORLD_SIZE")
     local_rank = _environment_int("LOCAL_RANK", default=rank)
     if not 0 <= rank < size:
         raise SeqVAEError(f"environment variables RANK={rank}, WORLD_SIZE={size}: the rank must be in [0, WORLD_SIZE)")
-    if backend not in BACKENDS:
-        raise SeqVAEError(f"run.distributed_backend={backend!r}: choose one of {', '.join(BACKENDS)}")
     chosen = backend if backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
     if chosen == "nccl" and device.type != "cuda":
         raise SeqVAEError("run.distributed_backend=nccl: nccl needs CUDA devices; use gloo (or auto) on the CPU")
@@ -198,4 +201,4 @@ def from_bytes(data: bytes, device: torch.device) -> dict:
     return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
 
 
-__all__ = ["BACKENDS", "SINGLE", "StepNoise", "World", "join", "launched", "shard_rows"]
+__all__ = ["SINGLE", "StepNoise", "World", "join", "launched", "process_count", "process_rank", "shard_rows"]

@@ -44,7 +44,7 @@ from seqvae.config import Config, ObjectiveConfig, config_to_dict, config_to_tom
 from seqvae.data.batching import Batch, EncodedSplit, bucketed_batches, collate, encode_split, sorted_batches
 from seqvae.data.corpus import Corpus, load_corpus
 from seqvae.data.tokenizers import build_tokenizer, load_tokenizer, tokenizer_from_files
-from seqvae.distributed import StepNoise, World, from_bytes, join, shard_rows, to_bytes
+from seqvae.distributed import SINGLE, StepNoise, World, from_bytes, join, shard_rows, to_bytes
 from seqvae.errors import ReportedByRankZero, SeqVAEError, TrainingInterrupted
 from seqvae.locks import run_directory_lock
 from seqvae.progress import progress_bar
@@ -514,7 +514,7 @@ class _Trainer:
         say: Callable[[str], None],
         *,
         progress: bool = False,
-        world: World = World(),
+        world: World = SINGLE,
     ) -> None:
         self.config, self.data, self.device, self.say, self.progress = config, data, device, say, progress
         self.world = world
@@ -587,6 +587,7 @@ class _Trainer:
             if self.world.main:
                 data = to_bytes(load_checkpoint(path, map_location="cpu"))
         return from_bytes(self.world.broadcast(data), self.device)
+
     def restore(self, path: Path) -> None:
         """Continue from a checkpoint: weights, optimizer, scheduler, position and RNG states."""
         payload = self.read_checkpoint(path)

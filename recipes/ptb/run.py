@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from seqvae import SeqVAEError, load_run, train
 from seqvae.allocator import keep_freed_memory
 from seqvae.config import load_layered_config
-from seqvae.distributed import join
+from seqvae.distributed import join, process_count, process_rank
 from seqvae.training import resolve_device
 from seqvae.errors import ReportedByRankZero, TrainingInterrupted
 from seqvae.evaluation import format_metrics
@@ -85,7 +85,7 @@ def results_row(args, argv, run, result, metrics: dict, eval_seconds: float) -> 
         "train_seconds": round(result.train_seconds, 3),  # a tiny run trains in under 0.05 s
         "eval_seconds": round(eval_seconds, 3),
         "threads": torch.get_num_threads(),
-        "processes": int(os.environ.get("WORLD_SIZE", "1")),
+        "processes": process_count(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {run.device}",
         "split": "test",
         **metrics,
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SeqVAEError(f"{data_dir / name}: missing (a PTB directory holds {', '.join(FILES.values())})")
         data = [f"data.{split}={data_dir / name}" for split, name in FILES.items()]
         configs = stage_configs(args.method, data + args.overrides)
-        main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 writes and prints
+        main_rank = process_rank() == 0  # under torchrun, rank 0 writes and prints
         if args.overwrite and main_rank:  # a later stage trained from the replaced run would be stale
             for later in configs[1:]:
                 if (Path(later.run.dir) / "config.toml").is_file():
