@@ -133,6 +133,10 @@ class ModelConfig:
     injection: tuple[str, ...] = ("initial_state", "concat")
     """How z enters the decoder (seqvae.models.decoders): for ``lstm`` any of ``initial_state``,
     ``concat``, ``add``; for ``transformer`` any of ``add``, ``memory``, ``prefix``."""
+    init: str = "pytorch"
+    """Parameter initialisation (seqvae.models.init): ``pytorch`` (each module's default) or
+    ``uniform`` (the He et al. 2019 / Li et al. 2019 code's: embeddings U(-0.1, 0.1), every LSTM and
+    linear weight and bias U(-0.01, 0.01); normalisation layers and flows keep their own)."""
     tie_embeddings: bool = False
     """Share the decoder's input embedding with its output projection (with the adaptive layer:
     the head's rows for the words before the first cutoff)."""
@@ -312,6 +316,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.positions": ("learned", "sinusoidal"),
     "model.pooling": ("mean", "summary_token"),
     "model.output_layer": ("softmax", "adaptive"),
+    "model.init": ("pytorch", "uniform"),
     "model.posterior": ("gaussian", "batchnorm"),
     "model.flow": ("none", "iaf", "planar"),
     "objective.free_bits": FREE_BITS,

@@ -307,7 +307,7 @@ def ptb_stand_in(tiny_corpus, tmp_path_factory):
     return data
 
 
-@pytest.mark.parametrize("method", ["lm", "annealing", "cyclical", "aggressive", "ae-fb", "bn-vae", "mdr", "iaf"])
+@pytest.mark.parametrize("method", ["lm", "annealing", "cyclical", "aggressive", "ae-fb", "bn-vae", "mdr", "iaf", "seqvae-best"])
 def test_each_ptb_method_runs_end_to_end(ptb_stand_in, tmp_path, monkeypatch, capsys, method):
     recipe = _ptb_recipe()
     monkeypatch.chdir(tmp_path)
@@ -343,6 +343,35 @@ def test_each_ptb_method_runs_end_to_end(ptb_stand_in, tmp_path, monkeypatch, ca
         assert recipe.main(arguments + ["--resume"]) == 0
         assert "test (best checkpoint):" in capsys.readouterr().out
         assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_seqvae_best_trains_on_the_ae_fb_autoencoder_without_training_or_replacing_it(ptb_stand_in, tmp_path, monkeypatch, capsys):
+    recipe = _ptb_recipe()
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--data-dir", str(ptb_stand_in), "--eval", "none", "train.epochs=1", "model.hidden_dim=16", "model.embedding_dim=8",
+            "model.output_layer=softmax", "train.batch_size=16", "model.latent_dim=4"]
+    stage_one = tmp_path / "runs" / "ptb-ae-fb-ae"
+    assert recipe.main(["--method", "ae-fb", *tiny]) == 0
+    trained = (stage_one / "checkpoints" / "last.pt").read_bytes()
+    log = (stage_one / "metrics.jsonl").read_text()
+    for extra in ([], ["--overwrite"]):  # neither a plain run nor --overwrite retrains the shared stage
+        assert recipe.main(["--method", "seqvae-best", *tiny, *extra]) == 0
+        assert "shared with --method ae-fb" in capsys.readouterr().out
+        assert (stage_one / "checkpoints" / "last.pt").read_bytes() == trained
+        assert (stage_one / "metrics.jsonl").read_text() == log
+        assert not (tmp_path / "runs" / "ptb-seqvae-best-ae").exists()
+    config = (tmp_path / "runs" / "ptb-seqvae-best" / "config.toml").read_text()
+    assert f'init_from = "{stage_one}"' in config
+    assert "tie_embeddings = true" in config and 'init = "uniform"' in config and "free_bits_lambda = 0.35" in config
+    # a stage 1 of another setting in the same directory is refused, not replaced
+    assert recipe.main(["--method", "seqvae-best", *tiny, "model.hidden_dim=12", "--overwrite"]) == 2
+    assert "cannot resume with model.hidden_dim=12" in capsys.readouterr().err
+    assert (stage_one / "checkpoints" / "last.pt").read_bytes() == trained
+    # stopped before its first checkpoint, a stage has nothing to continue: it is trained again
+    (stage_one / "checkpoints" / "last.pt").unlink()
+    assert recipe.main(["--method", "seqvae-best", *tiny, "--overwrite"]) == 0
+    assert "has no checkpoint yet: starting it again" in capsys.readouterr().out
+    assert (stage_one / "checkpoints" / "last.pt").is_file()
 
 
 @pytest.mark.parametrize("method", list(METHOD_SETTINGS))

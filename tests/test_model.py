@@ -59,3 +59,29 @@ def test_lstm_encoder_summary_equals_the_packed_sequence_reference(bidirectional
     _, (hidden, _) = encoder.lstm(packed)
     reference = torch.cat([hidden[-2], hidden[-1]], dim=-1) if bidirectional else hidden[-1]
     torch.testing.assert_close(encoder(batch.targets, batch.lengths), reference, rtol=1e-6, atol=1e-6)
+
+
+def test_uniform_init_sets_the_ranges_of_the_he_et_al_code_and_spares_flows_and_norms():
+    default = _model(flow="iaf", flow_steps=1, flow_hidden=12, posterior="batchnorm", posterior_gamma=0.6)
+    model = _model(init="uniform", flow="iaf", flow_steps=1, flow_hidden=12, posterior="batchnorm", posterior_gamma=0.6)
+    parameters = dict(model.named_parameters())
+    for name, parameter in parameters.items():
+        if ".flow." in name or "mean_norm" in name:  # their own initialisation, as built by default
+            torch.testing.assert_close(parameter, dict(default.named_parameters())[name])
+        elif "embedding" in name:
+            assert 0.05 < parameter.abs().max() <= 0.1, name
+        else:
+            assert 0.005 < parameter.abs().max() <= 0.01, name
+    assert parameters["posterior.mean_norm.weight"].eq(0.6).all()
+    assert model.decoder.embedding.weight[0].eq(0).all()  # the padding row
+
+
+def test_uniform_init_of_a_tied_output_layer_keeps_the_embedding_range():
+    model = _model(init="uniform", tie_embeddings=True)
+    assert model.decoder.output.weight is model.decoder.embedding.weight
+    assert 0.05 < model.decoder.embedding.weight.abs().max() <= 0.1
+
+
+def test_an_unknown_init_is_refused():
+    with pytest.raises(ValueError, match="unknown init 'normal'"):
+        _model(init="normal")

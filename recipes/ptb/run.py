@@ -8,7 +8,8 @@ recipe trains config.toml (annealing with free bits); each method is config.toml
 keys of methods/NAME.toml (whose header gives the paper, the setting and the command) and the
 overrides on top. ``ae-fb`` has two stages: the autoencoder (methods/ae.toml) into RUN_DIR-ae,
 then the warm-started VAE (methods/ae-fb.toml) into RUN_DIR; --resume continues whichever stage
-was interrupted, and the overrides apply to both.
+was interrupted, and the overrides apply to both. ``seqvae-best`` warm-starts its own second stage
+(methods/seqvae-best.toml) from the same autoencoder, which the two methods train once.
 """
 
 from __future__ import annotations
@@ -48,9 +49,14 @@ METHODS = {
     "bn-vae": ("bn-vae",),
     "mdr": ("mdr",),
     "iaf": ("iaf",),
+    "seqvae-best": ("ae", "seqvae-best"),
 }
 """Each method's stages, each stage a file methods/STAGE.toml; a later stage warm-starts from the
 run directory of the one before (train.init_from)."""
+SHARED_STAGES = {"seqvae-best": "ae-fb"}
+"""Methods whose earlier stages are those of another method, trained once: they live beside that
+method's run directory (given the same overrides), are continued or reused with their config
+checked (a different one is an error), and are never replaced by this method's --overwrite."""
 
 
 def stage_configs(method: str | None, overrides: list[str]):
@@ -58,7 +64,8 @@ def stage_configs(method: str | None, overrides: list[str]):
     if method is None:
         return [load_layered_config([CONFIG], overrides)]
     stages = METHODS[method]
-    last = load_layered_config([CONFIG, HERE / "methods" / f"{stages[-1]}.toml"], overrides)
+    home = METHODS[SHARED_STAGES.get(method, method)][-1]  # whose run directory the earlier stages live beside
+    last = load_layered_config([CONFIG, HERE / "methods" / f"{home}.toml"], overrides)
     configs = []
     for index, stage in enumerate(stages):
         extra = []
@@ -125,16 +132,27 @@ def main(argv: list[str] | None = None) -> int:
         data = [f"data.{split}={data_dir / name}" for split, name in FILES.items()]
         configs = stage_configs(args.method, data + args.overrides)
         main_rank = process_rank() == 0  # under torchrun, rank 0 writes and prints
-        if args.overwrite and main_rank:  # a later stage trained from the replaced run would be stale
+        if args.overwrite and main_rank and args.method not in SHARED_STAGES:
+            # a later stage trained from the replaced run would be stale (the final stage's own
+            # --overwrite replaces it when the earlier stages are shared and kept)
             for later in configs[1:]:
                 if (Path(later.run.dir) / "config.toml").is_file():
                     shutil.rmtree(later.run.dir)
         for index, config in enumerate(configs):
             if len(configs) > 1 and main_rank:
                 tqdm.write(f"stage {index + 1} of {len(configs)}: {config.run.dir}")
-            # --resume continues a stage that has a checkpoint and starts one that has not begun
-            resume = args.resume and (Path(config.run.dir) / "checkpoints" / "last.pt").is_file()
-            result = train(config, resume=resume, overwrite=args.overwrite, echo=tqdm.write)
+            # --resume continues a stage that has a checkpoint and starts one that has not begun;
+            # a stage shared with another method is always continued (or reused) when it exists
+            shared = args.method in SHARED_STAGES and index < len(configs) - 1
+            begun = (Path(config.run.dir) / "checkpoints" / "last.pt").is_file()
+            continuing = args.resume or shared
+            if shared and begun and main_rank:
+                tqdm.write(f"  shared with --method {SHARED_STAGES[args.method]}: continued or reused, never replaced")
+            # a stage stopped before its first checkpoint has nothing to continue: it starts again
+            restart = continuing and not begun and (Path(config.run.dir) / "config.toml").is_file()
+            if restart and main_rank:
+                tqdm.write(f"  {config.run.dir} has no checkpoint yet: starting it again")
+            result = train(config, resume=continuing and begun, overwrite=args.overwrite or restart, echo=tqdm.write)
             if index < len(configs) - 1 and not result.finished:
                 # stopped by train.max_steps or train.max_minutes: the next stage needs this one finished
                 if main_rank:

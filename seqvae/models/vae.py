@@ -11,6 +11,7 @@ from seqvae.data.batching import Batch
 from seqvae.data.tokenizers import UNK_ID
 from seqvae.models.decoders import DECODERS
 from seqvae.models.encoders import ENCODERS
+from seqvae.models.init import initialise
 from seqvae.models.output_layer import check_adaptive
 from seqvae.models.posterior import DiagonalGaussian, FlowPosterior, GaussianPosterior, empty_posterior
 from seqvae.errors import SeqVAEError
@@ -152,4 +153,6 @@ def build_model(config, *, vocab_size: int, pad_id: int = 0, unk_id: int = UNK_I
         except ValueError as error:
             raise SeqVAEError(str(error)) from None
     decoder = DECODERS[config.decoder](**decoder_arguments)
-    return SeqVAE(encoder=encoder, posterior=posterior, decoder=decoder, unk_id=unk_id)
+    model = SeqVAE(encoder=encoder, posterior=posterior, decoder=decoder, unk_id=unk_id)
+    initialise(model, config.init)
+    return model
