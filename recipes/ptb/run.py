@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         configs = stage_configs(args.method, data + args.overrides)
         main_rank = process_rank() == 0  # under torchrun, rank 0 writes and prints
         if args.overwrite and main_rank and args.method not in SHARED_STAGES:
-            # a later stage trained from the replaced run would be stale (the final stage's own
-            # --overwrite replaces it when the earlier stages are shared and kept)
+            # a later stage trained from the replaced run would be stale (a shared earlier stage is
+            # never replaced, so nothing after it goes stale)
             for later in configs[1:]:
                 if (Path(later.run.dir) / "config.toml").is_file():
                     shutil.rmtree(later.run.dir)
