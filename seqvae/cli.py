@@ -43,8 +43,9 @@ def _command_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         echo=lambda message: tqdm.write(message, file=sys.stderr),
     )
-    from seqvae.distributed import process_rank
+    from seqvae.distributed import leave, process_rank
 
+    leave()  # every rank has finished: the process group ends together
     if process_rank() != 0:  # under torchrun, rank 0 prints
         return 0
     if result.valid is not None:

@@ -146,8 +146,19 @@ def join(backend: str, device: torch.device) -> tuple[World, torch.device]:
 
 
 def _leave() -> None:
-    """Tear the process group down when the process exits."""
+    """Tear the process group down when the process exits (after an error too: no barrier)."""
     if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def leave() -> None:
+    """End this process's part in the process group once its command has finished on every rank:
+    a barrier first, so that no rank tears its connections down while another is still inside the
+    group, then the group destroyed. Without it the ranks tear the group down at interpreter exit,
+    each when it gets there; one such exit aborted a rank in CI ("terminate called without an
+    active exception"). A no-op without a process group."""
+    if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

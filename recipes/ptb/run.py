@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from seqvae import SeqVAEError, load_run, train
 from seqvae.allocator import keep_freed_memory
 from seqvae.config import load_layered_config
-from seqvae.distributed import join, process_count, process_rank
+from seqvae.distributed import join, leave, process_count, process_rank
 from seqvae.training import resolve_device
 from seqvae.errors import ReportedByRankZero, TrainingInterrupted
 from seqvae.evaluation import format_metrics
@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             result = train(config, resume=continuing and begun, overwrite=args.overwrite or restart, echo=tqdm.write)
             if index < len(configs) - 1 and not result.finished:
                 # stopped by train.max_steps or train.max_minutes: the next stage needs this one finished
+                leave()
                 if main_rank:
                     print(f"stage {index + 1} stopped before its last epoch; continue both stages with --resume")
                 return 0
@@ -179,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = results_row(args, argv, run, result, metrics, time.perf_counter() - started)
                 atomic_write_json(args.results, row)
                 print(f"  written to {args.results}")
+        leave()  # every rank has evaluated its share: the process group ends together
         if not main_rank:
             return 0
         print("\nfive sentences decoded from z ~ N(0, I):" if run.model.latent_dim else "\nfive sentences sampled from the language model:")
