@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Callable
 
 from seqvae.errors import SeqVAEError
 
@@ -52,3 +53,26 @@ def run_directory_lock(run_dir: str | Path):
         yield
     finally:
         handle.close()  # closing the file releases the lock
+
+
+def wait_until_unlocked(run_dir: str | Path, on_wait: Callable[[str], None] | None = None) -> bool:
+    """Block while another process holds the lock of ``run_dir``; return whether it had to wait.
+
+    ``on_wait`` is called once, with the holder's process id, before waiting. The lock is not
+    kept: the caller takes it again (train() does), so a third process may still get there
+    first, and is then refused as usual."""
+    if fcntl is None:
+        return False
+    path = lock_path(run_dir)
+    if not path.is_file():
+        return False
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            handle.seek(0)
+            if on_wait is not None:
+                on_wait(handle.read().strip() or "another process")
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+            return True

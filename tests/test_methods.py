@@ -4,6 +4,8 @@ end to end through recipes/ptb/run.py --method on a tiny stand-in for PTB."""
 import importlib.util
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -372,6 +374,34 @@ def test_seqvae_best_trains_on_the_ae_fb_autoencoder_without_training_or_replaci
     assert recipe.main(["--method", "seqvae-best", *tiny, "--overwrite"]) == 0
     assert "has no checkpoint yet: starting it again" in capsys.readouterr().out
     assert (stage_one / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_shared_stage_in_training_by_the_other_method_is_waited_for(ptb_stand_in, tmp_path, monkeypatch, capsys):
+    # ae-fb and seqvae-best started together: the second waits for the autoencoder, then reuses it
+    recipe = _ptb_recipe()
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--data-dir", str(ptb_stand_in), "--eval", "none", "train.epochs=1", "model.hidden_dim=16", "model.embedding_dim=8",
+            "model.output_layer=softmax", "train.batch_size=16", "model.latent_dim=4"]
+    stage_one = tmp_path / "runs" / "ptb-ae-fb-ae"
+    assert recipe.main(["--method", "ae-fb", *tiny]) == 0
+    capsys.readouterr()
+    released = tmp_path / "released"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "from seqvae.locks import run_directory_lock\nimport pathlib, time\n"
+         f"with run_directory_lock({str(stage_one)!r}):\n    print('held', flush=True)\n    time.sleep(2)\n"
+         f"    pathlib.Path({str(released)!r}).write_text('')"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert recipe.main(["--method", "seqvae-best", *tiny]) == 0
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert f"runs/ptb-ae-fb-ae is being trained by process {holder.pid}: waiting for it to finish" in capsys.readouterr().out
+    # nothing of stage 2 was written before the holder let go
+    assert released.is_file()
+    assert (tmp_path / "runs" / "ptb-seqvae-best" / "config.toml").stat().st_mtime_ns >= released.stat().st_mtime_ns
 
 
 @pytest.mark.parametrize("method", list(METHOD_SETTINGS))

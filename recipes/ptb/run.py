@@ -36,6 +36,7 @@ from seqvae.errors import ReportedByRankZero, TrainingInterrupted
 from seqvae.evaluation import format_metrics
 from seqvae.files import atomic_write_json
 from seqvae.generation import Decoding
+from seqvae.locks import wait_until_unlocked
 
 HERE = Path(__file__).parent
 CONFIG = HERE / "config.toml"
@@ -144,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
             # --resume continues a stage that has a checkpoint and starts one that has not begun;
             # a stage shared with another method is always continued (or reused) when it exists
             shared = args.method in SHARED_STAGES and index < len(configs) - 1
+            if index < len(configs) - 1 and process_count() == 1:
+                # an earlier stage may be in training by the other method that shares it (ae-fb and
+                # seqvae-best started together): wait for it, then continue or reuse what it left.
+                # Under torchrun the refusal stands: the other ranks would time out waiting.
+                wait_until_unlocked(config.run.dir, lambda holder, where=config.run.dir: tqdm.write(
+                    f"  {where} is being trained by process {holder}: waiting for it to finish"))
             begun = (Path(config.run.dir) / "checkpoints" / "last.pt").is_file()
             continuing = args.resume or shared
             if shared and begun and main_rank:
