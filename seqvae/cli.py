@@ -152,9 +152,14 @@ def _read_sentences(path: str) -> list[str]:
     return sentences
 
 
-def _note_unknown_words(run, sentences: list[str]) -> None:
-    """A note on stderr when half or more of an input sentence's tokens are unknown to the model:
-    its code then says little about the sentence."""
+def _note_input(run, sentences: list[str]) -> None:
+    """Notes on stderr when input sentences are longer than the model reads (they are truncated),
+    or when half or more of a sentence's tokens are unknown to the model (its code then says
+    little about the sentence)."""
+    overlong, limit = run.overlong(sentences)
+    if overlong:
+        what = "1 input sentence is" if overlong == 1 else f"{overlong} of {len(sentences)} input sentences are"
+        print(f"note: {what} longer than this model reads ({limit} tokens): truncated there", file=sys.stderr)
     mostly_unknown = [s for s, share in zip(sentences, run.unknown_share(sentences)) if share >= 0.5]
     if mostly_unknown and len(sentences) <= 2:
         for sentence in mostly_unknown:
@@ -212,7 +217,7 @@ def _command_reconstruct(args: argparse.Namespace) -> int:
     sentences = args.sentences or _read_sentences(args.input)
     decoding = _decoding(args)
     run = _load_run(args)
-    _note_unknown_words(run, sentences)
+    _note_input(run, sentences)
     decoded = run.reconstruct(sentences, sample_posterior=args.sample_posterior, seed=args.seed, decoding=decoding)
     for sentence, output in zip(sentences, decoded):
         print(f"{sentence}\n  -> {output}")
@@ -226,7 +231,7 @@ def _command_encode(args: argparse.Namespace) -> int:
     output = _check_output(args.output, args.overwrite, (".npz", ".pt"))
     sentences = _read_sentences(args.input)
     run = _load_run(args)
-    _note_unknown_words(run, sentences)
+    _note_input(run, sentences)
     posterior = run.encode(sentences)
     mean, std = posterior.mean.cpu(), posterior.std.cpu()
     temporary = output.with_name(f".{output.name}.tmp{output.suffix}")
@@ -255,7 +260,7 @@ def _command_interpolate(args: argparse.Namespace) -> int:
         start, end = run.prior(2, seed=args.seed)
         path = run.interpolate_codes(start, end, steps=args.steps, path=args.path, decoding=decoding)
     else:
-        _note_unknown_words(run, args.sentences)
+        _note_input(run, args.sentences)
         path = run.interpolate(*args.sentences, steps=args.steps, path=args.path, decoding=decoding)
     for t, sentence in path:
         print(f"{t:.2f}  {sentence}")
@@ -281,6 +286,8 @@ def _command_attribute(args: argparse.Namespace) -> int:
     decoding = _decoding(args)
     run = _load_run(args)
     cache = not args.no_cache
+    if "apply_file" in sets:
+        _note_input(run, sets["apply_file"])
     if target is None:
         result = apply_vector(
             run, sets["with_file"], sets["without_file"], sets["apply_file"],

@@ -85,6 +85,12 @@ class Run:
             shares.append(sum(token == self.tokenizer.unk_id for token in ids) / max(len(ids), 1))
         return shares
 
+    def overlong(self, sentences: list[str]) -> tuple[int, int]:
+        """How many sentences are longer than the model reads, and that length in tokens (0: no
+        limit). Encoding truncates them there, as the run's length policy does for its splits."""
+        limit = max_tokens(self.config)
+        return (encode_split(self.tokenizer, sentences, max_length=limit).truncated if limit else 0), limit
+
     def _needs_z(self, what: str) -> None:
         if self.model.is_language_model:
             raise SeqVAEError(

@@ -376,6 +376,21 @@ def test_a_note_when_most_words_of_an_input_are_unknown(trained_run, capsys):
     assert "the coach will win" not in err
 
 
+def test_a_note_when_an_input_is_longer_than_the_model_reads(tiny_corpus, tmp_path, capsys):
+    # a Transformer of 8 positions reads 6 tokens; the splits follow the length policy, and so
+    # do command inputs, which are truncated there with a note instead of silently
+    config_path = tmp_path / "c.toml"
+    config_path.write_text(config_to_toml(tiny_config(tiny_corpus, tmp_path / "run")), encoding="utf-8")
+    assert main(["train", str(config_path), "train.max_steps=2", "--no-progress", "model.encoder=transformer",
+                 "model.decoder=transformer", "model.injection=memory", "model.num_heads=2", "model.max_positions=8"]) == 0
+    capsys.readouterr()
+    long, short = "the coach will win the game on the big day .", "the coach will win ."
+    assert main(["reconstruct", str(tmp_path / "run"), long, short]) == 0
+    assert "note: 1 input sentence is longer than this model reads (6 tokens): truncated there" in capsys.readouterr().err
+    assert main(["reconstruct", str(tmp_path / "run"), short]) == 0
+    assert "longer than this model reads" not in capsys.readouterr().err
+
+
 def test_a_run_without_best_checkpoint_is_loaded_from_last_and_says_so(tiny_corpus, tmp_path, capsys):
     config_path = tmp_path / "c.toml"
     config_path.write_text(config_to_toml(tiny_config(tiny_corpus, tmp_path / "run")), encoding="utf-8")
