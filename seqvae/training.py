@@ -43,7 +43,9 @@ from seqvae.checkpoints import check_vocabulary, load_checkpoint, load_model_sta
 from seqvae.config import Config, ObjectiveConfig, config_to_dict, config_to_toml, load_config
 from seqvae.data.batching import Batch, EncodedSplit, bucketed_batches, collate, encode_split, sorted_batches
 from seqvae.data.corpus import Corpus, load_corpus
-from seqvae.data.tokenizers import build_tokenizer, load_tokenizer, tokenizer_from_files
+from seqvae.data.tokenizers import (
+    PUNCTUATED_SHARE, SPECIALS, build_tokenizer, load_tokenizer, punctuated_words, tokenizer_from_files,
+)
 from seqvae.distributed import SINGLE, StepNoise, World, from_bytes, join, shard_rows, to_bytes
 from seqvae.errors import ReportedByRankZero, SeqVAEError, TrainingInterrupted
 from seqvae.locks import run_directory_lock
@@ -1075,11 +1077,20 @@ def _train(config: Config, *, resume: bool, overwrite: bool, progress: bool, ech
         if not world.main:
             tokenizer = tokenizer_from_files(tokenizer_files, run_dir)
     data = prepare_data(config, corpus, tokenizer)
+    if not resume and tokenizer.kind == "word":
+        punctuated = punctuated_words(tokenizer)
+        words = tokenizer.vocab_size - len(SPECIALS)
+        if punctuated and len(punctuated) >= PUNCTUATED_SHARE * words:
+            examples = ", ".join(repr(word) for word in punctuated[:3])
+            say(
+                f"tokenizer: {len(punctuated)} of the {words} words carry punctuation ({examples}): the word tokenizer "
+                "splits on spaces only; tokenize the text first, or use tokenizer.kind=sentencepiece"
+            )
     for split, counts in data.summary.items():
         if counts["truncated"] or counts["dropped"] or counts["blank_lines_skipped"]:
             say(
                 f"{split}: {counts['blank_lines_skipped']} blank lines skipped, "
-                f"{counts['truncated']} sentences truncated, {counts['dropped']} dropped "
+                f"{counts['truncated']} truncated, {counts['dropped']} dropped "
                 f"(at {max_tokens(config)} tokens: data.max_length={config.data.max_length}, "
                 f"model limit {model_length_limit(config.model) or 'none'}; data.length_policy={config.data.length_policy})"
             )

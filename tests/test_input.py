@@ -77,3 +77,19 @@ def test_very_long_lines_are_reported_without_a_max_length(tiny_corpus, tmp_path
     messages = []
     train(tiny_config(files, tmp_path / "run", train={"epochs": 1, "max_steps": 1}), progress=False, echo=messages.append)
     assert any("train: the longest sentence has 1500 tokens" in message for message in messages)
+
+
+def test_a_word_vocabulary_of_untokenized_text_gets_a_note(tiny_corpus, tmp_path):
+    # raw text: a full stop and commas glued to the words, as in "the game." and "coach,"
+    def glue(text):
+        return "".join(line.replace(" .", ".").replace(" the ", ", the ", 1) + "\n" for line in text.splitlines())
+
+    files = {split: _copy(path, tmp_path / f"{split}.txt", glue) for split, path in tiny_corpus.items()}
+    messages = []
+    train(tiny_config(files, tmp_path / "raw", train={"epochs": 1, "max_steps": 1}), progress=False, echo=messages.append)
+    notes = [message for message in messages if message.startswith("tokenizer: ")]
+    assert len(notes) == 1 and "words carry punctuation" in notes[0] and "tokenizer.kind=sentencepiece" in notes[0]
+    # the same sentences tokenized (the embedded corpus as it is): no note
+    messages.clear()
+    train(tiny_config(tiny_corpus, tmp_path / "tokenized", train={"epochs": 1, "max_steps": 1}), progress=False, echo=messages.append)
+    assert not any(message.startswith("tokenizer: ") for message in messages)
