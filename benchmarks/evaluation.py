@@ -53,7 +53,7 @@ import torch.nn.functional as F
 
 from seqvae.allocator import keep_freed_memory
 from seqvae.config import ModelConfig, TrainConfig
-from seqvae.data.batching import collate, encode_split, sorted_batches
+from seqvae.data.batching import EVAL_ROW_TOKENS, collate, encode_split, sorted_batches
 from seqvae.data.corpus import load_text_files
 from seqvae.data.synthetic import DEFAULT_SIZES, write_corpus
 from seqvae.data.tokenizers import WordTokenizer
@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = WordTokenizer.build(train_sentences)
     sequences = encode_split(tokenizer, test_sentences).sequences
     lengths = [len(sequence) for sequence in sequences]
-    batches = [collate([sequences[i] for i in indices]) for indices in sorted_batches(lengths, batch_size=args.eval_batch_size)]
+    batches = [collate([sequences[i] for i in indices]) for indices in sorted_batches(
+        lengths, batch_size=args.eval_batch_size, max_tokens=args.eval_batch_size * EVAL_ROW_TOKENS)]
     total_positions = sum(batch.mask.numel() for batch in batches)
     probe = batches[len(batches) // 2]
     scale = total_positions / probe.mask.numel()  # whole test set / probe, in padded positions

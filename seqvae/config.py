@@ -231,7 +231,9 @@ class TrainConfig:
     and the loss stay fp32. On an AVX2 CPU bf16 autocast measured 1.1 to 1.2 times the fp32 speed
     with the same validation ELBO after 3 quickstart epochs (benchmarks/README.md)."""
     eval_batch_size: int = 128
-    """Sentences per batch in validation and evaluation."""
+    """Sentences per batch in validation and evaluation. A batch holds at most eval_batch_size x 128
+    padded tokens, so sentences over 128 tokens go in smaller batches (a whole document on one line
+    does not pad a full batch to its length)."""
     optimizer: str = "adam"
     """``adam`` (Kingma & Ba 2015) or ``sgd`` (plain, no momentum, as in the He et al. 2019 and
     Li et al. 2019 code, which used 1.0 and 0.5)."""

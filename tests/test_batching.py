@@ -2,7 +2,7 @@ from collections import Counter
 
 import torch
 
-from seqvae.data.batching import bucketed_batches, collate, encode_split, sorted_batches
+from seqvae.data.batching import EVAL_ROW_TOKENS, bucketed_batches, collate, encode_split, sorted_batches
 from seqvae.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, WordTokenizer
 
 
@@ -45,6 +45,20 @@ def test_sorted_batches_cover_everything_in_length_order():
     flat = [i for batch in batches for i in batch]
     assert sorted(flat) == list(range(100))
     assert [lengths[i] for i in flat] == sorted(lengths)
+
+
+def test_evaluation_batches_give_a_very_long_line_a_small_batch_and_leave_ordinary_ones_alone():
+    lengths = _lengths(100)
+    assert max(lengths) * 7 <= 7 * EVAL_ROW_TOKENS  # an ordinary corpus: the token cap changes nothing
+    assert sorted_batches(lengths, batch_size=7, max_tokens=7 * EVAL_ROW_TOKENS) == sorted_batches(lengths, batch_size=7)
+    # one 5,000-token line among them: alone, instead of padding six ordinary rows to its length
+    long = lengths + [5000]
+    batches = sorted_batches(long, batch_size=7, max_tokens=7 * EVAL_ROW_TOKENS)
+    assert batches[-1] == [100] and batches[:-1] == sorted_batches(lengths, batch_size=7)
+    assert all(len(batch) * max(long[i] for i in batch) <= 7 * EVAL_ROW_TOKENS for batch in batches[:-1])
+    # between: lines of 300 tokens go two to a batch (three would pad to 900 > 7 * 128 = 896 tokens)
+    batches = sorted_batches([300] * 7, batch_size=7, max_tokens=7 * EVAL_ROW_TOKENS)
+    assert [len(batch) for batch in batches] == [2, 2, 2, 1]
 
 
 def test_collate_shifts_inputs_and_targets_and_masks_padding():
