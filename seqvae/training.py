@@ -41,7 +41,9 @@ from seqvae.aggressive import AggressiveSwitch, InnerLoopRule
 from seqvae.annealing import kl_weight
 from seqvae.checkpoints import check_vocabulary, load_checkpoint, load_model_state, save_checkpoint
 from seqvae.config import Config, ObjectiveConfig, config_to_dict, config_to_toml, load_config
-from seqvae.data.batching import Batch, EncodedSplit, bucketed_batches, collate, encode_split, sorted_batches
+from seqvae.data.batching import (
+    EVAL_ROW_TOKENS, Batch, EncodedSplit, bucketed_batches, collate, encode_split, sorted_batches,
+)
 from seqvae.data.corpus import Corpus, load_corpus
 from seqvae.data.tokenizers import (
     PUNCTUATED_SHARE, SPECIALS, build_tokenizer, load_tokenizer, punctuated_words, tokenizer_from_files,
@@ -99,9 +101,11 @@ class PreparedData:
     summary: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def batches(self, split: str, batch_size: int):
-        """Evaluation batches of a split: sorted by length, no shuffling."""
+        """Evaluation batches of a split: sorted by length, no shuffling, with at most
+        ``batch_size * EVAL_ROW_TOKENS`` padded tokens in a batch."""
         sequences = self.splits[split].sequences
-        for indices in sorted_batches(self.splits[split].lengths, batch_size=batch_size):
+        lengths = self.splits[split].lengths
+        for indices in sorted_batches(lengths, batch_size=batch_size, max_tokens=batch_size * EVAL_ROW_TOKENS):
             yield collate([sequences[i] for i in indices])
 
 
@@ -554,6 +558,7 @@ class _Trainer:
         self.valid_step: int | None = None  # the step self.valid was measured at
         self.saved_step: int | None = None  # the step of the last checkpoint written to last.pt
         self.signal: str | None = None  # SIGINT or SIGTERM received: save and stop after this step
+        self.validating = False  # in a validation that a signal stops at once (one process)
         # under torchrun, the stop requests every rank agreed on at the last step (signals, time)
         self.agreed_signal: str | None = None
         self.agreed_out_of_time = False
@@ -867,14 +872,15 @@ class _Trainer:
                 f"{kept}; lower train.learning_rate (now {self.config.train.learning_rate:g}) or set train.grad_clip"
             ) from None
 
-    def stop_if_signalled(self, last_path: Path) -> None:
+    def stop_if_signalled(self, last_path: Path, *, during: str = "") -> None:
         """After SIGINT or SIGTERM: save a resumable checkpoint of this step and stop."""
         signal_name = self.pending_signal()
         if signal_name is None:
             return
         self.save(last_path)
+        where = f" in its {during}, which the resumed run does again" if during else ""
         message = (
-            f"{signal_name}: training stopped at step {self.step} (epoch {self.epoch + 1}) and saved to {last_path}; "
+            f"{signal_name}: training stopped at step {self.step} (epoch {self.epoch + 1}){where} and saved to {last_path}; "
             f"continue with: seqvae train {Path(self.config.run.dir) / CONFIG_FILE} --resume"
         )
         if not self.world.main:
@@ -923,10 +929,25 @@ class _Trainer:
         """The validation measures of ``train.validation`` (every measure of ``seqvae eval``, or
         the ELBO terms only), with z drawn from generators of their own."""
         config = self.config
-        if self.world.parallel and self._shared_validation():
-            self.valid, warnings = self._measure_validation(shared=True)
-        else:
-            self.valid, warnings = self.world.broadcast(self._measure_validation() if self.world.main else None)
+        # Alone, a process may stop in the middle of a validation (under torchrun the ranks would
+        # leave their collectives at different points): nothing of the trainer changes before the
+        # figures are in, and the generators go back to where they stood, so the checkpoint saved
+        # at the signal holds the state of the step before the validation.
+        generators = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None)
+        self.validating = not self.world.launched
+        try:
+            if self.world.parallel and self._shared_validation():
+                valid, warnings = self._measure_validation(shared=True)
+            else:
+                valid, warnings = self.world.broadcast(self._measure_validation() if self.world.main else None)
+        except _ValidationInterrupted:
+            torch.set_rng_state(generators[0])
+            if generators[1] is not None:
+                torch.cuda.set_rng_state_all(generators[1])
+            raise
+        finally:
+            self.validating = False
+        self.valid = valid
         self.valid_step = self.step
         for warning in warnings:
             self.say(f"WARNING (epoch {self.epoch + 1}): {warning}")
@@ -942,6 +963,15 @@ class _Trainer:
             record["aggressive"] = self.switch.on
         metrics.write({**record, **{key: _round(value) for key, value in self.valid.items()}, "warnings": warnings})
         return self.valid
+
+    def validate_or_stop(self, metrics: _MetricsLog, last_path: Path, **kwargs) -> dict[str, Any]:
+        """:meth:`validate`; stopped by a signal, save the step it validates and stop (its resumed
+        run validates that step again)."""
+        try:
+            return self.validate(metrics, **kwargs)
+        except _ValidationInterrupted:
+            self.stop_if_signalled(last_path, during="validation")
+            raise  # not reached: stop_if_signalled raises once a signal is pending
 
     def _shared_validation(self) -> bool:
         """Whether the ranks share the validation batches (a Gaussian posterior or a language
@@ -1023,10 +1053,16 @@ def train(
         return _train(config, resume=resume, overwrite=overwrite, progress=progress, echo=echo, world=world, device=device)
 
 
+class _ValidationInterrupted(Exception):
+    """Raised by the signal handler inside a validation, which the resumed run does again."""
+
+
 @contextlib.contextmanager
 def _stop_on_signals(trainer: _Trainer):
     """SIGINT / SIGTERM set ``trainer.signal`` (the loop saves and stops after the current step)
-    and restore the previous handlers, so that a second signal acts at once.
+    and restore the previous handlers, so that a second signal acts at once. In a validation of
+    one process the signal stops it at once: the run saves the step it had reached and its
+    resumed run validates again.
 
     Under torchrun a rank keeps its handler: Ctrl-C reaches it from the terminal and again from
     torchrun, which passes the signal on to its workers (and kills them 30 s later if they have
@@ -1043,6 +1079,9 @@ def _stop_on_signals(trainer: _Trainer):
         if not trainer.world.launched:
             for other, action in previous.items():
                 signal.signal(other, action)
+        if trainer.validating:  # a validation may run for minutes: stop it now (see validate)
+            trainer.validating = False
+            raise _ValidationInterrupted
 
     for number in signals:
         signal.signal(number, handler)
@@ -1136,12 +1175,12 @@ def _train(config: Config, *, resume: bool, overwrite: bool, progress: bool, ech
                     spent = f", {trainer.seconds() / 60:.1f} min"
                 else:
                     key, limit, spent = "train.max_steps", str(config.train.max_steps), ""
-                valid = trainer.valid if trainer.valid_step == trainer.step else trainer.validate(metrics, stopped_by=key)
+                valid = trainer.valid if trainer.valid_step == trainer.step else trainer.validate_or_stop(metrics, last_path, stopped_by=key)
                 trainer.keep_if_best(valid, run_dir / CHECKPOINT_DIR / BEST)
                 trainer.save(last_path)
                 say(f"stopped at {key}={limit} (step {trainer.step}{spent}): valid {_summary(valid)}; continue with --resume and a larger {key}")
                 break
-            valid = trainer.validate(metrics, epoch_end=True)
+            valid = trainer.validate_or_stop(metrics, last_path, epoch_end=True)
             say(f"epoch {trainer.epoch + 1}: valid {_summary(valid)}")
             trainer.epoch, trainer.batch_in_epoch = trainer.epoch + 1, 0
             trainer.keep_if_best(valid, run_dir / CHECKPOINT_DIR / BEST)

@@ -14,9 +14,10 @@ import torch
 from seqvae.config import config_to_toml
 from seqvae.errors import SeqVAEError
 from seqvae.locks import lock_path, run_directory_lock
-from seqvae.training import load_trained_model, train
+from seqvae.errors import TrainingInterrupted
+from seqvae.training import _Trainer, load_trained_model, train
 
-from conftest import tiny_config
+from conftest import metrics, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,6 +88,36 @@ def test_an_interrupt_saves_a_checkpoint_and_the_resumed_run_equals_an_uninterru
     assert resumed.returncode == 0, resumed.stderr
     for key, value in _weights(tmp_path / "whole")["model"].items():
         assert torch.equal(value, _weights(tmp_path / "parts")["model"][key]), key
+
+
+def test_an_interrupt_in_a_validation_stops_it_at_once_and_the_resumed_run_validates_again(tiny_corpus, tmp_path, monkeypatch):
+    # a validation may run for minutes (a long line, K = 500): the first Ctrl-C must not wait for it
+    settings = {"train": {"epochs": 3, "log_every": 1}}
+    train(tiny_config(tiny_corpus, tmp_path / "whole", **settings), progress=False)
+    measure = _Trainer._measure_validation
+    steps = []
+
+    def signalled_in_the_second(trainer, **kwargs):
+        steps.append(trainer.step)
+        if len(steps) == 2:
+            torch.rand(3)  # as a validation that draws from the global generator before the signal
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler runs here and stops the validation
+            raise AssertionError("the signal did not stop the validation")
+        return measure(trainer, **kwargs)
+
+    monkeypatch.setattr(_Trainer, "_measure_validation", signalled_in_the_second)
+    parts = tiny_config(tiny_corpus, tmp_path / "parts", **settings)
+    with pytest.raises(TrainingInterrupted, match="SIGINT: training stopped at step .* in its validation, which the resumed run does again"):
+        train(parts, progress=False)
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers were put back
+    assert len(steps) == 2 and _weights(tmp_path / "parts")["step"] == steps[1]  # the step it was validating
+    assert [r["epoch"] for r in metrics(tmp_path / "parts") if r["split"] == "valid"] == [1]  # nothing of the second
+    train(parts, resume=True, progress=False)
+    for key, value in _weights(tmp_path / "whole")["model"].items():
+        assert torch.equal(value, _weights(tmp_path / "parts")["model"][key]), key
+    assert metrics(tmp_path / "whole") == metrics(tmp_path / "parts")
 
 
 def test_a_second_training_into_a_locked_run_directory_is_refused(tiny_corpus, tmp_path):
