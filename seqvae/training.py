@@ -878,7 +878,7 @@ class _Trainer:
         if signal_name is None:
             return
         self.save(last_path)
-        where = f" in its {during}, which the resumed run does again" if during else ""
+        where = f", during its {during} (the resumed run does it again)," if during else ""
         message = (
             f"{signal_name}: training stopped at step {self.step} (epoch {self.epoch + 1}){where} and saved to {last_path}; "
             f"continue with: seqvae train {Path(self.config.run.dir) / CONFIG_FILE} --resume"

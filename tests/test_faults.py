@@ -108,7 +108,7 @@ def test_an_interrupt_in_a_validation_stops_it_at_once_and_the_resumed_run_valid
 
     monkeypatch.setattr(_Trainer, "_measure_validation", signalled_in_the_second)
     parts = tiny_config(tiny_corpus, tmp_path / "parts", **settings)
-    with pytest.raises(TrainingInterrupted, match="SIGINT: training stopped at step .* in its validation, which the resumed run does again"):
+    with pytest.raises(TrainingInterrupted, match=r"SIGINT: training stopped at step \d+ \(epoch 2\), during its validation \(the resumed run does it again\), and saved"):
         train(parts, progress=False)
     monkeypatch.undo()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers were put back
