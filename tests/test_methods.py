@@ -347,13 +347,19 @@ def test_each_ptb_method_runs_end_to_end(ptb_stand_in, tmp_path, monkeypatch, ca
         assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
 
 
-def test_seqvae_best_trains_on_the_ae_fb_autoencoder_without_training_or_replacing_it(ptb_stand_in, tmp_path, monkeypatch, capsys):
+def _ae_fb_trained(ptb_stand_in, tmp_path, monkeypatch):
+    """The recipe, its tiny arguments and the ae-fb autoencoder stage, trained in tmp_path."""
     recipe = _ptb_recipe()
     monkeypatch.chdir(tmp_path)
     tiny = ["--data-dir", str(ptb_stand_in), "--eval", "none", "train.epochs=1", "model.hidden_dim=16", "model.embedding_dim=8",
             "model.output_layer=softmax", "train.batch_size=16", "model.latent_dim=4"]
     stage_one = tmp_path / "runs" / "ptb-ae-fb-ae"
     assert recipe.main(["--method", "ae-fb", *tiny]) == 0
+    return recipe, tiny, stage_one
+
+
+def test_seqvae_best_trains_on_the_ae_fb_autoencoder_without_training_or_replacing_it(ptb_stand_in, tmp_path, monkeypatch, capsys):
+    recipe, tiny, stage_one = _ae_fb_trained(ptb_stand_in, tmp_path, monkeypatch)
     trained = (stage_one / "checkpoints" / "last.pt").read_bytes()
     log = (stage_one / "metrics.jsonl").read_text()
     for extra in ([], ["--overwrite"]):  # neither a plain run nor --overwrite retrains the shared stage
@@ -378,12 +384,7 @@ def test_seqvae_best_trains_on_the_ae_fb_autoencoder_without_training_or_replaci
 
 def test_a_shared_stage_in_training_by_the_other_method_is_waited_for(ptb_stand_in, tmp_path, monkeypatch, capsys):
     # ae-fb and seqvae-best started together: the second waits for the autoencoder, then reuses it
-    recipe = _ptb_recipe()
-    monkeypatch.chdir(tmp_path)
-    tiny = ["--data-dir", str(ptb_stand_in), "--eval", "none", "train.epochs=1", "model.hidden_dim=16", "model.embedding_dim=8",
-            "model.output_layer=softmax", "train.batch_size=16", "model.latent_dim=4"]
-    stage_one = tmp_path / "runs" / "ptb-ae-fb-ae"
-    assert recipe.main(["--method", "ae-fb", *tiny]) == 0
+    recipe, tiny, stage_one = _ae_fb_trained(ptb_stand_in, tmp_path, monkeypatch)
     capsys.readouterr()
     released = tmp_path / "released"
     holder = subprocess.Popen(
