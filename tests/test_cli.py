@@ -1,5 +1,6 @@
 """Every command and recipe end to end on tiny settings."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -237,6 +238,22 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     assert "## Final metrics" in (tmp_path / "runs/quickstart/report/report.md").read_text()
     assert (tmp_path / "runs/quickstart/report/training.png").stat().st_size > 0
     assert len((tmp_path / "runs/synthetic-corpus/train.txt").read_text().splitlines()) == 200
+
+
+def test_quickstart_ctrl_c_after_training_ends_quietly(tmp_path, monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("quickstart_run", REPO / "recipes" / "quickstart" / "run.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    monkeypatch.chdir(tmp_path)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recipe, "load_run", interrupted)  # Ctrl-C in the evaluation that follows training
+    assert recipe.main(["--corpus-size", "200", "train.epochs=1", "model.hidden_dim=16", "model.embedding_dim=8"]) == 130
+    err = capsys.readouterr().err
+    assert "quickstart: interrupted; the trained run is kept: rerun this command with --resume" in err
+    assert (tmp_path / "runs/quickstart/checkpoints/best.pt").is_file()
 
 
 @pytest.mark.parametrize(

@@ -405,6 +405,22 @@ def test_a_shared_stage_in_training_by_the_other_method_is_waited_for(ptb_stand_
     assert (tmp_path / "runs" / "ptb-seqvae-best" / "config.toml").stat().st_mtime_ns >= released.stat().st_mtime_ns
 
 
+def test_ctrl_c_in_the_final_evaluation_ends_quietly_and_resume_evaluates(ptb_stand_in, tmp_path, monkeypatch, capsys):
+    recipe, tiny, _ = _ae_fb_trained(ptb_stand_in, tmp_path, monkeypatch)
+    capsys.readouterr()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(recipe, "load_run", interrupted)  # Ctrl-C once training has finished
+        assert recipe.main(["--method", "ae-fb", *tiny, "--resume"]) == 130
+    err = capsys.readouterr().err
+    assert "ptb: interrupted; the trained stages are kept: rerun this command with --resume" in err and "Traceback" not in err
+    assert recipe.main(["--method", "ae-fb", *tiny, "--resume"]) == 0
+    assert "five sentences decoded" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("method", list(METHOD_SETTINGS))
 def test_each_method_trains_with_the_transformer_pair(tiny_corpus, tmp_path, method):
     settings = {key: dict(value) for key, value in METHOD_SETTINGS[method].items()}

@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except SeqVAEError as error:
         print(f"quickstart: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # after training (which saves at a signal): the run is complete on disk
+        print("quickstart: interrupted; the trained run is kept: rerun this command with --resume to evaluate it", file=sys.stderr)
+        return 130
     return 0
 
 
