@@ -26,6 +26,12 @@ def lock_path(run_dir: str | Path) -> Path:
     return run_dir.parent / f".{run_dir.name}.lock"
 
 
+def _holder(handle) -> str:
+    """The process id written into a lock file by its holder."""
+    handle.seek(0)
+    return handle.read().strip() or "another process"
+
+
 @contextlib.contextmanager
 def run_directory_lock(run_dir: str | Path):
     """Hold the lock of ``run_dir`` for the block, or raise a one-line SeqVAEError naming the
@@ -40,8 +46,7 @@ def run_directory_lock(run_dir: str | Path):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = _holder(handle)
             raise SeqVAEError(
                 f"{run_dir}: another training is writing this run directory (process {holder}); "
                 "wait for it to finish or stop it first"
@@ -71,8 +76,7 @@ def wait_until_unlocked(run_dir: str | Path, on_wait: Callable[[str], None] | No
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return False
         except BlockingIOError:
-            handle.seek(0)
             if on_wait is not None:
-                on_wait(handle.read().strip() or "another process")
+                on_wait(_holder(handle))
             fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
             return True
