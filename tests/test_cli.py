@@ -252,7 +252,7 @@ def test_quickstart_ctrl_c_after_training_ends_quietly(tmp_path, monkeypatch, ca
     monkeypatch.setattr(recipe, "load_run", interrupted)  # Ctrl-C in the evaluation that follows training
     assert recipe.main(["--corpus-size", "200", "train.epochs=1", "model.hidden_dim=16", "model.embedding_dim=8"]) == 130
     err = capsys.readouterr().err
-    assert "quickstart: interrupted; the trained run is kept: rerun this command with --resume" in err
+    assert "quickstart: interrupted; rerun this command with --resume to continue from the last checkpoint" in err
     assert (tmp_path / "runs/quickstart/checkpoints/best.pt").is_file()
 
 

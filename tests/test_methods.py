@@ -416,7 +416,7 @@ def test_ctrl_c_in_the_final_evaluation_ends_quietly_and_resume_evaluates(ptb_st
         patch.setattr(recipe, "load_run", interrupted)  # Ctrl-C once training has finished
         assert recipe.main(["--method", "ae-fb", *tiny, "--resume"]) == 130
     err = capsys.readouterr().err
-    assert "ptb: interrupted; the trained stages are kept: rerun this command with --resume" in err and "Traceback" not in err
+    assert "ptb: interrupted; rerun this command with --resume to continue from the last checkpoint" in err and "Traceback" not in err
     assert recipe.main(["--method", "ae-fb", *tiny, "--resume"]) == 0
     assert "five sentences decoded" in capsys.readouterr().out
 

@@ -203,9 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     except SeqVAEError as error:
         print(f"ptb: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # in the final evaluation (training saves at a signal): every stage is on disk
+    except KeyboardInterrupt:  # a second Ctrl-C in training, or one in the final evaluation
         if process_rank() == 0:
-            print("ptb: interrupted; the trained stages are kept: rerun this command with --resume to evaluate", file=sys.stderr)
+            print("ptb: interrupted; rerun this command with --resume to continue from the last checkpoint "
+                  "(finished stages are evaluated again)", file=sys.stderr)
         return 130
     return 0
 

@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except SeqVAEError as error:
         print(f"quickstart: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # after training (which saves at a signal): the run is complete on disk
-        print("quickstart: interrupted; the trained run is kept: rerun this command with --resume to evaluate it", file=sys.stderr)
+    except KeyboardInterrupt:  # a second Ctrl-C in training, or one in the evaluation and report after it
+        print("quickstart: interrupted; rerun this command with --resume to continue from the last checkpoint "
+              "(a finished training is evaluated again)", file=sys.stderr)
         return 130
     return 0
 
