@@ -72,11 +72,13 @@ RESUMABLE_CHANGES = {
     ("train", "max_steps"),
     ("train", "max_minutes"),
     ("train", "stop_after_decays"),
+    ("run", "dir"),
     ("run", "device"),
     ("run", "threads"),
     ("run", "distributed_backend"),
 }
-"""Config keys a resumed run may change: how long to train, and where."""
+"""Config keys a resumed run may change: how long to train, and where (``run.dir`` too: a run
+directory that was moved or copied resumes where it now is, and its saved config says so)."""
 
 
 def _resumable() -> str:

@@ -58,6 +58,20 @@ def test_resume_equals_an_uninterrupted_run(tiny_corpus, tmp_path, model):
     assert [(r["step"], r["stopped_by"]) for r in stops] == [(26, "train.max_steps")]
 
 
+def test_a_moved_run_directory_resumes_where_it_now_is(tiny_corpus, tmp_path):
+    settings = {"train": {"epochs": 2, "checkpoint_every": 4, "log_every": 3}}
+    train(tiny_config(tiny_corpus, tmp_path / "whole", **settings), progress=False)
+    stopped = {**settings, "train": {**settings["train"], "max_steps": 26}}
+    train(tiny_config(tiny_corpus, tmp_path / "before", **stopped), progress=False)
+    (tmp_path / "before").rename(tmp_path / "after")
+    resumed = train(tiny_config(tiny_corpus, tmp_path / "after", **settings), resume=True, progress=False)
+    assert resumed.resumed_from_step == 26 and resumed.finished
+    assert load_config(tmp_path / "after" / "config.toml").run.dir == str(tmp_path / "after")
+    assert not (tmp_path / "before").exists()
+    for key, value in _weights(tmp_path / "whole").items():
+        assert torch.equal(value, _weights(tmp_path / "after")[key]), key
+
+
 def test_resume_after_a_crash_drops_metrics_past_the_checkpoint(tiny_corpus, tmp_path):
     settings = {"train": {"epochs": 2, "checkpoint_every": 5, "log_every": 2}}
     whole = tiny_config(tiny_corpus, tmp_path / "whole", **settings)
