@@ -30,7 +30,6 @@ import dataclasses
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -46,14 +45,13 @@ from throughput import (  # noqa: E402  (a sibling script, not a package)
     LSTMLanguageModel,
     VAEStep,
     adaptive_cutoffs,
-    build_batches,
-    load_train_sentences,
+    load_batches,
+    run_once,
     seed_everything,
 )
 
 from seqvae.config import ModelConfig  # noqa: E402
-from seqvae.data.batching import Batch, collate, encode_split  # noqa: E402
-from seqvae.data.tokenizers import WordTokenizer  # noqa: E402
+from seqvae.data.batching import Batch  # noqa: E402
 from seqvae.models.vae import build_model  # noqa: E402
 from seqvae.training import Precision  # noqa: E402
 
@@ -102,17 +100,6 @@ class AEFloorStep(FloorStep):
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def timed_steps(step, batches: list[Batch], warmup: int, device: torch.device) -> float:
-    for batch in batches[:warmup]:
-        step(batch)
-    synchronize(device)
-    start = time.perf_counter()
-    for batch in batches[warmup:]:
-        step(batch)
-    synchronize(device)
-    return time.perf_counter() - start
 
 
 def profiled(step, batches: list[Batch], device: torch.device, top: int) -> dict:
@@ -178,12 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     seed_everything(args.seed)
-    sentences, source = load_train_sentences(args.data_dir, args.seed)
-    tokenizer = WordTokenizer.build(sentences)
-    encoded = encode_split(tokenizer, sentences)
     count = args.warmup + max(args.batches, args.profiled)
-    index_batches = build_batches(encoded.sequences, batch_size=args.batch_size, count=count, seed=args.seed)
-    batches = [collate([encoded.sequences[i] for i in indices]).to(device) for indices in index_batches]
+    tokenizer, batches, source, _ = load_batches(args.data_dir, batch_size=args.batch_size, count=count, seed=args.seed, device=device)
     timed = batches[: args.warmup + args.batches]
     tokens = sum(batch.num_tokens for batch in timed[args.warmup :])
 
@@ -208,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
     seconds: dict[str, list[float]] = {name: [] for name in steps}
     for _repeat in range(args.repeats):
         for name, step in steps.items():
-            seconds[name].append(timed_steps(step, timed, args.warmup, device))
+            seconds[name].append(run_once(step, timed, warmup=args.warmup, device=device))
     median_ms = {name: statistics.median(values) / args.batches * 1e3 for name, values in seconds.items()}
     profiles = {name: profiled(step, batches[args.warmup : args.warmup + args.profiled], device, args.top) for name, step in steps.items()}
     result = {

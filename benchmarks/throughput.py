@@ -188,6 +188,20 @@ def build_batches(sequences: list[list[int]], *, batch_size: int, count: int, se
     return batches[:count]
 
 
+def load_batches(
+    data_dir: str | None, *, batch_size: int, count: int, seed: int, device: torch.device
+) -> tuple[WordTokenizer, list[Batch], str, int]:
+    """The word tokenizer of the training split, its first ``count`` batches of training order
+    collated once and moved to ``device`` (so collate is excluded from every timing), where the
+    sentences came from, and how many there are."""
+    sentences, source = load_train_sentences(data_dir, seed)
+    tokenizer = WordTokenizer.build(sentences)
+    encoded = encode_split(tokenizer, sentences)
+    index_batches = build_batches(encoded.sequences, batch_size=batch_size, count=count, seed=seed)
+    batches = [collate([encoded.sequences[i] for i in indices]).to(device) for indices in index_batches]
+    return tokenizer, batches, source, len(encoded.sequences)
+
+
 # ---------------------------------------------------------------------------------------------
 # Timing
 # ---------------------------------------------------------------------------------------------
@@ -265,14 +279,9 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     seed_everything(args.seed)
 
-    sentences, source = load_train_sentences(args.data_dir, args.seed)
-    tokenizer = WordTokenizer.build(sentences)
-    encoded = encode_split(tokenizer, sentences)
-    index_batches = build_batches(
-        encoded.sequences, batch_size=args.batch_size, count=args.warmup + args.batches, seed=args.seed
+    tokenizer, batches, source, train_sentences = load_batches(
+        args.data_dir, batch_size=args.batch_size, count=args.warmup + args.batches, seed=args.seed, device=device
     )
-    # Collated once and moved to the device before timing: collate is excluded for both models.
-    batches = [collate([encoded.sequences[i] for i in indices]).to(device) for indices in index_batches]
     timed = batches[args.warmup :]
     tokens_timed = sum(batch.num_tokens for batch in timed)
     sentences_timed = sum(batch.num_sentences for batch in timed)
@@ -375,7 +384,7 @@ def main(argv: list[str] | None = None) -> dict:
         + f" (fused={steps['lm_floor'].optimizer.defaults.get('fused')}), the same for every model",
         "collate": "excluded (batches collated and moved to the device before timing, same batches for every model)",
         "data": source,
-        "train_sentences": len(encoded.sequences),
+        "train_sentences": train_sentences,
         "seed": args.seed,
         "max_rss_mib": {"what": "peak resident set size of the whole process so far (resource.getrusage ru_maxrss)", **rss},
         "torch": torch.__version__,
