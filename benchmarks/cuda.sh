@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
 # The CUDA checks of data-parallel / mixed-precision training, as one script for a machine with a
-# GPU (never run in CI or the tests). From the repository root, with seqvae installed (or on
-# PYTHONPATH):
+# GPU (never run in CI or the tests). From the repository root, with seqvae and its dependencies
+# importable (installed, or on PYTHONPATH; `datasets` too):
 #
 #   bash benchmarks/cuda.sh PTB_DIR OUT_DIR     # STEPS=400, BATCHES="32 128", STEP_TIMEOUT=180
+#   EVAL_RUN=runs/ptb-seqvae-best bash benchmarks/cuda.sh PTB_DIR OUT_DIR    # also step 5
 #
-# 1. benchmarks/throughput.py on CUDA in fp32 and bf16, at each batch size of BATCHES (32 is the
-#    PTB recipe's): the VAE's tokens/s beside a cuDNN LSTM language model of the same sizes
-#    measured in the same run (OUT_DIR/throughput-PRECISION-bBATCH.out, one JSON object).
-# 2. The PTB recipe for STEPS steps on CUDA in fp32 and in bf16, on the CPU in fp32, and on CUDA in
-#    fp32 under `torchrun --nproc_per_node 1` (the same run with its noise drawn differently: the
-#    reference for what sampling alone changes); benchmarks/compare_curves.py then says whether the
-#    bf16 and CPU loss curves agree with CUDA fp32 within that noise (OUT_DIR/curves.txt).
-# 3. Two processes on one GPU each when there are two: a short torchrun training with nccl.
+# 1. benchmarks/throughput.py on CUDA in fp32 and bf16, and benchmarks/profile_step.py in fp32,
+#    at each batch size of BATCHES (32 is the PTB recipe's): the VAE's tokens/s beside a cuDNN
+#    LSTM language model (and, in the profile, a plain two-LSTM autoencoder) of the same sizes
+#    measured in the same run (OUT_DIR/throughput-PRECISION-bBATCH.out, profile-bBATCH.out: one
+#    JSON object each).
+# 2. The PTB recipe for STEPS steps on CUDA in fp32, bf16 and fp16 (with the gradient scaler), on
+#    the CPU in fp32, and on CUDA in fp32 under `torchrun --nproc_per_node 1` (the same run with
+#    its noise drawn differently: the reference for what sampling alone changes);
+#    benchmarks/compare_curves.py then says whether each curve agrees with CUDA fp32 within that
+#    noise (OUT_DIR/curves.txt).
+# 3. The methods that need care on CUDA, each for STEPS steps: bn-vae, aggressive, iaf.
+# 4. Two processes on one GPU each when there are two: a short torchrun training with nccl
+#    (DistributedDataParallel with device_ids; SyncBatchNorm with bn-vae).
+# 5. With EVAL_RUN set: `seqvae eval EVAL_RUN --device cuda --split test --iw-samples 500`, to set
+#    beside the run's CPU evaluation (the run's data paths must exist on this machine).
 #
 # Each step runs under its own time limit and a failed step does not stop the others; the steps'
 # exit statuses are in OUT_DIR/steps.txt. PTB_DIR must be on the GPU machine (copy
-# ../shared/data/ptb into an ignored folder of the checkout and carry it).
+# ../shared/data/ptb into an ignored folder of the checkout and carry it). On an H200 the whole
+# script took about 5 minutes with the defaults (benchmarks/README.md).
 set -uo pipefail
 data=${1:?usage: bash benchmarks/cuda.sh PTB_DIR OUT_DIR}
 out=${2:?usage: bash benchmarks/cuda.sh PTB_DIR OUT_DIR}
@@ -38,26 +47,35 @@ step() {
   echo "$name: exit $status, $((SECONDS - start)) s" | tee -a "$out/steps.txt"
 }
 
-for precision in fp32 bf16; do
-  for batch in $batches; do
+for batch in $batches; do
+  for precision in fp32 bf16; do
     step "throughput-$precision-b$batch" python benchmarks/throughput.py --data-dir "$data" --device cuda \
       --precision "$precision" --batch-size "$batch" --json
   done
+  step "profile-b$batch" python benchmarks/profile_step.py --data-dir "$data" --device cuda --batch-size "$batch" --json
 done
 
 common=(--data-dir "$data" --eval none "train.max_steps=$steps" train.log_every=10 --overwrite)
 step cuda-fp32 python recipes/ptb/run.py "${common[@]}" "run.dir=$out/cuda-fp32" run.device=cuda
 step cuda-bf16 python recipes/ptb/run.py "${common[@]}" "run.dir=$out/cuda-bf16" run.device=cuda train.precision=bf16
+step cuda-fp16 python recipes/ptb/run.py "${common[@]}" "run.dir=$out/cuda-fp16" run.device=cuda train.precision=fp16
 step cuda-fp32-torchrun torchrun --nproc_per_node 1 recipes/ptb/run.py "${common[@]}" "run.dir=$out/cuda-fp32-torchrun" run.device=cuda
 step cpu-fp32 python recipes/ptb/run.py "${common[@]}" "run.dir=$out/cpu-fp32" run.device=cpu
-{
-  echo "CUDA bf16 against CUDA fp32:"
-  python benchmarks/compare_curves.py "$out/cuda-fp32" "$out/cuda-bf16" --reference "$out/cuda-fp32-torchrun" 2>&1
-  echo "CPU fp32 against CUDA fp32:"
-  python benchmarks/compare_curves.py "$out/cuda-fp32" "$out/cpu-fp32" --reference "$out/cuda-fp32-torchrun" 2>&1
-} | tee "$out/curves.txt"
+for other in cuda-bf16 cuda-fp16 cpu-fp32; do
+  echo "$other against cuda-fp32:"
+  python benchmarks/compare_curves.py "$out/cuda-fp32" "$out/$other" --reference "$out/cuda-fp32-torchrun" 2>&1
+done | tee "$out/curves.txt"
+
+for method in bn-vae aggressive iaf; do
+  step "method-$method" python recipes/ptb/run.py "${common[@]}" --method "$method" "run.dir=$out/method-$method" run.device=cuda
+done
 
 if [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -ge 2 ]; then
   step cuda-ddp torchrun --nproc_per_node 2 recipes/ptb/run.py "${common[@]}" "run.dir=$out/cuda-ddp" run.device=cuda train.precision=bf16
+  step cuda-ddp-bn-vae torchrun --nproc_per_node 2 recipes/ptb/run.py "${common[@]}" --method bn-vae "run.dir=$out/cuda-ddp-bn-vae" run.device=cuda
+fi
+
+if [ -n "${EVAL_RUN:-}" ]; then
+  step eval-k500 python -m seqvae eval "$EVAL_RUN" --device cuda --split test --iw-samples 500 --seed 0 --json
 fi
 echo "done: $out"
