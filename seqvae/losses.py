@@ -17,7 +17,7 @@ from seqvae.models.posterior import FlowPosterior
 from seqvae.models.vae import VAEOutput
 
 
-__all__ = ["FREE_BITS", "LossTerms", "elbo_loss", "free_bits_per_dimension", "free_bits_per_example", "free_bits_total_hinge", "kl_penalty", "sequence_nll"]
+__all__ = ["FREE_BITS", "LossTerms", "Objective", "elbo_loss", "elbo_objective", "free_bits_per_dimension", "free_bits_per_example", "free_bits_total_hinge", "kl_penalty", "sequence_nll"]
 
 
 def free_bits_per_dimension(kl_per_dimension: torch.Tensor, free_bits: float, batch_mean=None) -> torch.Tensor:
@@ -84,7 +84,8 @@ class LossTerms:
     (``loss`` is ``total``'s value).
 
     reconstruction and kl are means per sentence (nats); kl_penalty is the KL term after free
-    bits. Each float is a device sync, so the training step computes only these.
+    bits. Reading them from the device is a sync, so the training step reads only these, all at
+    once (:class:`Objective`).
     """
 
     total: torch.Tensor
@@ -99,7 +100,30 @@ class LossTerms:
     """With a flow posterior: the batch standard deviation of the Monte-Carlo KL estimate."""
 
 
-def elbo_loss(
+@dataclass
+class Objective:
+    """One batch's objective before its figures leave the device: ``total`` to minimise, and
+    ``figures``, the detached (loss, reconstruction, kl, kl_penalty) in one float64 tensor of
+    shape (4,). A training step reads them with one device sync after its backward pass (on a GPU
+    each read waits for every kernel queued before it) and makes the :class:`LossTerms` then."""
+
+    total: torch.Tensor
+    figures: torch.Tensor
+    kl_weight: float
+    multiplier: float | None = None
+    kl_std: float | None = None
+
+    def terms(self, figures: list[float] | None = None) -> LossTerms:
+        """The LossTerms of these figures (read from the device now unless given, e.g. reduced
+        over the ranks of a data-parallel step)."""
+        loss, reconstruction, kl, kl_penalty = self.figures.tolist() if figures is None else figures
+        return LossTerms(
+            total=self.total, loss=loss, reconstruction=reconstruction, kl=kl, kl_penalty=kl_penalty,
+            kl_weight=self.kl_weight, multiplier=self.multiplier, kl_std=self.kl_std,
+        )
+
+
+def elbo_objective(
     output: VAEOutput,
     batch: Batch,
     *,
@@ -108,7 +132,7 @@ def elbo_loss(
     free_bits_lambda: float = 0.0,
     rate_constraint=None,
     batch_mean=None,
-) -> LossTerms:
+) -> Objective:
     """mean_batch[-log p(x|z)] + beta * KL term: the negative ELBO when beta = 1 and no free bits;
     with a ``rate_constraint`` (seqvae.rate_constraint.MinimumDesiredRate), plus
     |lambda| * (r - KL) on the batch-mean KL. ``batch_mean``: the global batch's mean when these
@@ -124,13 +148,17 @@ def elbo_loss(
     if rate_constraint is not None:
         total = total + rate_constraint(kl.mean())
         multiplier = abs(rate_constraint.value)
-    return LossTerms(
+    # each mean in its own dtype, then widened exactly to float64: the values float() would read
+    figures = torch.stack([value.detach().double() for value in (total, nll.detach().mean(), kl.detach().mean(), penalty)])
+    return Objective(
         total=total,
-        loss=float(total.detach()),
-        reconstruction=float(nll.detach().mean()),
-        kl=float(kl.detach().mean()),
-        kl_penalty=float(penalty.detach()),
+        figures=figures,
         kl_weight=kl_weight,
         multiplier=multiplier,
         kl_std=float(kl.detach().std()) if isinstance(output.posterior, FlowPosterior) and kl.numel() > 1 else None,
     )
+
+
+def elbo_loss(output: VAEOutput, batch: Batch, **options) -> LossTerms:
+    """:func:`elbo_objective` with its figures read at once (the options are its keywords)."""
+    return elbo_objective(output, batch, **options).terms()

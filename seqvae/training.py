@@ -56,7 +56,7 @@ from seqvae.threads import use_threads
 from seqvae.evaluation import evaluate_elbo, evaluate_split, free_bits_target
 from seqvae.measures import diagnose
 from seqvae.files import atomic_write_json, atomic_write_text
-from seqvae.losses import LossTerms, elbo_loss
+from seqvae.losses import LossTerms, elbo_objective
 from seqvae.models.vae import SeqVAE, build_model
 from seqvae.rate_constraint import MinimumDesiredRate
 
@@ -331,14 +331,14 @@ class RankShare:
             parameter.grad = flat[offset : offset + size].view_as(parameter).clone()
             offset += size
 
-    def reduce(self, terms: LossTerms) -> LossTerms:
-        """The global batch's figures from every rank's (and the flags summed)."""
-        values = [terms.loss, terms.reconstruction, terms.kl, terms.kl_penalty]
-        summed = torch.tensor([value * self.rows for value in values] + list(self.flags), dtype=torch.float64, device=self.device)
+    def reduce(self, figures: torch.Tensor) -> torch.Tensor:
+        """The global batch's (loss, reconstruction, kl, kl_penalty) from every rank's (float64,
+        shape (4,), as :class:`seqvae.losses.Objective` holds them), and the flags summed."""
+        flags = torch.tensor(list(self.flags), dtype=torch.float64, device=self.device)
+        summed = torch.cat([figures.to(self.device) * self.rows, flags])
         self.world.sum(summed)
-        figures = (summed[:4] / self.sentences).tolist()
         self.summed_flags = tuple(summed[4:].tolist())
-        return dataclasses.replace(terms, loss=figures[0], reconstruction=figures[1], kl=figures[2], kl_penalty=figures[3])
+        return summed[:4] / self.sentences
 
 
 class Precision:
@@ -385,7 +385,7 @@ def train_step(
     scaler = precision.scaler if precision is not None else None
     with autocast:
         output = forward(batch, word_dropout_rate=objective.word_dropout, noise=share.noise if share is not None else None)
-    terms = elbo_loss(
+    goal = elbo_objective(
         output,
         batch,
         kl_weight=kl_weight,
@@ -394,8 +394,9 @@ def train_step(
         rate_constraint=rate_constraint,
         batch_mean=share.batch_mean if share is not None else None,
     )
+    figures = goal.figures
     optimizer.zero_grad(set_to_none=True)
-    total = terms.total if share is None else terms.total * share.weight
+    total = goal.total if share is None else goal.total * share.weight
     (scaler.scale(total) if scaler is not None else total).backward()
     parameters = list(model.parameters()) if update is None else update
     if update is not None:
@@ -408,7 +409,7 @@ def train_step(
             share.average_gradients(parameters)
         if rate_constraint is not None:
             share.average_gradients([rate_constraint.multiplier])
-        terms = share.reduce(terms)
+        figures = share.reduce(figures)
     if scaler is not None:
         scaler.unscale_(optimizer)
         if rate_constraint is not None and rate_constraint.multiplier.grad is not None:
@@ -417,10 +418,14 @@ def train_step(
         norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
     else:
         norm = torch.nn.utils.get_total_norm([parameter.grad for parameter in parameters if parameter.grad is not None])
+    # The step's one read from the device: its figures and the gradient norm, after the backward
+    # pass and the clipping are queued (a read before them would stall a GPU's queue mid-step).
+    *values, norm_value = torch.cat([figures, norm.detach().double().reshape(1).to(figures.device)]).tolist()
+    terms = goal.terms(values)
     # with fp16, an overflowing gradient is the scaler's to skip; a loss that is not finite is divergence
-    if not (math.isfinite(terms.loss) and (scaler is not None or math.isfinite(float(norm)))):  # nothing is updated
+    if not (math.isfinite(terms.loss) and (scaler is not None or math.isfinite(norm_value))):  # nothing is updated
         optimizer.zero_grad(set_to_none=True)
-        raise NonFiniteStep(terms.loss, float(norm))
+        raise NonFiniteStep(terms.loss, norm_value)
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()

@@ -106,3 +106,34 @@ def test_perplexity_divides_total_nll_by_tokens():
     from seqvae.evaluation import perplexity
 
     assert perplexity(100.0 * math.log(10.0), 100) == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("free_bits", ["none", "per_example"])
+def test_a_training_step_reads_the_device_once_and_its_figures_are_the_objectives(monkeypatch, free_bits):
+    """On a GPU every read of a value waits for the queue: train_step reads its figures and the
+    gradient norm together, once, after the backward pass. The figures equal the objective's."""
+    from seqvae.config import ModelConfig, ObjectiveConfig
+    from seqvae.data.batching import collate
+    from seqvae.losses import elbo_objective
+    from seqvae.models.vae import build_model
+    from seqvae.training import build_optimizer, train_step
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(embedding_dim=8, hidden_dim=8, latent_dim=4), vocab_size=12)
+    batch = collate([[4, 5, 6], [7, 8], [9, 10, 11, 4]])
+    objective = ObjectiveConfig(free_bits=free_bits, free_bits_lambda=0.1)
+    reads = []
+    for name in ("item", "tolist", "__float__", "__bool__", "__int__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (reads.append(_n), _o(self, *a, **k))[1])
+    optimizer = build_optimizer(model.parameters(), learning_rate=1e-3, device=torch.device("cpu"))
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    terms = train_step(model, optimizer, batch, kl_weight=0.5, objective=objective, grad_clip=5.0)
+    assert reads == ["tolist"]
+    monkeypatch.undo()
+    model.load_state_dict(state)
+    torch.set_rng_state(rng)
+    expected = elbo_objective(model(batch, word_dropout_rate=objective.word_dropout), batch, kl_weight=0.5, free_bits=free_bits, free_bits_lambda=0.1)
+    assert (terms.loss, terms.reconstruction, terms.kl, terms.kl_penalty) == tuple(expected.figures.tolist())
+    assert terms.loss == pytest.approx(terms.reconstruction + 0.5 * terms.kl_penalty, rel=1e-6)
