@@ -24,8 +24,9 @@
 #
 # Each step runs under its own time limit and a failed step does not stop the others; the steps'
 # exit statuses are in OUT_DIR/steps.txt. PTB_DIR must be on the GPU machine (copy
-# ../shared/data/ptb into an ignored folder of the checkout and carry it). On an H200 the whole
-# script took about 5 minutes with the defaults (benchmarks/README.md).
+# ../shared/data/ptb into an ignored folder of the checkout and carry it). On an H200 its steps 1-2
+# took about 5 minutes in fp32/bf16 (benchmarks/README.md); with the profile, fp16 and the three
+# methods added since, plan on about 8 (give the device call 10).
 set -uo pipefail
 data=${1:?usage: bash benchmarks/cuda.sh PTB_DIR OUT_DIR}
 out=${2:?usage: bash benchmarks/cuda.sh PTB_DIR OUT_DIR}
