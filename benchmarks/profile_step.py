@@ -33,14 +33,11 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import (  # noqa: E402  (a sibling script, not a package)
-    GRAD_CLIP,
-    LEARNING_RATE,
     FloorStep,
     LSTMLanguageModel,
     VAEStep,
@@ -83,18 +80,8 @@ class LSTMAutoencoder(nn.Module):
 class AEFloorStep(FloorStep):
     """The language model's step (loss, clipping, optimizer, ``float(loss)``) on the autoencoder."""
 
-    def __call__(self, batch: Batch) -> float:
-        with self.precision.autocast():
-            logits = self.model(batch.targets, batch.lengths, batch.inputs)  # the encoder reads x <eos>, as seqvae's
-        logits = logits.float()
-        vocab = logits.shape[-1]
-        token_nll = F.cross_entropy(logits.reshape(-1, vocab), batch.targets.reshape(-1), reduction="none")
-        loss = (token_nll * batch.mask.reshape(-1)).sum() / batch.inputs.shape[0]
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
-        self.optimizer.step()
-        return float(loss.detach())
+    def logits(self, batch: Batch) -> torch.Tensor:
+        return self.model(batch.targets, batch.lengths, batch.inputs)  # the encoder reads x <eos>, as seqvae's
 
 
 def synchronize(device: torch.device) -> None:
@@ -186,7 +173,6 @@ def main(argv: list[str] | None = None) -> dict:
             dataclasses.replace(config, output_layer=layer), vocab_size=vocab, pad_id=tokenizer.pad_id, unk_id=tokenizer.unk_id
         )
         steps[f"vae_{layer}"] = VAEStep(model.to(device).train(), device, precision)
-    assert all(step.optimizer.defaults["lr"] == LEARNING_RATE for step in steps.values())
 
     seconds: dict[str, list[float]] = {name: [] for name in steps}
     for _repeat in range(args.repeats):

@@ -122,9 +122,12 @@ class FloorStep:
         self.optimizer = build_optimizer(model.parameters(), learning_rate=LEARNING_RATE, device=device)
         self.precision = precision
 
+    def logits(self, batch: Batch) -> torch.Tensor:
+        return self.model(batch.inputs)
+
     def __call__(self, batch: Batch) -> float:
         with self.precision.autocast():
-            logits = self.model(batch.inputs)
+            logits = self.logits(batch)
         logits = logits.float()  # the loss in fp32, as seqvae's output layer computes it
         vocab = logits.shape[-1]
         token_nll = F.cross_entropy(logits.reshape(-1, vocab), batch.targets.reshape(-1), reduction="none")
