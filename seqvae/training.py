@@ -420,7 +420,7 @@ def train_step(
         norm = torch.nn.utils.get_total_norm([parameter.grad for parameter in parameters if parameter.grad is not None])
     # The step's one read from the device: its figures and the gradient norm, after the backward
     # pass and the clipping are queued (a read before them would stall a GPU's queue mid-step).
-    *values, norm_value = torch.cat([figures, norm.detach().double().reshape(1).to(figures.device)]).tolist()
+    *values, norm_value = torch.cat([figures, norm.detach().double().reshape(1)]).tolist()
     terms = goal.terms(values)
     # with fp16, an overflowing gradient is the scaler's to skip; a loss that is not finite is divergence
     if not (math.isfinite(terms.loss) and (scaler is not None or math.isfinite(norm_value))):  # nothing is updated
