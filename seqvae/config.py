@@ -231,6 +231,14 @@ class TrainConfig:
     with a gradient scaler, CUDA only); the logits, the log-softmax, the posterior moments, the KL
     and the loss stay fp32. On an AVX2 CPU bf16 autocast measured 1.1 to 1.2 times the fp32 speed
     with the same validation ELBO after 3 quickstart epochs (benchmarks/README.md)."""
+    cuda_graphs: bool = False
+    """CUDA only: replay each training step's forward and backward pass from a CUDA graph, one per
+    batch shape (seqvae.cuda_graphs), so that the host does not launch each kernel; for the small
+    models whose GPU step is bound by launches. Needs the full softmax (``model.output_layer``);
+    not with a bidirectional LSTM encoder, fp16, aggressive training, ``mdr`` or torchrun."""
+    cuda_graph_width: int = 8
+    """With cuda_graphs: batch widths are padded up to a multiple of this, so that a corpus has
+    few shapes to capture (exact: padding is masked); 1 captures every width as it is."""
     eval_batch_size: int = 128
     """Sentences per batch in validation and evaluation. A batch holds at most eval_batch_size x 128
     padded tokens, so sentences over 128 tokens go in smaller batches (a whole document on one line
@@ -447,6 +455,7 @@ def _check_ranges(config: Config) -> None:
         ("train.max_minutes", config.train.max_minutes >= 0.0 and math.isfinite(config.train.max_minutes)),
         ("train.batch_size", config.train.batch_size >= 1),
         ("train.eval_batch_size", config.train.eval_batch_size >= 1),
+        ("train.cuda_graph_width", config.train.cuda_graph_width >= 1),
         ("train.learning_rate", config.train.learning_rate > 0.0),
         ("train.grad_clip", config.train.grad_clip >= 0.0),
         ("train.bucket_batches", config.train.bucket_batches >= 1),

@@ -105,21 +105,29 @@ class Objective:
     """One batch's objective before its figures leave the device: ``total`` to minimise, and
     ``figures``, the detached (loss, reconstruction, kl, kl_penalty) in one float64 tensor of
     shape (4,). A training step reads them with one device sync after its backward pass (on a GPU
-    each read waits for every kernel queued before it) and makes the :class:`LossTerms` then."""
+    each read waits for every kernel queued before it) and makes the :class:`LossTerms` then.
+    ``kl_std`` (a flow posterior's, detached, float64, shape (1,)) stays on the device as well
+    until that read; it is this rank's own, never reduced across ranks."""
 
     total: torch.Tensor
     figures: torch.Tensor
     kl_weight: float
     multiplier: float | None = None
-    kl_std: float | None = None
+    kl_std: torch.Tensor | None = None
 
-    def terms(self, figures: list[float] | None = None) -> LossTerms:
-        """The LossTerms of these figures (read from the device now unless given, e.g. reduced
-        over the ranks of a data-parallel step)."""
-        loss, reconstruction, kl, kl_penalty = self.figures.tolist() if figures is None else figures
+    def readout(self) -> torch.Tensor:
+        """The figures, then kl_std when there is one: what a step reads from the device."""
+        return self.figures if self.kl_std is None else torch.cat([self.figures, self.kl_std])
+
+    def terms(self, figures: list[float] | None = None, kl_std: float | None = None) -> LossTerms:
+        """The LossTerms of these figures and kl_std (both read from the device now unless
+        ``figures`` is given, e.g. reduced over the ranks of a data-parallel step)."""
+        if figures is None:
+            *figures, kl_std = self.readout().tolist() + ([None] if self.kl_std is None else [])
+        loss, reconstruction, kl, kl_penalty = figures
         return LossTerms(
             total=self.total, loss=loss, reconstruction=reconstruction, kl=kl, kl_penalty=kl_penalty,
-            kl_weight=self.kl_weight, multiplier=self.multiplier, kl_std=self.kl_std,
+            kl_weight=self.kl_weight, multiplier=self.multiplier, kl_std=kl_std,
         )
 
 
@@ -155,7 +163,7 @@ def elbo_objective(
         figures=figures,
         kl_weight=kl_weight,
         multiplier=multiplier,
-        kl_std=float(kl.detach().std()) if isinstance(output.posterior, FlowPosterior) and kl.numel() > 1 else None,
+        kl_std=kl.detach().std().double().reshape(1) if isinstance(output.posterior, FlowPosterior) and kl.numel() > 1 else None,
     )
 
 

@@ -41,6 +41,7 @@ from seqvae.aggressive import AggressiveSwitch, InnerLoopRule
 from seqvae.annealing import kl_weight
 from seqvae.checkpoints import check_vocabulary, load_checkpoint, load_model_state, save_checkpoint
 from seqvae.config import Config, ObjectiveConfig, config_to_dict, config_to_toml, load_config
+from seqvae.cuda_graphs import StepGraphs, check_cuda_graphs
 from seqvae.data.batching import (
     EVAL_ROW_TOKENS, Batch, EncodedSplit, bucketed_batches, collate, encode_split, sorted_batches,
 )
@@ -48,7 +49,7 @@ from seqvae.data.corpus import Corpus, load_corpus
 from seqvae.data.tokenizers import (
     PUNCTUATED_SHARE, SPECIALS, build_tokenizer, load_tokenizer, punctuated_words, tokenizer_from_files,
 )
-from seqvae.distributed import SINGLE, StepNoise, World, from_bytes, join, shard_rows, to_bytes
+from seqvae.distributed import SINGLE, StepNoise, World, from_bytes, join, launched, shard_rows, to_bytes
 from seqvae.errors import ReportedByRankZero, SeqVAEError, TrainingInterrupted
 from seqvae.locks import run_directory_lock
 from seqvae.progress import progress_bar
@@ -351,10 +352,12 @@ class Precision:
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
         self.scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None
 
-    def autocast(self):
+    def autocast(self, *, cache: bool = True):
+        """The forward's autocast; ``cache=False`` for a CUDA graph's capture, in which autocast's
+        cache of cast weights must not be kept."""
         if self.dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=cache)
 
 
 def train_step(
@@ -369,6 +372,7 @@ def train_step(
     update: list[torch.nn.Parameter] | None = None,
     share: RankShare | None = None,
     precision: Precision | None = None,
+    graphs: StepGraphs | None = None,
 ) -> LossTerms:
     """One update: forward with word dropout, ELBO with free bits (and the rate constraint, whose
     multiplier then takes its ascent step), backward, clipping, step.
@@ -379,25 +383,21 @@ def train_step(
 
     ``share``: this process is one rank of a data-parallel training and ``batch`` its rows of the
     global batch; the returned figures are the global batch's. ``precision``: autocast (and the
-    fp16 gradient scaler) of ``train.precision``."""
-    forward = share.forward if share is not None and share.forward is not None else model
-    autocast = precision.autocast() if precision is not None else contextlib.nullcontext()
-    scaler = precision.scaler if precision is not None else None
-    with autocast:
-        output = forward(batch, word_dropout_rate=objective.word_dropout, noise=share.noise if share is not None else None)
-    goal = elbo_objective(
-        output,
-        batch,
-        kl_weight=kl_weight,
-        free_bits=objective.free_bits,
-        free_bits_lambda=objective.free_bits_lambda,
-        rate_constraint=rate_constraint,
-        batch_mean=share.batch_mean if share is not None else None,
-    )
+    fp16 gradient scaler) of ``train.precision``. ``graphs``: the forward, the objective and the
+    backward replayed from CUDA graphs (``train.cuda_graphs``, seqvae.cuda_graphs); they hold the
+    objective and the precision they were made with, and take no ``update``, ``share``, rate
+    constraint or gradient scaler."""
+    if graphs is not None:
+        if update is not None or share is not None or rate_constraint is not None:
+            raise ValueError("a CUDA-graph step updates every parameter of one process, without a rate constraint")
+        goal = graphs.forward_backward(batch, kl_weight)
+        scaler = None
+    else:
+        goal, scaler = _forward_backward(
+            model, optimizer, batch, kl_weight=kl_weight, objective=objective, rate_constraint=rate_constraint,
+            share=share, precision=precision,
+        )
     figures = goal.figures
-    optimizer.zero_grad(set_to_none=True)
-    total = goal.total if share is None else goal.total * share.weight
-    (scaler.scale(total) if scaler is not None else total).backward()
     parameters = list(model.parameters()) if update is None else update
     if update is not None:
         chosen = {id(parameter) for parameter in update}
@@ -418,10 +418,14 @@ def train_step(
         norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
     else:
         norm = torch.nn.utils.get_total_norm([parameter.grad for parameter in parameters if parameter.grad is not None])
-    # The step's one read from the device: its figures and the gradient norm, after the backward
-    # pass and the clipping are queued (a read before them would stall a GPU's queue mid-step).
-    *values, norm_value = torch.cat([figures, norm.detach().double().reshape(1)]).tolist()
-    terms = goal.terms(values)
+    # The step's one read from the device: its figures and the gradient norm (and a flow's KL
+    # spread), after the backward pass and the clipping are queued (a read before them would
+    # stall a GPU's queue mid-step).
+    read = [figures, norm.detach().double().reshape(1)] + ([goal.kl_std] if goal.kl_std is not None else [])
+    values = torch.cat(read).tolist()
+    kl_std = values.pop() if goal.kl_std is not None else None
+    *values, norm_value = values
+    terms = goal.terms(values, kl_std)
     # with fp16, an overflowing gradient is the scaler's to skip; a loss that is not finite is divergence
     if not (math.isfinite(terms.loss) and (scaler is not None or math.isfinite(norm_value))):  # nothing is updated
         optimizer.zero_grad(set_to_none=True)
@@ -434,6 +438,29 @@ def train_step(
     if rate_constraint is not None:
         rate_constraint.ascend()
     return terms
+
+
+def _forward_backward(model, optimizer, batch, *, kl_weight, objective, rate_constraint, share, precision):
+    """train_step's forward, objective and backward, run eagerly: (the Objective, the fp16
+    gradient scaler or None)."""
+    forward = share.forward if share is not None and share.forward is not None else model
+    autocast = precision.autocast() if precision is not None else contextlib.nullcontext()
+    scaler = precision.scaler if precision is not None else None
+    with autocast:
+        output = forward(batch, word_dropout_rate=objective.word_dropout, noise=share.noise if share is not None else None)
+    goal = elbo_objective(
+        output,
+        batch,
+        kl_weight=kl_weight,
+        free_bits=objective.free_bits,
+        free_bits_lambda=objective.free_bits_lambda,
+        rate_constraint=rate_constraint,
+        batch_mean=share.batch_mean if share is not None else None,
+    )
+    optimizer.zero_grad(set_to_none=True)
+    total = goal.total if share is None else goal.total * share.weight
+    (scaler.scale(total) if scaler is not None else total).backward()
+    return goal, scaler
 
 
 class NonFiniteStep(Exception):
@@ -542,6 +569,11 @@ class _Trainer:
         if world.rank:
             torch.manual_seed(_rank_seed(config.run.seed, world.rank, 0))
         self.precision = Precision(config.train.precision, device)
+        self.graphs = None
+        if config.train.cuda_graphs:
+            self.graphs = StepGraphs(
+                self.model, objective=config.objective, precision=self.precision, width_multiple=config.train.cuda_graph_width
+            )
         self.forward = None  # the DistributedDataParallel module, once distribute() made it
         self.optimizer, self.scheduler = _build_optimization(config, self.model, device)
         self.rate_constraint = None
@@ -867,6 +899,7 @@ class _Trainer:
                 update=only,
                 share=share,
                 precision=self.precision,
+                graphs=self.graphs if only is None and share is None and rate_constraint is None else None,
             )
         except NonFiniteStep as error:
             kept = (
@@ -1044,6 +1077,7 @@ def train(
         raise SeqVAEError(
             "train.precision=fp16: fp16 with loss scaling is for CUDA; on the CPU use fp32 or bf16 (benchmarks/README.md)"
         )
+    check_cuda_graphs(config, device, launched=launched())
     world, device = join(config.run.distributed_backend, device)
     if world.parallel and config.train.batch_size < world.size:
         raise SeqVAEError(
