@@ -18,6 +18,10 @@ predicted tokens, i.e. every word plus one end-of-sentence per sentence (padding
    With ``--flow iaf`` (or ``planar``), a third VAE: the adaptive one with that flow on its
    posterior (``--flow-steps``, ``--flow-hidden``; the KL is then the Monte-Carlo estimate), so
    the cost of the flow is the ratio of the two adaptive VAEs measured in the same run.
+   With ``--cuda-graphs``, the full-softmax VAE once more with ``train.cuda_graphs`` (its
+   forward, ELBO and backward replayed from one CUDA graph per batch shape, widths padded to a
+   multiple of ``--graph-width``; seqvae.cuda_graphs), reported against the eager floor (the
+   target) and against the floor given the same capture (``lm_floor_graphed``).
 2. **Floor**: a plain PyTorch LSTM language model of the same sizes, written here with no seqvae
    model code: ``nn.Embedding(V, E) -> nn.LSTM(E, H, batch_first=True) -> nn.Linear(H, V)``
    (a full softmax), reading ``batch.inputs`` and predicting ``batch.targets``; loss = token
@@ -72,6 +76,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqvae.config import ModelConfig, ObjectiveConfig, TrainConfig
+from seqvae.cuda_graphs import CudaCapture, ReplayedEagerly, StepGraphs, pad_into, padded_shape, static_batch
 from seqvae.data.batching import Batch, bucketed_batches, collate, encode_split
 from seqvae.data.corpus import load_text_files
 from seqvae.data.synthetic import DEFAULT_SIZES, write_corpus
@@ -125,18 +130,65 @@ class FloorStep:
     def logits(self, batch: Batch) -> torch.Tensor:
         return self.model(batch.inputs)
 
-    def __call__(self, batch: Batch) -> float:
-        with self.precision.autocast():
+    def loss(self, batch: Batch, *, cache: bool = True) -> torch.Tensor:
+        with self.precision.autocast(cache=cache):
             logits = self.logits(batch)
         logits = logits.float()  # the loss in fp32, as seqvae's output layer computes it
         vocab = logits.shape[-1]
         token_nll = F.cross_entropy(logits.reshape(-1, vocab), batch.targets.reshape(-1), reduction="none")
-        loss = (token_nll * batch.mask.reshape(-1)).sum() / batch.inputs.shape[0]
+        return (token_nll * batch.mask.reshape(-1)).sum() / batch.inputs.shape[0]
+
+    def __call__(self, batch: Batch) -> float:
+        loss = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        return self.update(loss)
+
+    def update(self, loss: torch.Tensor) -> float:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
         self.optimizer.step()
         return float(loss.detach())
+
+
+def capture_for(device: torch.device):
+    """CUDA graphs on CUDA; on the CPU seqvae's eager stand-in (a dry run of the code, no speed-up)."""
+    return CudaCapture(device) if device.type == "cuda" else ReplayedEagerly()
+
+
+class GraphedFloorStep(FloorStep):
+    """The floor with the treatment ``train.cuda_graphs`` gives the VAE: its forward, loss and
+    backward recorded once per (batch, width padded to a multiple of ``width_multiple``) with the
+    same capture, then replayed; clipping, Adam and the loss read stay eager. So the ratio of the
+    graphed VAE to this floor is the cost of the VAE's extra work once both are launch-free."""
+
+    def __init__(self, model: LSTMLanguageModel, device: torch.device, precision: Precision, width_multiple: int) -> None:
+        super().__init__(model, device, precision)
+        self.width_multiple = width_multiple
+        self.capture = capture_for(device)
+        self.graphs: dict[tuple[int, int], tuple] = {}
+
+    def __call__(self, batch: Batch) -> float:
+        key = padded_shape(batch, self.width_multiple)
+        if key not in self.graphs:
+            static = static_batch(*key, batch)
+            pad_into(static, batch)
+            parameters = list(self.model.parameters())
+
+            def run() -> list:
+                for parameter in parameters:
+                    parameter.grad = None
+                loss = self.loss(static, cache=False)
+                loss.backward()
+                return [loss.detach(), *(parameter.grad for parameter in parameters)]
+
+            replay, outputs = self.capture(run)
+            self.graphs[key] = (static, replay, outputs)
+        static, replay, (loss, *gradients) = self.graphs[key]
+        pad_into(static, batch)
+        replay()
+        for parameter, gradient in zip(self.model.parameters(), gradients):
+            parameter.grad = gradient
+        return self.update(loss)
 
 
 class VAEStep:
@@ -144,6 +196,7 @@ class VAEStep:
     dropout, no free bits), KL weight 1, clipping at 5, Adam."""
 
     description = "seqvae.training.train_step: model(batch) -> elbo_loss(beta=1) -> backward -> clip 5 -> Adam"
+    graphs: StepGraphs | None = None
 
     def __init__(self, model: nn.Module, device: torch.device, precision: Precision) -> None:
         self.model = model
@@ -154,9 +207,21 @@ class VAEStep:
     def __call__(self, batch: Batch) -> float:
         terms = train_step(
             self.model, self.optimizer, batch, kl_weight=KL_WEIGHT, objective=self.objective, grad_clip=GRAD_CLIP,
-            precision=self.precision,
+            precision=self.precision, graphs=self.graphs,
         )
         return terms.loss
+
+
+class GraphedVAEStep(VAEStep):
+    """The same step with ``train.cuda_graphs``: forward, ELBO and backward replayed from
+    seqvae.cuda_graphs.StepGraphs, one graph per (batch, width padded to a multiple of
+    ``width_multiple``)."""
+
+    def __init__(self, model: nn.Module, device: torch.device, precision: Precision, width_multiple: int) -> None:
+        super().__init__(model, device, precision)
+        self.graphs = StepGraphs(
+            model, objective=self.objective, precision=precision, width_multiple=width_multiple, capture=capture_for(device)
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,10 +326,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
         help="autocast of every model's forward, as train.precision (the CPU trains in fp32; bf16 here measures why)",
     )
+    parser.add_argument(
+        "--cuda-graphs", action="store_true",
+        help="also time the full-softmax VAE with train.cuda_graphs and the floor with the same capture "
+        "(on the CPU: a dry run through seqvae's eager stand-in, not a speed measure)",
+    )
+    parser.add_argument("--graph-width", type=int, default=TrainConfig().cuda_graph_width, help="train.cuda_graph_width [8]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
-    for name in ("embedding_dim", "hidden_dim", "latent_dim", "batch_size", "batches", "repeats"):
+    for name in ("embedding_dim", "hidden_dim", "latent_dim", "batch_size", "batches", "repeats", "graph_width"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 0:
@@ -324,10 +395,24 @@ def main(argv: list[str] | None = None) -> dict:
         models[f"vae_adaptive_{args.flow}"] = build_model(
             flow_config, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, unk_id=tokenizer.unk_id
         ).to(device)
+    if args.cuda_graphs:
+        seed_everything(args.seed)
+        models["lm_floor_graphed"] = LSTMLanguageModel(tokenizer.vocab_size, args.embedding_dim, args.hidden_dim).to(device)
+        seed_everything(args.seed)
+        models["vae_softmax_graphed"] = build_model(
+            dataclasses.replace(model_config, output_layer="softmax"),
+            vocab_size=tokenizer.vocab_size,
+            pad_id=tokenizer.pad_id,
+            unk_id=tokenizer.unk_id,
+        ).to(device)
     precision = Precision(args.precision, device)
-    steps = {
-        name: (FloorStep if name == "lm_floor" else VAEStep)(model.train(), device, precision) for name, model in models.items()
-    }
+    steps = {}
+    for name, model in models.items():
+        if name.endswith("_graphed"):
+            kind = GraphedFloorStep if name.startswith("lm_floor") else GraphedVAEStep
+            steps[name] = kind(model.train(), device, precision, args.graph_width)
+        else:
+            steps[name] = (FloorStep if name == "lm_floor" else VAEStep)(model.train(), device, precision)
     parameters = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
 
     rss = {"before_timing": max_rss_mib()}
@@ -360,6 +445,20 @@ def main(argv: list[str] | None = None) -> dict:
                 "flow": {"kind": args.flow, "steps": args.flow_steps, "hidden": args.flow_hidden},
             }
             if args.flow != "none"
+            else {}
+        ),
+        **(
+            {
+                "lm_floor_graphed_tokens_per_s": median["lm_floor_graphed"],
+                "vae_softmax_graphed_tokens_per_s": median["vae_softmax_graphed"],
+                "ratio_vae_softmax_graphed_to_floor": median["vae_softmax_graphed"] / median["lm_floor"],
+                "ratio_vae_softmax_graphed_to_graphed_floor": median["vae_softmax_graphed"] / median["lm_floor_graphed"],
+                "ratio_graphed_to_eager_vae_softmax": median["vae_softmax_graphed"] / median["vae_softmax"],
+                "graph_width": args.graph_width,
+                "graphs_captured": {name: len(steps[name].graphs.graphs if name.startswith("vae") else steps[name].graphs)
+                                    for name in steps if name.endswith("_graphed")},
+            }
+            if args.cuda_graphs
             else {}
         ),
         "tokens_per_s_repeats": rates,
