@@ -73,13 +73,16 @@ RESUMABLE_CHANGES = {
     ("train", "max_steps"),
     ("train", "max_minutes"),
     ("train", "stop_after_decays"),
+    ("train", "cuda_graphs"),
+    ("train", "cuda_graph_width"),
     ("run", "dir"),
     ("run", "device"),
     ("run", "threads"),
     ("run", "distributed_backend"),
 }
-"""Config keys a resumed run may change: how long to train, and where (``run.dir`` too: a run
-directory that was moved or copied resumes where it now is, and its saved config says so)."""
+"""Config keys a resumed run may change: how long to train, and where and how the steps run
+(``run.dir`` too: a run directory that was moved or copied resumes where it now is, and its saved
+config says so; a run begun on the CPU may go on with CUDA graphs on a GPU, whose draws differ)."""
 
 
 def _resumable() -> str:

@@ -8,12 +8,11 @@ import pytest
 import torch
 
 import seqvae.cuda_graphs as cuda_graphs
-from seqvae.config import ObjectiveConfig
+from seqvae.config import ModelConfig, ObjectiveConfig, load_config
 from seqvae.cuda_graphs import ReplayedEagerly, StepGraphs
 from seqvae.data.batching import collate
 from seqvae.errors import SeqVAEError
 from seqvae.models.vae import build_model
-from seqvae.config import ModelConfig
 from seqvae.training import Precision, _forward_backward, train
 
 from conftest import metrics, tiny_config, without_stops
@@ -157,3 +156,15 @@ def test_what_cuda_graphs_cannot_capture_is_refused_in_one_line(tiny_corpus, tmp
     message = str(raised.value)
     assert message.startswith("train.cuda_graphs: ") and named in message and "\n" not in message
     assert not (tmp_path / "run").exists()
+
+
+def test_an_eager_run_goes_on_with_cuda_graphs(tiny_corpus, tmp_path, stand_in):
+    """train.cuda_graphs may change on resume (a CPU run continued on a GPU): the run finishes and
+    its saved config says graphs from then on."""
+    settings = {"train": {"epochs": 2, "checkpoint_every": 4}}
+    stopped = {"train": {**settings["train"], "max_steps": 10}}
+    train(tiny_config(tiny_corpus, tmp_path / "run", **stopped), progress=False)
+    graphed = {"train": {**settings["train"], "cuda_graphs": True, "cuda_graph_width": 4}}
+    resumed = train(tiny_config(tiny_corpus, tmp_path / "run", **graphed), resume=True, progress=False)
+    assert resumed.resumed_from_step == 10 and resumed.finished
+    assert load_config(tmp_path / "run" / "config.toml").train.cuda_graphs
