@@ -27,7 +27,8 @@
 #    beside the run's CPU evaluation (the run's data paths must exist on this machine).
 # 6. CUDA graphs (train.cuda_graphs, seqvae/cuda_graphs.py): throughput.py --cuda-graphs in fp32
 #    and bf16 at each batch size (the graphed VAE beside the eager floor, the target, and beside
-#    the floor given the same capture), and at batch 32 with a graph for every width (no padding); the PTB recipe with the full softmax for STEPS steps eager,
+#    the floor given the same capture), and at batch 32 with a graph for every width (no padding);
+#    profile_step.py --cuda-graphs at batch 32 (how much of the graphed step is kernels); the PTB recipe with the full softmax for STEPS steps eager,
 #    eager under torchrun (the noise reference), graphed (widths padded to 8), graphed in bf16,
 #    graphed at width 1, and graphed to STEPS/2 then resumed to STEPS; OUT_DIR/graphs.txt says
 #    whether the graphed curves agree with the eager one within noise, whether the graphed run at
@@ -105,6 +106,7 @@ if wants graphs; then
         --precision "$precision" --batch-size "$batch" --cuda-graphs --json
     done
   done
+  step graphs-profile-b32 python benchmarks/profile_step.py --data-dir "$data" --device cuda --batch-size 32 --cuda-graphs --json
   # every width its own graph: no padding, more graphs (and their memory)
   step graphs-throughput-fp32-b32-w1 python benchmarks/throughput.py --data-dir "$data" --device cuda \
     --batch-size 32 --cuda-graphs --graph-width 1 --json

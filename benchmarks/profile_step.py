@@ -10,7 +10,8 @@ script adds a second floor written with no seqvae model code:
   to a code concatenated to every decoder input, ``nn.LSTM -> nn.Linear(H, V)``; the same loss,
   clipping and optimizer as the language model. No sampling, no KL: the two recurrences and the
   softmax, which is what any LSTM sentence VAE must compute;
-- ``vae_softmax`` and ``vae_adaptive``: ``throughput.VAEStep`` (``seqvae.training.train_step``).
+- ``vae_softmax`` and ``vae_adaptive``: ``throughput.VAEStep`` (``seqvae.training.train_step``);
+- with ``--cuda-graphs``, ``vae_softmax_graphed``: the same step with ``train.cuda_graphs``.
 
 For each model: the median wall time per step over R repeats of N steps (models in turn, as
 throughput.py), then one profiled repeat (``torch.profiler``) giving, per step, the time the
@@ -39,6 +40,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import (  # noqa: E402  (a sibling script, not a package)
     FloorStep,
+    GraphedVAEStep,
     LSTMLanguageModel,
     VAEStep,
     adaptive_cutoffs,
@@ -136,6 +138,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument(
+        "--cuda-graphs", action="store_true",
+        help="also the full-softmax VAE with train.cuda_graphs (throughput.GraphedVAEStep); its shapes are captured "
+        "in the timed repeats, before the profiled one",
+    )
+    parser.add_argument("--graph-width", type=int, default=8, help="train.cuda_graph_width [8]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -173,6 +181,12 @@ def main(argv: list[str] | None = None) -> dict:
             dataclasses.replace(config, output_layer=layer), vocab_size=vocab, pad_id=tokenizer.pad_id, unk_id=tokenizer.unk_id
         )
         steps[f"vae_{layer}"] = VAEStep(model.to(device).train(), device, precision)
+    if args.cuda_graphs:
+        seed_everything(args.seed)
+        model = build_model(
+            dataclasses.replace(config, output_layer="softmax"), vocab_size=vocab, pad_id=tokenizer.pad_id, unk_id=tokenizer.unk_id
+        )
+        steps["vae_softmax_graphed"] = GraphedVAEStep(model.to(device).train(), device, precision, args.graph_width)
 
     seconds: dict[str, list[float]] = {name: [] for name in steps}
     for _repeat in range(args.repeats):
