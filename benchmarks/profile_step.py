@@ -217,11 +217,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 def print_report(r: dict) -> None:
     print(f"{r['device']} ({r['device_name']}), {r['precision']}, torch {r['torch']}, data {r['data']}, sizes {r['sizes']}")
-    print(f"{'model':<14}{'wall ms/step':>14}{'tokens/s':>12}{'/ lm floor':>12}{'/ ae floor':>12}{'kernel ms':>12}{'host ms':>10}")
+    print(f"{'model':<20}{'wall ms/step':>14}{'tokens/s':>12}{'/ lm floor':>12}{'/ ae floor':>12}{'kernel ms':>12}{'host ms':>10}")
     for name, ms in r["wall_ms_per_step"].items():
         p = r["profile"][name]
         print(
-            f"{name:<14}{ms:>14.2f}{r['tokens_per_s'][name]:>12,.0f}{r['ratio_to_lm_floor'][name]:>12.3f}"
+            f"{name:<20}{ms:>14.2f}{r['tokens_per_s'][name]:>12,.0f}{r['ratio_to_lm_floor'][name]:>12.3f}"
             f"{r['ratio_to_ae_floor'][name]:>12.3f}{p['device_kernel_ms_per_step']:>12.2f}{p['host_self_ms_per_step']:>10.2f}"
         )
     for name, p in r["profile"].items():
