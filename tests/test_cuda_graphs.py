@@ -168,3 +168,19 @@ def test_an_eager_run_goes_on_with_cuda_graphs(tiny_corpus, tmp_path, stand_in):
     resumed = train(tiny_config(tiny_corpus, tmp_path / "run", **graphed), resume=True, progress=False)
     assert resumed.resumed_from_step == 10 and resumed.finished
     assert load_config(tmp_path / "run" / "config.toml").train.cuda_graphs
+
+
+def test_graphed_training_through_decays_and_returns_to_best_equals_eager(tiny_corpus, tmp_path, monkeypatch, stand_in):
+    """A learning-rate decay that copies best.pt's weights back (into the same parameter tensors the
+    graphs read) and reloads Adam's state needs no new capture: graphed equals eager throughout."""
+    from seqvae.training import _Trainer
+
+    values = {1: 5.0, 2: 4.0, 3: 4.5, 4: 4.6, 5: 4.7}
+    monkeypatch.setattr(_Trainer, "selection_value", lambda self, valid: values[self.epoch])
+    settings = {"epochs": 5, "learning_rate": 0.01, "lr_decay": "plateau", "lr_patience": 0, "lr_decay_reload_best": True}
+    train(tiny_config(tiny_corpus, tmp_path / "eager", train=settings), progress=False)
+    graphed = {**settings, "cuda_graphs": True, "cuda_graph_width": 1}
+    train(tiny_config(tiny_corpus, tmp_path / "graphed", train=graphed), progress=False)
+    last = torch.load(tmp_path / "graphed" / "checkpoints" / "last.pt", weights_only=True)
+    assert last["lr_decays"] == 3
+    _same_runs(tmp_path / "eager", tmp_path / "graphed")
