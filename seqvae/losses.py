@@ -135,7 +135,7 @@ def elbo_objective(
     output: VAEOutput,
     batch: Batch,
     *,
-    kl_weight: float,
+    kl_weight: float | torch.Tensor,
     free_bits: str = "none",
     free_bits_lambda: float = 0.0,
     rate_constraint=None,
@@ -144,7 +144,9 @@ def elbo_objective(
     """mean_batch[-log p(x|z)] + beta * KL term: the negative ELBO when beta = 1 and no free bits;
     with a ``rate_constraint`` (seqvae.rate_constraint.MinimumDesiredRate), plus
     |lambda| * (r - KL) on the batch-mean KL. ``batch_mean``: the global batch's mean when these
-    rows are one rank's share (see :func:`free_bits_per_dimension`)."""
+    rows are one rank's share (see :func:`free_bits_per_dimension`). ``kl_weight`` may be a 0-dim
+    device tensor (a CUDA graph reads it at each replay, seqvae.cuda_graphs); the Objective then
+    holds that tensor until the caller puts the step's number there."""
     nll = output.reconstruction  # (B,)
     kl = output.kl  # (B,): analytic, or the Monte-Carlo estimate with a flow posterior
     per_dimension = output.posterior.kl_per_dimension() if free_bits in PER_DIMENSION_FREE_BITS else None
