@@ -82,7 +82,7 @@ from seqvae.data.corpus import load_text_files
 from seqvae.data.synthetic import DEFAULT_SIZES, write_corpus
 from seqvae.data.tokenizers import WordTokenizer
 from seqvae.models.vae import build_model
-from seqvae.training import Precision, build_optimizer, train_step
+from seqvae.training import Precision, build_optimizer, graphed_step, train_step
 
 LEARNING_RATE = TrainConfig().learning_rate  # 1e-3, as in training
 GRAD_CLIP = 5.0
@@ -214,13 +214,14 @@ class VAEStep:
 
 class GraphedVAEStep(VAEStep):
     """The same step with ``train.cuda_graphs``: forward, ELBO and backward replayed from
-    seqvae.cuda_graphs.StepGraphs, one graph per (batch, width padded to a multiple of
+    seqvae.training.graphed_step, one graph per (batch, width padded to a multiple of
     ``width_multiple``)."""
 
     def __init__(self, model: nn.Module, device: torch.device, precision: Precision, width_multiple: int) -> None:
         super().__init__(model, device, precision)
-        self.graphs = StepGraphs(
-            model, objective=self.objective, precision=precision, width_multiple=width_multiple, capture=capture_for(device)
+        self.graphs = graphed_step(
+            model, self.optimizer, objective=self.objective, precision=precision, width_multiple=width_multiple,
+            capture=capture_for(device),
         )
 
 

@@ -47,7 +47,7 @@ import torch
 from seqvae.data.batching import Batch
 from seqvae.data.tokenizers import PAD_ID
 from seqvae.errors import SeqVAEError
-from seqvae.losses import Objective, elbo_objective
+from seqvae.losses import Objective
 
 
 __all__ = ["CudaCapture", "ReplayedEagerly", "StepGraphs", "check_cuda_graphs", "pad_into", "padded_shape", "static_batch"]
@@ -160,17 +160,19 @@ class _Captured:
 class StepGraphs:
     """train_step's forward, objective and backward, replayed from one graph per batch shape.
 
-    ``forward_backward(batch, kl_weight)`` copies the batch into the static inputs of its shape
-    (capturing the shape first if it is new), replays, points every parameter's ``.grad`` at that
-    graph's gradients, and returns the :class:`~seqvae.losses.Objective` whose figures the replay
-    wrote. ``train_step`` then clips, reads and steps as it does after an eager backward."""
+    ``step(batch, kl_weight=...)`` is what is recorded: the eager step's forward, objective and
+    backward (seqvae.training.graphed_step passes train_step's own, with autocast's cache off),
+    returning the :class:`~seqvae.losses.Objective` and leaving fresh gradients on the
+    parameters. ``forward_backward(batch, kl_weight)`` copies the batch into the static inputs of
+    its shape (capturing the shape first if it is new), replays, points every parameter's
+    ``.grad`` at that graph's gradients, and returns the Objective whose figures the replay wrote.
+    ``train_step`` then clips, reads and steps as it does after an eager backward."""
 
-    def __init__(self, model, *, objective, precision, width_multiple: int = 8, capture=None) -> None:
+    def __init__(self, model, step: Callable[..., Objective], *, width_multiple: int = 8, capture=None) -> None:
         if width_multiple < 1:
             raise ValueError(f"train.cuda_graph_width must be at least 1, not {width_multiple}")
         self.model = model
-        self.objective = objective
-        self.precision = precision
+        self.step = step
         self.width_multiple = width_multiple
         self.parameters = list(model.parameters())
         self.capture = capture
@@ -199,18 +201,10 @@ class StepGraphs:
         static = static_batch(rows, width, batch)
         pad_into(static, batch)
         kl_weight = torch.zeros((), dtype=torch.float32, device=device)
-        model, objective, parameters = self.model, self.objective, self.parameters
+        model, parameters = self.model, self.parameters
 
         def run() -> list:
-            for parameter in parameters:
-                parameter.grad = None
-            with self.precision.autocast(cache=False):
-                output = model(static, word_dropout_rate=objective.word_dropout)
-            goal = elbo_objective(
-                output, static, kl_weight=kl_weight, free_bits=objective.free_bits,
-                free_bits_lambda=objective.free_bits_lambda,
-            )
-            goal.total.backward()
+            goal = self.step(static, kl_weight=kl_weight)
             return [goal.total.detach(), goal.figures, goal.kl_std, *(parameter.grad for parameter in parameters)]
 
         buffers = [buffer.detach().clone() for buffer in model.buffers()]

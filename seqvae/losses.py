@@ -119,12 +119,12 @@ class Objective:
         """The figures, then kl_std when there is one: what a step reads from the device."""
         return self.figures if self.kl_std is None else torch.cat([self.figures, self.kl_std])
 
-    def terms(self, figures: list[float] | None = None, kl_std: float | None = None) -> LossTerms:
-        """The LossTerms of these figures and kl_std (both read from the device now unless
-        ``figures`` is given, e.g. reduced over the ranks of a data-parallel step)."""
-        if figures is None:
-            *figures, kl_std = self.readout().tolist() + ([None] if self.kl_std is None else [])
-        loss, reconstruction, kl, kl_penalty = figures
+    def terms(self, values: list[float] | None = None) -> LossTerms:
+        """The LossTerms of ``values``, the four figures then kl_std when there is one (as
+        :meth:`readout` lays them out; the figures may be reduced over the ranks of a
+        data-parallel step), read from the device now when not given."""
+        loss, reconstruction, kl, kl_penalty, *rest = self.readout().tolist() if values is None else values
+        kl_std = rest[0] if rest else None
         return LossTerms(
             total=self.total, loss=loss, reconstruction=reconstruction, kl=kl, kl_penalty=kl_penalty,
             kl_weight=self.kl_weight, multiplier=self.multiplier, kl_std=kl_std,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import shutil
@@ -57,7 +58,7 @@ from seqvae.threads import use_threads
 from seqvae.evaluation import evaluate_elbo, evaluate_split, free_bits_target
 from seqvae.measures import diagnose
 from seqvae.files import atomic_write_json, atomic_write_text
-from seqvae.losses import LossTerms, elbo_objective
+from seqvae.losses import LossTerms, Objective, elbo_objective
 from seqvae.models.vae import SeqVAE, build_model
 from seqvae.rate_constraint import MinimumDesiredRate
 
@@ -390,13 +391,13 @@ def train_step(
     backward replayed from CUDA graphs (``train.cuda_graphs``, seqvae.cuda_graphs); they hold the
     objective and the precision they were made with, and take no ``update``, ``share``, rate
     constraint or gradient scaler."""
+    scaler = precision.scaler if precision is not None else None
     if graphs is not None:
-        if update is not None or share is not None or rate_constraint is not None:
-            raise ValueError("a CUDA-graph step updates every parameter of one process, without a rate constraint")
+        if update is not None or share is not None or rate_constraint is not None or scaler is not None:
+            raise ValueError("a CUDA-graph step updates every parameter of one process, without a rate constraint or fp16")
         goal = graphs.forward_backward(batch, kl_weight)
-        scaler = None
     else:
-        goal, scaler = _forward_backward(
+        goal = _forward_backward(
             model, optimizer, batch, kl_weight=kl_weight, objective=objective, rate_constraint=rate_constraint,
             share=share, precision=precision,
         )
@@ -424,11 +425,9 @@ def train_step(
     # The step's one read from the device: its figures and the gradient norm (and a flow's KL
     # spread), after the backward pass and the clipping are queued (a read before them would
     # stall a GPU's queue mid-step).
-    read = [figures, norm.detach().double().reshape(1)] + ([goal.kl_std] if goal.kl_std is not None else [])
-    values = torch.cat(read).tolist()
-    kl_std = values.pop() if goal.kl_std is not None else None
-    *values, norm_value = values
-    terms = goal.terms(values, kl_std)
+    spread = [goal.kl_std] if goal.kl_std is not None else []
+    *values, norm_value = torch.cat([figures, *spread, norm.detach().double().reshape(1)]).tolist()
+    terms = goal.terms(values)
     # with fp16, an overflowing gradient is the scaler's to skip; a loss that is not finite is divergence
     if not (math.isfinite(terms.loss) and (scaler is not None or math.isfinite(norm_value))):  # nothing is updated
         optimizer.zero_grad(set_to_none=True)
@@ -443,11 +442,13 @@ def train_step(
     return terms
 
 
-def _forward_backward(model, optimizer, batch, *, kl_weight, objective, rate_constraint, share, precision):
-    """train_step's forward, objective and backward, run eagerly: (the Objective, the fp16
-    gradient scaler or None)."""
+def _forward_backward(
+    model, optimizer, batch, *, kl_weight, objective, rate_constraint=None, share=None, precision=None, capturing=False
+) -> Objective:
+    """train_step's forward, objective and backward (gradients set afresh), eagerly or, with
+    ``capturing``, as a CUDA graph records it (autocast without its cache of cast weights)."""
     forward = share.forward if share is not None and share.forward is not None else model
-    autocast = precision.autocast() if precision is not None else contextlib.nullcontext()
+    autocast = precision.autocast(cache=not capturing) if precision is not None else contextlib.nullcontext()
     scaler = precision.scaler if precision is not None else None
     with autocast:
         output = forward(batch, word_dropout_rate=objective.word_dropout, noise=share.noise if share is not None else None)
@@ -463,7 +464,15 @@ def _forward_backward(model, optimizer, batch, *, kl_weight, objective, rate_con
     optimizer.zero_grad(set_to_none=True)
     total = goal.total if share is None else goal.total * share.weight
     (scaler.scale(total) if scaler is not None else total).backward()
-    return goal, scaler
+    return goal
+
+
+def graphed_step(model, optimizer, *, objective, precision, width_multiple: int = 8, capture=None) -> StepGraphs:
+    """The :class:`~seqvae.cuda_graphs.StepGraphs` of ``train.cuda_graphs``: train_step's own
+    forward, objective and backward, recorded per batch shape (``capture``: the recording, CUDA
+    graphs on CUDA by default)."""
+    step = functools.partial(_forward_backward, model, optimizer, objective=objective, precision=precision, capturing=True)
+    return StepGraphs(model, step, width_multiple=width_multiple, capture=capture)
 
 
 class NonFiniteStep(Exception):
@@ -572,13 +581,14 @@ class _Trainer:
         if world.rank:
             torch.manual_seed(_rank_seed(config.run.seed, world.rank, 0))
         self.precision = Precision(config.train.precision, device)
-        self.graphs = None
-        if config.train.cuda_graphs:
-            self.graphs = StepGraphs(
-                self.model, objective=config.objective, precision=self.precision, width_multiple=config.train.cuda_graph_width
-            )
         self.forward = None  # the DistributedDataParallel module, once distribute() made it
         self.optimizer, self.scheduler = _build_optimization(config, self.model, device)
+        self.graphs = None
+        if config.train.cuda_graphs:
+            self.graphs = graphed_step(
+                self.model, self.optimizer, objective=config.objective, precision=self.precision,
+                width_multiple=config.train.cuda_graph_width,
+            )
         self.rate_constraint = None
         if config.objective.free_bits == "mdr":
             self.rate_constraint = MinimumDesiredRate(
@@ -902,7 +912,7 @@ class _Trainer:
                 update=only,
                 share=share,
                 precision=self.precision,
-                graphs=self.graphs if only is None and share is None and rate_constraint is None else None,
+                graphs=self.graphs,
             )
         except NonFiniteStep as error:
             kept = (

@@ -9,11 +9,11 @@ import torch
 
 import seqvae.cuda_graphs as cuda_graphs
 from seqvae.config import ModelConfig, ObjectiveConfig, load_config
-from seqvae.cuda_graphs import ReplayedEagerly, StepGraphs
+from seqvae.cuda_graphs import ReplayedEagerly
 from seqvae.data.batching import collate
 from seqvae.errors import SeqVAEError
 from seqvae.models.vae import build_model
-from seqvae.training import Precision, _forward_backward, train
+from seqvae.training import Precision, _forward_backward, graphed_step, train
 
 from conftest import metrics, tiny_config, without_stops
 
@@ -103,15 +103,13 @@ def test_padding_to_the_width_multiple_changes_neither_loss_nor_gradients(name):
     model.train()
     objective = ObjectiveConfig(free_bits="per_dimension", free_bits_lambda=0.2)
     precision = Precision("fp32", torch.device("cpu"))
-    graphs = StepGraphs(model, objective=objective, precision=precision, width_multiple=8, capture=ReplayedEagerly())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    graphs = graphed_step(model, optimizer, objective=objective, precision=precision, width_multiple=8, capture=ReplayedEagerly())
     padded_somewhere = False
     for batch in _batches():
         padded_somewhere |= graphs.shape(batch)[1] != batch.inputs.shape[1]
         torch.manual_seed(1)
-        eager, _ = _forward_backward(
-            model, optimizer, batch, kl_weight=0.7, objective=objective, rate_constraint=None, share=None, precision=precision
-        )
+        eager = _forward_backward(model, optimizer, batch, kl_weight=0.7, objective=objective, precision=precision)
         expected = [p.grad.clone() for p in model.parameters()]
         torch.manual_seed(1)
         replayed = graphs.forward_backward(batch, 0.7)
@@ -126,9 +124,9 @@ def test_one_capture_per_batch_shape():
     torch.manual_seed(0)
     model = build_model(ModelConfig(embedding_dim=12, hidden_dim=16, latent_dim=4), vocab_size=40)
     capture = ReplayedEagerly()
-    graphs = StepGraphs(
-        model, objective=ObjectiveConfig(), precision=Precision("fp32", torch.device("cpu")), width_multiple=4, capture=capture
-    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    precision = Precision("fp32", torch.device("cpu"))
+    graphs = graphed_step(model, optimizer, objective=ObjectiveConfig(), precision=precision, width_multiple=4, capture=capture)
     batches = _batches(count=12)
     for batch in batches:
         graphs.forward_backward(batch, 1.0)
