@@ -638,14 +638,18 @@ class _Trainer:
 
     def read_checkpoint(self, path: Path) -> dict[str, Any]:
         """A checkpoint's payload on every rank: read by rank 0 and sent to the others (the run
-        directory need not be on a filesystem every node sees); an error stops every rank."""
+        directory need not be on a filesystem every node sees); an error stops every rank.
+
+        The payload stays on the CPU whatever the run's device: the RNG states must be CPU byte
+        tensors (torch.set_rng_state refuses a CUDA one), and load_state_dict copies weights and
+        optimizer moments to the parameters' device itself."""
         if not self.world.parallel:
-            return load_checkpoint(path, map_location=self.device)
+            return load_checkpoint(path, map_location="cpu")
         data = None
         with agreement(self.world):
             if self.world.main:
                 data = to_bytes(load_checkpoint(path, map_location="cpu"))
-        return from_bytes(self.world.broadcast(data), self.device)
+        return from_bytes(self.world.broadcast(data), torch.device("cpu"))
 
     def restore(self, path: Path) -> None:
         """Continue from a checkpoint: weights, optimizer, scheduler, position and RNG states."""

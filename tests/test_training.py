@@ -72,6 +72,23 @@ def test_a_moved_run_directory_resumes_where_it_now_is(tiny_corpus, tmp_path):
         assert torch.equal(value, _weights(tmp_path / "after")[key]), key
 
 
+def test_a_resumed_run_reads_its_checkpoint_on_the_cpu_whatever_its_device(tiny_corpus, tmp_path):
+    # Found on an H200: reading last.pt onto the run's GPU made the CPU RNG state a CUDA tensor,
+    # which torch.set_rng_state refuses, so no CUDA run could resume. The payload must come back
+    # on the CPU for a CUDA trainer too (here a CPU-only torch cannot even map onto CUDA).
+    from types import SimpleNamespace
+
+    from seqvae.distributed import SINGLE
+    from seqvae.training import _Trainer
+
+    train(tiny_config(tiny_corpus, tmp_path / "run", train={"max_steps": 3}), progress=False)
+    cuda_trainer = SimpleNamespace(world=SINGLE, device=torch.device("cuda"))
+    payload = _Trainer.read_checkpoint(cuda_trainer, tmp_path / "run" / "checkpoints" / "last.pt")
+    assert payload["rng_cpu"].device.type == "cpu" and payload["rng_cpu"].dtype == torch.uint8
+    assert all(value.device.type == "cpu" for value in payload["model"].values())
+    torch.set_rng_state(payload["rng_cpu"])
+
+
 def test_resume_after_a_crash_drops_metrics_past_the_checkpoint(tiny_corpus, tmp_path):
     settings = {"train": {"epochs": 2, "checkpoint_every": 5, "log_every": 2}}
     whole = tiny_config(tiny_corpus, tmp_path / "whole", **settings)
