@@ -6,9 +6,10 @@
 #   bash benchmarks/cuda.sh PTB_DIR OUT_DIR     # STEPS=400, BATCHES="32 128", STEP_TIMEOUT=180
 #   EVAL_RUN=runs/ptb-seqvae-best bash benchmarks/cuda.sh PTB_DIR OUT_DIR    # also step 5
 #   PARTS="graphs" bash benchmarks/cuda.sh PTB_DIR OUT_DIR    # only step 6 (about 5 minutes)
+#   PARTS="resume" bash benchmarks/cuda.sh PTB_DIR OUT_DIR    # only step 7 (about 2 minutes)
 #
-# PARTS (default "throughput curves methods ddp graphs") picks the numbered steps below by name:
-# throughput = 1, curves = 2, methods = 3, ddp = 4, graphs = 6.
+# PARTS (default "throughput curves methods ddp graphs resume") picks the numbered steps below by
+# name: throughput = 1, curves = 2, methods = 3, ddp = 4, graphs = 6, resume = 7.
 #
 # 1. benchmarks/throughput.py on CUDA in fp32 and bf16, and benchmarks/profile_step.py in fp32,
 #    at each batch size of BATCHES (32 is the PTB recipe's): the VAE's tokens/s beside a cuDNN
@@ -30,9 +31,11 @@
 #    the floor given the same capture), and at batch 32 with a graph for every width (no padding);
 #    profile_step.py --cuda-graphs at batch 32 (how much of the graphed step is kernels); the PTB recipe with the full softmax for STEPS steps eager,
 #    eager under torchrun (the noise reference), graphed (widths padded to 8), graphed in bf16,
-#    graphed at width 1, and graphed to STEPS/2 then resumed to STEPS; OUT_DIR/graphs.txt says
-#    whether the graphed curves agree with the eager one within noise, whether the graphed run at
-#    width 1 has the eager run's weights, and whether the resumed run has the uninterrupted one's.
+#    and graphed at width 1; OUT_DIR/graphs.txt says whether the graphed curves agree with the
+#    eager one within noise and whether the graphed run at width 1 has the eager run's weights.
+# 7. Exact resume on CUDA: the PTB recipe (full softmax) for STEPS steps, and to STEPS/2 then
+#    resumed to STEPS, eager and graphed; OUT_DIR/resume.txt says whether each resumed run ends
+#    with the uninterrupted one's weights.
 #
 # Each step runs under its own time limit and a failed step does not stop the others; the steps'
 # exit statuses are in OUT_DIR/steps.txt. PTB_DIR must be on the GPU machine (copy
@@ -45,7 +48,7 @@ out=${2:?usage: bash benchmarks/cuda.sh PTB_DIR OUT_DIR}
 steps=${STEPS:-400}
 batches=${BATCHES:-32 128}
 limit=${STEP_TIMEOUT:-180}
-parts=" ${PARTS:-throughput curves methods ddp graphs} "
+parts=" ${PARTS:-throughput curves methods ddp graphs resume} "
 wants() { [[ $parts == *" $1 "* ]]; }
 mkdir -p "$out"
 : > "$out/steps.txt"
@@ -120,8 +123,6 @@ if wants graphs; then
     train.precision=bf16
   step graphs-w1 python recipes/ptb/run.py "${graphed[@]}" "train.max_steps=$steps" --overwrite "run.dir=$out/graphs-w1" \
     train.cuda_graph_width=1
-  step graphs-half python recipes/ptb/run.py "${graphed[@]}" "train.max_steps=$((steps / 2))" --overwrite "run.dir=$out/graphs-half"
-  step graphs-resumed python recipes/ptb/run.py "${graphed[@]}" "train.max_steps=$steps" --resume "run.dir=$out/graphs-half"
   {
     for other in graphs-w8 graphs-bf16 graphs-w1; do
       echo "$other against graphs-eager:"
@@ -129,8 +130,22 @@ if wants graphs; then
     done
     echo "weights, graphed at width 1 against eager:"
     python benchmarks/compare_weights.py "$out/graphs-eager" "$out/graphs-w1" 2>&1
-    echo "weights, graphed and resumed at step $((steps / 2)) against graphed without a stop:"
-    python benchmarks/compare_weights.py "$out/graphs-w8" "$out/graphs-half" 2>&1
   } | tee "$out/graphs.txt"
+fi
+if wants resume; then
+  soft=(--data-dir "$data" --eval none train.log_every=10 run.device=cuda model.output_layer=softmax)
+  for mode in eager graphed; do
+    extra=(); [ $mode = graphed ] && extra=(train.cuda_graphs=true)
+    step "resume-$mode-whole" python recipes/ptb/run.py "${soft[@]}" "${extra[@]}" "train.max_steps=$steps" --overwrite \
+      "run.dir=$out/resume-$mode-whole"
+    step "resume-$mode-half" python recipes/ptb/run.py "${soft[@]}" "${extra[@]}" "train.max_steps=$((steps / 2))" --overwrite \
+      "run.dir=$out/resume-$mode-half"
+    step "resume-$mode-resumed" python recipes/ptb/run.py "${soft[@]}" "${extra[@]}" "train.max_steps=$steps" --resume \
+      "run.dir=$out/resume-$mode-half"
+  done
+  for mode in eager graphed; do
+    echo "weights, $mode, stopped at step $((steps / 2)) and resumed, against $mode without a stop:"
+    python benchmarks/compare_weights.py "$out/resume-$mode-whole" "$out/resume-$mode-half" 2>&1
+  done | tee "$out/resume.txt"
 fi
 echo "done: $out"
