@@ -326,6 +326,8 @@ def test_each_ptb_method_runs_end_to_end(ptb_stand_in, tmp_path, monkeypatch, ca
     cells = _ptb_recipe("results").row_cells(method, row)
     assert len(cells) == len(_ptb_recipe("results").COLUMNS) and row["method"] == method and f"--method {method}" in row["command"]
     assert cells[2].startswith(f"{row['ppl']:.2f}" if method == "lm" else f"{row['ppl_iw']:.2f}")
+    how = _ptb_recipe("results").run_cells(method, row)
+    assert len(how) == len(_ptb_recipe("results").RUN_COLUMNS) and how[-1] == f"`{row['command']}`" and how[1] == "0"
     run_dir = tmp_path / "runs" / f"ptb-{method}"
     config = (run_dir / "config.toml").read_text()
     if method == "lm":

@@ -64,15 +64,37 @@ def row_cells(name: str, row: dict) -> list[str]:
     ]
 
 
+RUN_COLUMNS = ("row", "seed", "machine", "threads", "processes", "test evaluation", "command")
+
+
+def run_cells(name: str, row: dict) -> list[str]:
+    """How one row was produced: its seed, machine, threads and the exact command it ran."""
+    return [
+        f"`{name}`",
+        str(row["seed"]),
+        row["machine"],
+        str(row["threads"]),
+        str(row.get("processes", 1)),  # written since data-parallel training came; one before
+        f"{row['eval_seconds']:.0f} s" if row["eval_seconds"] < 120 else f"{row['eval_seconds'] / 60:.0f} min",
+        f"`{row['command']}`",
+    ]
+
+
+def _markdown(columns: tuple[str, ...], body: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + ["| " + " | ".join(cells) + " |" for cells in body]
+
+
 def table() -> str:
-    """The Markdown table of every finished row, in the order of the published table."""
+    """The Markdown tables of every finished row, in the order of the published table: the
+    figures, then how each row was run."""
     rows = {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in sorted(RESULTS.glob("*.json"))}
     unknown = sorted(set(rows) - set(ORDER))
     if unknown:
         raise SystemExit(f"results.py: {RESULTS}/{unknown[0]}.json is not a row of the table ({', '.join(ORDER)})")
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row_cells(name, rows[name])) + " |" for name in ORDER if name in rows]
-    return "\n".join(lines)
+    names = [name for name in ORDER if name in rows]
+    figures = _markdown(COLUMNS, [row_cells(name, rows[name]) for name in names])
+    runs = _markdown(RUN_COLUMNS, [run_cells(name, rows[name]) for name in names])
+    return "\n".join(figures + ["", "How each row was run (from the same files):", ""] + runs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     head, rest = document.split(BEGIN, 1)
     DOCUMENT.write_text(head + BEGIN + "\n" + text + "\n" + END + rest.split(END, 1)[1], encoding="utf-8")
-    print(f"wrote the table of {len(text.splitlines()) - 2} rows to {DOCUMENT}")
+    print(f"wrote the tables of {len(list(RESULTS.glob('*.json')))} rows to {DOCUMENT}")
     return 0
 
 
