@@ -153,6 +153,11 @@ class ModelConfig:
     """Adaptive layer: tail cluster i reads features projected to F / div_value^i dimensions."""
     dropout: float = 0.0
     """Dropout on embeddings and decoder outputs, and inside Transformer blocks (not word dropout)."""
+    weight_drop: float = 0.0
+    """LSTM decoder: DropConnect on its hidden-to-hidden weights (Wan et al. 2013), one mask per
+    batch shared by every time step, the weight-dropped LSTM of Merity et al. 2018 (AWD-LSTM): a
+    regulariser of the recurrence that, unlike dropout on the states, leaves the cuDNN/fused LSTM
+    kernel in use. 0 turns it off; decoding and evaluation use the whole weights."""
     num_heads: int = 4
     """Transformer: attention heads (hidden_dim must be divisible by it)."""
     ff_dim: int = 1024
@@ -434,6 +439,7 @@ def _check_ranges(config: Config) -> None:
         ("model.encoder_layers", config.model.encoder_layers >= 1),
         ("model.decoder_layers", config.model.decoder_layers >= 1),
         ("model.dropout", 0.0 <= config.model.dropout < 1.0),
+        ("model.weight_drop", 0.0 <= config.model.weight_drop < 1.0),
         ("model.num_heads", config.model.num_heads >= 1),
         ("model.ff_dim", config.model.ff_dim >= 1),
         ("model.max_positions", config.model.max_positions >= 2),
@@ -484,6 +490,11 @@ def _check_ranges(config: Config) -> None:
         raise SeqVAEError(
             f"config key 'model.injection': {', '.join(wrong) or '(none)'} does not apply to the "
             f"{config.model.decoder} decoder; choose from {', '.join(allowed)}"
+        )
+    if config.model.weight_drop and config.model.decoder != "lstm":
+        raise SeqVAEError(
+            f"config key 'model.weight_drop': DropConnect acts on an LSTM's recurrent weights; the "
+            f"{config.model.decoder} decoder has none (use model.dropout)"
         )
     uses_transformer = "transformer" in (config.model.encoder, config.model.decoder)
     if uses_transformer and config.model.hidden_dim % config.model.num_heads:

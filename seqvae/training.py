@@ -1276,8 +1276,11 @@ def load_parts(model: SeqVAE, run_dir: str | Path, parts: tuple[str, ...], token
         raise SeqVAEError(f"{what}: no {CHECKPOINT_DIR}/{BEST} to start from (the run has not finished an epoch)")
     payload = load_checkpoint(path)
     check_vocabulary(path, payload, tokenizer)
-    source = payload["model"]
-    state = model.state_dict()
+    # a weight-dropped LSTM keeps weight_hh_lK as parametrizations.weight_hh_lK.original: the same
+    # tensor under another name, so a part copies between runs with and without model.weight_drop
+    source = {_plain_key(key): value for key, value in payload["model"].items()}
+    names = {_plain_key(key): key for key in model.state_dict()}
+    state = {_plain_key(key): value for key, value in model.state_dict().items()}
     copied = 0
     for part in parts:
         prefix = f"{part}."
@@ -1297,8 +1300,17 @@ def load_parts(model: SeqVAE, run_dir: str | Path, parts: tuple[str, ...], token
                 )
             state[key] = source[key]
             copied += 1
-    model.load_state_dict(state)
+    model.load_state_dict({names[key]: value for key, value in state.items()})
     return copied
+
+
+def _plain_key(key: str) -> str:
+    """A state-dict key without torch's parametrisation wrapping: ``a.parametrizations.w.original``
+    -> ``a.w`` (seqvae.models.decoders.DropConnect); any other key as it is."""
+    head, found, tail = key.partition(".parametrizations.")
+    if found and tail.endswith(".original") and "." not in tail.removesuffix(".original"):
+        return f"{head}.{tail.removesuffix('.original')}"
+    return key
 
 
 def _summary(valid: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ def _same_runs(first, second):
 MODELS = {
     "lstm": ({}, {}),
     "per-dimension free bits": ({}, {"free_bits": "per_dimension", "free_bits_lambda": 0.3}),
+    "weight drop": ({"weight_drop": 0.3}, {}),
     "bn-vae": ({"posterior": "batchnorm", "posterior_gamma": 0.6}, {}),
     "iaf": ({"flow": "iaf", "flow_steps": 2, "flow_hidden": 8}, {}),
     "transformer": (

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from seqvae.models.attention import KeyValue, Positions, TransformerBlock
 from seqvae.models.output_layer import build_output_layer
@@ -86,6 +87,21 @@ class Decoder(nn.Module):
         return self.output.sequence_nll(features, targets, mask)
 
 
+class DropConnect(nn.Module):
+    """A parametrisation that drops each weight with probability p in training and rescales the
+    rest by 1 / (1 - p) (Wan et al. 2013); the identity in evaluation."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return nn.functional.dropout(weight, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class LSTMDecoder(Decoder):
     """An LSTM language model conditioned on z."""
 
@@ -103,6 +119,7 @@ class LSTMDecoder(Decoder):
         adaptive_cutoffs: tuple[int, ...] = (2000, 6000),
         adaptive_div_value: float = 4.0,
         dropout: float = 0.0,
+        weight_drop: float = 0.0,
         pad_id: int = 0,
     ) -> None:
         super().__init__()
@@ -116,6 +133,10 @@ class LSTMDecoder(Decoder):
         self.lstm = nn.LSTM(
             input_dim, hidden_dim, num_layers=num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
         )
+        self.weight_drop = weight_drop
+        if weight_drop:  # its parameters become lstm.parametrizations.weight_hh_lK.original
+            for layer in range(num_layers):
+                parametrize.register_parametrization(self.lstm, f"weight_hh_l{layer}", DropConnect(weight_drop))
         if "initial_state" in self.injection:
             self.latent_to_state = nn.Linear(latent_dim, num_layers * hidden_dim)
         if "add" in self.injection:
@@ -145,7 +166,13 @@ class LSTMDecoder(Decoder):
         embedded = self.dropout(embedded)
         if "concat" in self.injection:
             embedded = torch.cat([embedded, z.unsqueeze(1).expand(-1, inputs.shape[1], -1)], dim=-1)
-        hidden, state = self.lstm(embedded, state)  # (B, T, H)
+        if self.weight_drop:
+            # one mask per call: nn.LSTM reads each weight several times, and uncached each read
+            # would draw a new mask
+            with parametrize.cached():
+                hidden, state = self.lstm(embedded, state)  # (B, T, H)
+        else:
+            hidden, state = self.lstm(embedded, state)
         return self.bridge(self.dropout(hidden)), state  # (B, T, F)
 
     @staticmethod

@@ -142,6 +142,8 @@ def build_model(config, *, vocab_size: int, pad_id: int = 0, unk_id: int = UNK_I
     }
     if config.decoder == "transformer":
         decoder_arguments.update(transformer)
+    else:
+        decoder_arguments["weight_drop"] = config.weight_drop
     if config.output_layer == "adaptive":
         try:
             check_adaptive(
