@@ -1279,8 +1279,9 @@ def load_parts(model: SeqVAE, run_dir: str | Path, parts: tuple[str, ...], token
     # a weight-dropped LSTM keeps weight_hh_lK as parametrizations.weight_hh_lK.original: the same
     # tensor under another name, so a part copies between runs with and without model.weight_drop
     source = {_plain_key(key): value for key, value in payload["model"].items()}
-    names = {_plain_key(key): key for key in model.state_dict()}
-    state = {_plain_key(key): value for key, value in model.state_dict().items()}
+    own = model.state_dict()
+    names = {_plain_key(key): key for key in own}
+    state = {plain: own[key] for plain, key in names.items()}
     copied = 0
     for part in parts:
         prefix = f"{part}."

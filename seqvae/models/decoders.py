@@ -30,6 +30,7 @@ H hidden, F features (H, or E when tied), Z latent, V vocabulary.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -166,13 +167,10 @@ class LSTMDecoder(Decoder):
         embedded = self.dropout(embedded)
         if "concat" in self.injection:
             embedded = torch.cat([embedded, z.unsqueeze(1).expand(-1, inputs.shape[1], -1)], dim=-1)
-        if self.weight_drop:
-            # one mask per call: nn.LSTM reads each weight several times, and uncached each read
-            # would draw a new mask
-            with parametrize.cached():
-                hidden, state = self.lstm(embedded, state)  # (B, T, H)
-        else:
-            hidden, state = self.lstm(embedded, state)
+        # weight drop: one mask per call (nn.LSTM reads each weight several times, and uncached
+        # each read would draw a new mask)
+        with parametrize.cached() if self.weight_drop else contextlib.nullcontext():
+            hidden, state = self.lstm(embedded, state)  # (B, T, H)
         return self.bridge(self.dropout(hidden)), state  # (B, T, F)
 
     @staticmethod
