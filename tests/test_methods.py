@@ -440,3 +440,19 @@ def test_ptb_results_table_is_in_step_with_the_result_files():
     document = results.DOCUMENT.read_text(encoding="utf-8")
     shown = document.split(results.BEGIN, 1)[1].split(results.END, 1)[0].strip()
     assert shown == results.table()
+
+
+def test_ptb_results_keep_each_output_layer_in_its_own_table(tmp_path, monkeypatch):
+    # the issue: every row of one table uses the same output layer; a full-softmax row goes in its own
+    results = _ptb_recipe("results")
+    row = json.loads((results.RESULTS / "lm.json").read_text(encoding="utf-8"))
+    for name, layer in (("lm", "adaptive"), ("lm-softmax", "softmax"), ("annealing", "adaptive")):
+        (tmp_path / f"{name}.json").write_text(json.dumps({**row, "output_layer": layer}), encoding="utf-8")
+    monkeypatch.setattr(results, "RESULTS", tmp_path)
+    text = results.table()
+    adaptive, softmax = text.split("Rows with the full softmax")
+    assert "`lm` | adaptive" in adaptive and "`annealing` | adaptive" in adaptive and "lm-softmax" not in adaptive.split("How")[0]
+    assert "`lm-softmax` | softmax" in softmax.split("How each row")[0] and "`annealing`" not in softmax.split("How each row")[0]
+    (tmp_path / "lm.json").write_text(json.dumps({**row, "output_layer": "hierarchical"}), encoding="utf-8")
+    with pytest.raises(SystemExit, match="lm.json: output_layer 'hierarchical' has no table"):
+        results.table()

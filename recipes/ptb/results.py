@@ -19,9 +19,16 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 DOCUMENT = HERE / "RESULTS.md"
 BEGIN, END = "<!-- table: python recipes/ptb/results.py --write -->", "<!-- end of table -->"
-ORDER = ("lm", "annealing", "cyclical", "aggressive", "ae-fb", "ae-fb-softmax", "bn-vae", "mdr", "iaf", "seqvae-best")
+ORDER = (
+    "lm", "lm-softmax", "annealing", "cyclical", "aggressive", "ae-fb", "ae-fb-softmax", "bn-vae", "mdr", "iaf", "seqvae-best",
+)
+"""The rows in the order of the published table; a METHOD-softmax row is METHOD trained with
+``model.output_layer=softmax``, which goes in the full-softmax table."""
+LAYERS = {"adaptive": "the adaptive softmax", "softmax": "the full softmax"}
+"""The tables, one per output layer (every row of a table uses the same one), in this order."""
 PUBLISHED = {  # IW-PPL / KL / MI / AU, Li et al. 2019 via the Optimus appendix (Li et al. 2020)
     "lm": "100.47 / - / - / -",
+    "lm-softmax": "100.47 / - / - / -",
     "annealing": "101.40 / 0.00 / 0.00 / 0",
     "cyclical": "108.81 / 1.37 / 1.27 / 5",
     "aggressive": "99.83 / 0.93 / 0.83 / 4",
@@ -44,7 +51,7 @@ def row_cells(name: str, row: dict) -> list[str]:
     """The table's cells for one result file; a language model's exact PPL and NLL stand in the
     IW columns, and what needs z is '-'."""
     language_model = "nll" in row and "nll_iw" not in row
-    hours = row["train_seconds"] / 3600
+    minutes = row["train_seconds"] / 60
     return [
         f"`{name}`",
         row["output_layer"],
@@ -59,7 +66,7 @@ def row_cells(name: str, row: dict) -> list[str]:
         _number(None if language_model else row["bleu"]),
         _number(row.get("prior_self_bleu"), 1),
         f"{row['epochs_trained']} ({row['checkpoint_epochs']})",
-        f"{hours:.1f} h",
+        f"{minutes / 60:.1f} h" if minutes >= 60 else f"{minutes:.1f} min",
         PUBLISHED.get(name, "not published at these sizes"),
     ]
 
@@ -86,15 +93,23 @@ def _markdown(columns: tuple[str, ...], body: list[list[str]]) -> list[str]:
 
 def table() -> str:
     """The Markdown tables of every finished row, in the order of the published table: the
-    figures, then how each row was run."""
+    figures, one table per output layer, then how each row was run."""
     rows = {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in sorted(RESULTS.glob("*.json"))}
     unknown = sorted(set(rows) - set(ORDER))
     if unknown:
         raise SystemExit(f"results.py: {RESULTS}/{unknown[0]}.json is not a row of the table ({', '.join(ORDER)})")
+    for name, row in rows.items():
+        if row["output_layer"] not in LAYERS:
+            raise SystemExit(f"results.py: {RESULTS}/{name}.json: output_layer {row['output_layer']!r} has no table")
     names = [name for name in ORDER if name in rows]
-    figures = _markdown(COLUMNS, [row_cells(name, rows[name]) for name in names])
+    lines = []
+    for layer, words in LAYERS.items():
+        chosen = [name for name in names if rows[name]["output_layer"] == layer]
+        if chosen:
+            lines += [f"Rows with {words} (`model.output_layer = \"{layer}\"`):", ""]
+            lines += _markdown(COLUMNS, [row_cells(name, rows[name]) for name in chosen]) + [""]
     runs = _markdown(RUN_COLUMNS, [run_cells(name, rows[name]) for name in names])
-    return "\n".join(figures + ["", "How each row was run (from the same files):", ""] + runs)
+    return "\n".join(lines + ["How each row was run (from the same files):", ""] + runs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,6 +78,11 @@ def stage_configs(method: str | None, overrides: list[str]):
     return configs
 
 
+def _device_name(device: torch.device) -> str:
+    """``cpu``, or ``cuda (NVIDIA H200)``: which GPU a row ran on matters to its times."""
+    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+
+
 def results_row(args, argv, run, result, metrics: dict, eval_seconds: float) -> dict:
     """One row of RESULTS.md: the ``seqvae eval --split test --json`` figures of the best
     checkpoint with what it takes to reproduce and judge them."""
@@ -94,7 +99,7 @@ def results_row(args, argv, run, result, metrics: dict, eval_seconds: float) -> 
         "eval_seconds": round(eval_seconds, 3),
         "threads": torch.get_num_threads(),
         "processes": process_count(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {run.device}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {_device_name(run.device)}",
         "split": "test",
         **metrics,
     }
