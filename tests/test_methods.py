@@ -309,7 +309,7 @@ def ptb_stand_in(tiny_corpus, tmp_path_factory):
     return data
 
 
-@pytest.mark.parametrize("method", ["lm", "annealing", "cyclical", "aggressive", "ae-fb", "bn-vae", "mdr", "iaf", "seqvae-best"])
+@pytest.mark.parametrize("method", ["lm", "annealing", "cyclical", "aggressive", "ae-fb", "bn-vae", "mdr", "iaf", "ae-fb-tied", "seqvae-best"])
 def test_each_ptb_method_runs_end_to_end(ptb_stand_in, tmp_path, monkeypatch, capsys, method):
     recipe = _ptb_recipe()
     monkeypatch.chdir(tmp_path)
@@ -334,6 +334,9 @@ def test_each_ptb_method_runs_end_to_end(ptb_stand_in, tmp_path, monkeypatch, ca
         assert "latent_dim = 0" in config and "absent" in out and "\n  ppl_iw" not in out and "\n  ppl " in out
     else:
         assert "\n  ppl_iw" in out and "latent_dim = 4" in config
+    if method == "ae-fb-tied":  # ae-fb's second stage with a tied, uniformly initialised decoder, on ae-fb's autoencoder
+        assert "tie_embeddings = true" in config and 'init = "uniform"' in config and "free_bits_lambda = 0.25" in config
+        assert f'init_from = "{tmp_path / "runs" / "ptb-ae-fb-ae"}"' in config and not (tmp_path / "runs" / "ptb-ae-fb-tied-ae").exists()
     if method == "ae-fb":
         stage_one = (tmp_path / "runs" / "ptb-ae-fb-ae" / "config.toml").read_text()
         assert "beta = 0.0" in stage_one and 'best_metric = "rec"' in stage_one
@@ -382,6 +385,32 @@ def test_seqvae_best_trains_on_the_ae_fb_autoencoder_without_training_or_replaci
     assert recipe.main(["--method", "seqvae-best", *tiny, "--overwrite"]) == 0
     assert "has no checkpoint yet: starting it again" in capsys.readouterr().out
     assert (stage_one / "checkpoints" / "last.pt").is_file()
+
+
+def test_from_trains_only_the_last_stage_from_the_given_autoencoder(ptb_stand_in, tmp_path, monkeypatch, capsys):
+    # --from: stage 2 alone, warm-started from an autoencoder trained elsewhere; a copy that keeps
+    # only best.pt's encoder and posterior (what crosses to a GPU machine) is enough
+    recipe, tiny, stage_one = _ae_fb_trained(ptb_stand_in, tmp_path, monkeypatch)
+    copy = tmp_path / "elsewhere" / "ae"
+    (copy / "checkpoints").mkdir(parents=True)
+    payload = torch.load(stage_one / "checkpoints" / "best.pt", weights_only=True)
+    kept = {key: value for key, value in payload["model"].items() if key.startswith(("encoder.", "posterior."))}
+    slim = {key: value for key, value in payload.items() if key not in ("model", "optimizer")}
+    torch.save({**slim, "model": kept}, copy / "checkpoints" / "best.pt")
+    capsys.readouterr()
+    assert recipe.main(["--method", "ae-fb", *tiny, "--from", str(copy), "run.dir=runs/stage-two"]) == 0
+    out = capsys.readouterr().out
+    assert "stage 1 of" not in out and f"warm start: encoder, posterior ({len(kept)} tensors) from {copy}" in out
+    assert f'init_from = "{copy}"' in (tmp_path / "runs" / "stage-two" / "config.toml").read_text()
+    assert not (tmp_path / "runs" / "stage-two-ae").exists()
+    stage_two = torch.load(tmp_path / "runs" / "stage-two" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert stage_two["encoder.embedding.weight"].shape == kept["encoder.embedding.weight"].shape
+    # a one-stage method has nothing to start from; a directory without best.pt is no stage
+    assert recipe.main(["--method", "annealing", *tiny, "--from", str(copy)]) == 2
+    assert "--from " + str(copy) + ": --method annealing has one stage" in capsys.readouterr().err
+    assert recipe.main(["--method", "ae-fb", *tiny, "--from", str(tmp_path / "elsewhere")]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoints/best.pt" in err and "Traceback" not in err
 
 
 def test_a_shared_stage_in_training_by_the_other_method_is_waited_for(ptb_stand_in, tmp_path, monkeypatch, capsys):

@@ -10,6 +10,9 @@ overrides on top. ``ae-fb`` has two stages: the autoencoder (methods/ae.toml) in
 then the warm-started VAE (methods/ae-fb.toml) into RUN_DIR; --resume continues whichever stage
 was interrupted, and the overrides apply to both. ``seqvae-best`` warm-starts its own second stage
 (methods/seqvae-best.toml) from the same autoencoder, which the two methods train once.
+``--from DIR`` trains only a method's last stage, warm-started from DIR, an earlier stage's run
+directory: one shared with another setting (the full-softmax autoencoder), or one trained on
+another machine, of which only checkpoints/best.pt is read (its encoder and posterior).
 """
 
 from __future__ import annotations
@@ -50,21 +53,29 @@ METHODS = {
     "bn-vae": ("bn-vae",),
     "mdr": ("mdr",),
     "iaf": ("iaf",),
+    "ae-fb-tied": ("ae", "ae-fb-tied"),
     "seqvae-best": ("ae", "seqvae-best"),
 }
 """Each method's stages, each stage a file methods/STAGE.toml; a later stage warm-starts from the
 run directory of the one before (train.init_from)."""
-SHARED_STAGES = {"seqvae-best": "ae-fb"}
+SHARED_STAGES = {"ae-fb-tied": "ae-fb", "seqvae-best": "ae-fb"}
 """Methods whose earlier stages are those of another method, trained once: they live beside that
 method's run directory (given the same overrides), are continued or reused with their config
 checked (a different one is an error), and are never replaced by this method's --overwrite."""
 
 
-def stage_configs(method: str | None, overrides: list[str]):
-    """The configs a method trains, in order (one per stage)."""
+def stage_configs(method: str | None, overrides: list[str], start_from: str | None = None):
+    """The configs a method trains, in order (one per stage); with ``start_from``, only the last
+    stage's, warm-started from that run directory."""
     if method is None:
         return [load_layered_config([CONFIG], overrides)]
     stages = METHODS[method]
+    if start_from is not None:
+        if len(stages) == 1:
+            raise SeqVAEError(f"--from {start_from}: --method {method} has one stage, which starts from nothing")
+        if not (Path(start_from) / "checkpoints" / "best.pt").is_file():
+            raise SeqVAEError(f"--from {start_from}: no checkpoints/best.pt (a finished earlier stage's run directory)")
+        return [load_layered_config([CONFIG, HERE / "methods" / f"{stages[-1]}.toml"], overrides + [f"train.init_from={start_from}"])]
     home = METHODS[SHARED_STAGES.get(method, method)][-1]  # whose run directory the earlier stages live beside
     last = load_layered_config([CONFIG, HERE / "methods" / f"{home}.toml"], overrides)
     configs = []
@@ -113,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace existing run directories")
     parser.add_argument("--resume", action="store_true", help="continue the run (each stage) from its last checkpoint")
     parser.add_argument(
+        "--from", dest="start_from", metavar="RUN_DIR",
+        help="train only the method's last stage, warm-started from RUN_DIR (an earlier stage's run directory, "
+        "e.g. an autoencoder shared with another setting or trained on another machine)",
+    )
+    parser.add_argument(
         "--iw-samples", type=int, default=500,
         help="K of the importance-weighted bound in the final evaluation (500 as published; 0 skips it; "
         "K = 500 on the test set takes about 8 minutes on a 2-core CPU with the adaptive output layer)",
@@ -136,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             if not (data_dir / name).is_file():
                 raise SeqVAEError(f"{data_dir / name}: missing (a PTB directory holds {', '.join(FILES.values())})")
         data = [f"data.{split}={data_dir / name}" for split, name in FILES.items()]
-        configs = stage_configs(args.method, data + args.overrides)
+        configs = stage_configs(args.method, data + args.overrides, args.start_from)
         main_rank = process_rank() == 0  # under torchrun, rank 0 writes and prints
         if args.overwrite and main_rank and args.method not in SHARED_STAGES:
             # a later stage trained from the replaced run would be stale (a shared earlier stage is
