@@ -309,13 +309,14 @@ def ptb_stand_in(tiny_corpus, tmp_path_factory):
     return data
 
 
-@pytest.mark.parametrize("method", ["lm", "annealing", "cyclical", "aggressive", "ae-fb", "bn-vae", "mdr", "iaf", "ae-fb-tied", "seqvae-best"])
+@pytest.mark.parametrize("method", ["lm", "lm-tied", "annealing", "cyclical", "aggressive", "ae-fb", "bn-vae", "mdr", "iaf", "ae-fb-tied", "seqvae-best"])
 def test_each_ptb_method_runs_end_to_end(ptb_stand_in, tmp_path, monkeypatch, capsys, method):
     recipe = _ptb_recipe()
     monkeypatch.chdir(tmp_path)
     tiny = ["train.epochs=1", "model.hidden_dim=16", "model.embedding_dim=8", "model.output_layer=softmax", "train.batch_size=16",
             "model.flow_hidden=8"]
-    if method != "lm":
+    language_model = method in ("lm", "lm-tied")
+    if not language_model:
         tiny.append("model.latent_dim=4")
     arguments = ["--data-dir", str(ptb_stand_in), "--method", method, "--iw-samples", "3", "--eval", "test", *tiny]
     assert recipe.main(arguments + ["--results", "row.json"]) == 0
@@ -325,12 +326,14 @@ def test_each_ptb_method_runs_end_to_end(ptb_stand_in, tmp_path, monkeypatch, ca
     row = json.loads((tmp_path / "row.json").read_text())
     cells = _ptb_recipe("results").row_cells(method, row)
     assert len(cells) == len(_ptb_recipe("results").COLUMNS) and row["method"] == method and f"--method {method}" in row["command"]
-    assert cells[2].startswith(f"{row['ppl']:.2f}" if method == "lm" else f"{row['ppl_iw']:.2f}")
+    assert cells[2].startswith(f"{row['ppl']:.2f}" if language_model else f"{row['ppl_iw']:.2f}")
     how = _ptb_recipe("results").run_cells(method, row)
     assert len(how) == len(_ptb_recipe("results").RUN_COLUMNS) and how[-1] == f"`{row['command']}`" and how[1] == "0"
     run_dir = tmp_path / "runs" / f"ptb-{method}"
     config = (run_dir / "config.toml").read_text()
-    if method == "lm":
+    if method == "lm-tied":
+        assert "tie_embeddings = true" in config and 'init = "uniform"' in config
+    if language_model:
         assert "latent_dim = 0" in config and "absent" in out and "\n  ppl_iw" not in out and "\n  ppl " in out
     else:
         assert "\n  ppl_iw" in out and "latent_dim = 4" in config

@@ -46,6 +46,7 @@ CONFIG = HERE / "config.toml"
 FILES = {"train": "ptb.train.txt", "valid": "ptb.valid.txt", "test": "ptb.test.txt"}
 METHODS = {
     "lm": ("lm",),
+    "lm-tied": ("lm-tied",),
     "annealing": ("annealing",),
     "cyclical": ("cyclical",),
     "aggressive": ("aggressive",),
