@@ -20,7 +20,8 @@ RESULTS = HERE / "results"
 DOCUMENT = HERE / "RESULTS.md"
 BEGIN, END = "<!-- table: python recipes/ptb/results.py --write -->", "<!-- end of table -->"
 ORDER = (
-    "lm", "lm-softmax", "lm-tied", "lm-tied-softmax", "annealing", "cyclical", "aggressive", "ae-fb", "ae-fb-softmax", "ae-fb-tied", "ae-fb-tied-softmax", "bn-vae", "mdr", "iaf", "seqvae-best",
+    "lm", "lm-softmax", "lm-tied", "lm-tied-softmax", "annealing", "cyclical", "aggressive",
+    "ae-fb", "ae-fb-softmax", "ae-fb-tied", "ae-fb-tied-softmax", "bn-vae", "mdr", "iaf", "seqvae-best",
 )
 """The rows in the order of the published table; a METHOD-softmax row is METHOD trained with
 ``model.output_layer=softmax``, which goes in the full-softmax table."""
