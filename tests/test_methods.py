@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -326,11 +327,15 @@ def test_each_ptb_method_runs_end_to_end(ptb_stand_in, tmp_path, monkeypatch, ca
     row = json.loads((tmp_path / "row.json").read_text())
     cells = _ptb_recipe("results").row_cells(method, row)
     assert len(cells) == len(_ptb_recipe("results").COLUMNS) and row["method"] == method and f"--method {method}" in row["command"]
-    assert cells[2].startswith(f"{row['ppl']:.2f}" if language_model else f"{row['ppl_iw']:.2f}")
+    assert cells[3].startswith(f"{row['ppl']:.2f}" if language_model else f"{row['ppl_iw']:.2f}")
     how = _ptb_recipe("results").run_cells(method, row)
     assert len(how) == len(_ptb_recipe("results").RUN_COLUMNS) and how[-1] == f"`{row['command']}`" and how[1] == "0"
     run_dir = tmp_path / "runs" / f"ptb-{method}"
     config = (run_dir / "config.toml").read_text()
+    # the row names the optimiser and initialisation its run was trained with (they move the figures)
+    saved = tomllib.loads(config)
+    assert (row["optimizer"], row["learning_rate"], row["init"]) == (saved["train"]["optimizer"], saved["train"]["learning_rate"], saved["model"]["init"])
+    assert cells[2] == ("Adam 0.001, uniform init" if saved["model"]["init"] == "uniform" else "Adam 0.001")
     if method == "lm-tied":
         assert "tie_embeddings = true" in config and 'init = "uniform"' in config
     if language_model:
@@ -487,4 +492,19 @@ def test_ptb_results_keep_each_output_layer_in_its_own_table(tmp_path, monkeypat
     assert "`lm-softmax` | softmax" in softmax.split("How each row")[0] and "`annealing`" not in softmax.split("How each row")[0]
     (tmp_path / "lm.json").write_text(json.dumps({**row, "output_layer": "hierarchical"}), encoding="utf-8")
     with pytest.raises(SystemExit, match="lm.json: output_layer 'hierarchical' has no table"):
+        results.table()
+
+
+def test_ptb_results_name_each_rows_optimiser(tmp_path, monkeypatch):
+    # with the full softmax the optimiser and initialisation decide the figures (Adam overfits, SGD
+    # with He et al.'s init does not), so every row says which it had, and a row that does not is refused
+    results = _ptb_recipe("results")
+    row = json.loads((results.RESULTS / "lm.json").read_text(encoding="utf-8"))
+    (tmp_path / "lm.json").write_text(json.dumps({**row, "optimizer": "sgd", "learning_rate": 1.0, "init": "uniform"}), encoding="utf-8")
+    (tmp_path / "annealing.json").write_text(json.dumps({**row, "optimizer": "adam", "learning_rate": 0.001, "init": "pytorch"}), encoding="utf-8")
+    monkeypatch.setattr(results, "RESULTS", tmp_path)
+    text = results.table()
+    assert "| `lm` | adaptive | SGD 1, uniform init | 102.37" in text and "| `annealing` | adaptive | Adam 0.001 | 102.37" in text
+    (tmp_path / "annealing.json").write_text(json.dumps({key: value for key, value in row.items() if key != "optimizer"}), encoding="utf-8")
+    with pytest.raises(SystemExit, match="annealing.json: no 'optimizer'"):
         results.table()

@@ -38,7 +38,7 @@ PUBLISHED = {  # IW-PPL / KL / MI / AU, Li et al. 2019 via the Optimus appendix 
     "seqvae-best": "goal: at most 95 / at least 8 / at least 6 / 32",
 }
 COLUMNS = (
-    "row", "output layer", "test IW-PPL (K = 500)", "IW-NLL", "-ELBO", "rec", "KL", "MI", "AU",
+    "row", "output layer", "optimiser", "test IW-PPL (K = 500)", "IW-NLL", "-ELBO", "rec", "KL", "MI", "AU",
     "teacher-forced / free-running NLL", "BLEU", "prior self-BLEU", "epochs (best at)", "training time",
     "published IW-PPL / KL / MI / AU",
 )
@@ -46,6 +46,16 @@ COLUMNS = (
 
 def _number(value, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+OPTIMISERS = {"adam": "Adam", "sgd": "SGD"}
+
+
+def optimiser(row: dict) -> str:
+    """``Adam 0.001`` or ``SGD 0.5, uniform init``: the optimiser, its first rate and the
+    initialisation, which move a row's figures as much as its method does (RESULTS.md)."""
+    text = f"{OPTIMISERS.get(row['optimizer'], row['optimizer'])} {row['learning_rate']:g}"
+    return text + (f", {row['init']} init" if row["init"] != "pytorch" else "")
 
 
 def row_cells(name: str, row: dict) -> list[str]:
@@ -56,6 +66,7 @@ def row_cells(name: str, row: dict) -> list[str]:
     return [
         f"`{name}`",
         row["output_layer"],
+        optimiser(row),
         _number(row["ppl"] if language_model else row["ppl_iw"]) + (" (exact)" if language_model else ""),
         _number(row["nll"] if language_model else row["nll_iw"]),
         _number(None if language_model else row["elbo"]),
@@ -100,6 +111,9 @@ def table() -> str:
     if unknown:
         raise SystemExit(f"results.py: {RESULTS}/{unknown[0]}.json is not a row of the table ({', '.join(ORDER)})")
     for name, row in rows.items():
+        missing = [key for key in ("output_layer", "optimizer", "learning_rate", "init") if key not in row]
+        if missing:
+            raise SystemExit(f"results.py: {RESULTS}/{name}.json: no {missing[0]!r} (run.py --results writes it)")
         if row["output_layer"] not in LAYERS:
             raise SystemExit(f"results.py: {RESULTS}/{name}.json: output_layer {row['output_layer']!r} has no table")
     names = [name for name in ORDER if name in rows]

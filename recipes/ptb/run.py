@@ -103,6 +103,10 @@ def results_row(args, argv, run, result, metrics: dict, eval_seconds: float) -> 
         "method": args.method or "default",
         "command": command,
         "output_layer": run.config.model.output_layer,
+        # the optimiser and initialisation decide as much as the method here (RESULTS.md)
+        "optimizer": run.config.train.optimizer,
+        "learning_rate": run.config.train.learning_rate,
+        "init": run.config.model.init,
         "seed": run.config.run.seed,
         "checkpoint_file": str(run.checkpoint.path),
         "checkpoint_epochs": run.checkpoint.epoch,
