@@ -263,12 +263,17 @@ class TrainConfig:
     lr_decay_factor: float = 0.5
     """``plateau``: the factor the rate is multiplied by at each decay."""
     lr_patience: int = 2
-    """Epochs without validation improvement before the rate decays."""
+    """``plateau``: stalled epochs tolerated; the rate decays at the end of the
+    (lr_patience + 1)-th epoch in a row that does not beat the best validation figure the rule has
+    seen (``torch.optim.lr_scheduler.ReduceLROnPlateau``'s patience, relative threshold 1e-4).
+    The He et al. 2019 / Li et al. 2019 code decays after lr_patience such epochs: one sooner."""
     min_learning_rate: float = 1e-5
     """``plateau``: the rate never decays below this."""
     lr_decay_start: int = 0
-    """``plateau``: epochs before validation stalls count (He et al. 2019 and Li et al. 2019 start
-    at 15, past the KL warm-up, whose rising weight makes the early validation bound rise)."""
+    """``plateau``: epochs the rule ignores; it sees the validation figure from epoch
+    lr_decay_start + 1 on, so with 15 and patience 2 the first decay can come at epoch 19 (He et
+    al. 2019 and Li et al. 2019 decay from epoch 15 on, past the KL warm-up, whose rising weight
+    makes the early validation bound rise, counting stalls from the first epoch)."""
     lr_decay_reload_best: bool = False
     """``plateau``: at each decay, go back to best.pt's weights and optimizer state (at the new
     rate) before the next epoch, as the He et al. and Li et al. code does."""
