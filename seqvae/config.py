@@ -253,7 +253,9 @@ class TrainConfig:
     does not pad a full batch to its length)."""
     optimizer: str = "adam"
     """``adam`` (Kingma & Ba 2015) or ``sgd`` (plain, no momentum, as in the He et al. 2019 and
-    Li et al. 2019 code, which used 1.0 and 0.5)."""
+    Li et al. 2019 code, which used 1.0 and 0.5). Give SGD their ``model.init = "uniform"``: from
+    PyTorch's N(0, 1) embeddings it crawls (PTB language model, full softmax: validation NLL 114.9
+    nats per sentence after 10 epochs, against 104.4 from the uniform init; recipes/ptb/RESULTS.md)."""
     learning_rate: float = 1e-3
     """The optimizer's learning rate."""
     grad_clip: float = 5.0
