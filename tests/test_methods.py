@@ -310,7 +310,8 @@ def ptb_stand_in(tiny_corpus, tmp_path_factory):
     return data
 
 
-@pytest.mark.parametrize("method", ["lm", "lm-tied", "annealing", "cyclical", "aggressive", "ae-fb", "bn-vae", "mdr", "iaf", "ae-fb-tied", "seqvae-best"])
+@pytest.mark.parametrize("method", ["lm", "lm-tied", "annealing", "cyclical", "aggressive", "ae-fb", "bn-vae", "mdr", "iaf", "ae-fb-tied", "seqvae-best",
+                                    "seqvae-best-sgd"])
 def test_each_ptb_method_runs_end_to_end(ptb_stand_in, tmp_path, monkeypatch, capsys, method):
     recipe = _ptb_recipe()
     monkeypatch.chdir(tmp_path)
@@ -335,7 +336,8 @@ def test_each_ptb_method_runs_end_to_end(ptb_stand_in, tmp_path, monkeypatch, ca
     # the row names the optimiser and initialisation its run was trained with (they move the figures)
     saved = tomllib.loads(config)
     assert (row["optimizer"], row["learning_rate"], row["init"]) == (saved["train"]["optimizer"], saved["train"]["learning_rate"], saved["model"]["init"])
-    assert cells[2] == ("Adam 0.001, uniform init" if saved["model"]["init"] == "uniform" else "Adam 0.001")
+    optimiser = {"adam": "Adam", "sgd": "SGD"}[saved["train"]["optimizer"]] + f" {saved['train']['learning_rate']:g}"
+    assert cells[2] == (f"{optimiser}, uniform init" if saved["model"]["init"] == "uniform" else optimiser)
     if method == "lm-tied":
         assert "tie_embeddings = true" in config and 'init = "uniform"' in config
     if language_model:
@@ -393,6 +395,36 @@ def test_seqvae_best_trains_on_the_ae_fb_autoencoder_without_training_or_replaci
     assert recipe.main(["--method", "seqvae-best", *tiny, "--overwrite"]) == 0
     assert "has no checkpoint yet: starting it again" in capsys.readouterr().out
     assert (stage_one / "checkpoints" / "last.pt").is_file()
+
+
+def test_seqvae_best_sgd_shares_the_autoencoder_of_the_full_softmax_ae_fb_row(ptb_stand_in, tmp_path, monkeypatch, capsys):
+    # its one command trains stage 1 where the ae-fb-softmax row's command keeps it, in that row's
+    # setting, and the other command then reuses it; stage 2 is the full softmax with SGD
+    recipe = _ptb_recipe()
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--data-dir", str(ptb_stand_in), "--eval", "none", "train.epochs=1", "model.hidden_dim=16", "model.embedding_dim=8",
+            "train.batch_size=16", "model.latent_dim=4"]
+    assert recipe.main(["--method", "seqvae-best-sgd", *tiny]) == 0
+    stage_one = tmp_path / "runs" / "ptb-ae-fb-softmax-ae"
+    saved = tomllib.loads((stage_one / "config.toml").read_text())
+    assert (saved["model"]["output_layer"], saved["model"]["init"]) == ("softmax", "uniform")
+    assert (saved["train"]["optimizer"], saved["train"]["learning_rate"], saved["train"]["lr_patience"]) == ("sgd", 0.5, 5)
+    assert saved["annealing"]["beta"] == 0.0 and not (tmp_path / "runs" / "ptb-ae-fb-ae").exists()
+    config = tomllib.loads((tmp_path / "runs" / "ptb-seqvae-best-sgd" / "config.toml").read_text())
+    assert config["train"]["init_from"] == str(stage_one) and config["objective"]["free_bits_lambda"] == 0.35
+    assert (config["model"]["output_layer"], config["train"]["optimizer"], config["model"]["tie_embeddings"]) == ("softmax", "sgd", False)
+    trained = (stage_one / "checkpoints" / "last.pt").read_bytes()
+    capsys.readouterr()
+    # the ae-fb-softmax row's command (README.md, "Two settings") finds its stage 1 trained
+    row = ["model.output_layer=softmax", "model.init=uniform", "train.optimizer=sgd", "train.learning_rate=0.5",
+           "train.lr_patience=5", "run.dir=runs/ptb-ae-fb-softmax"]
+    assert recipe.main(["--method", "ae-fb", *tiny, *row, "--resume"]) == 0
+    assert (stage_one / "checkpoints" / "last.pt").read_bytes() == trained
+    assert (tmp_path / "runs" / "ptb-ae-fb-softmax" / "checkpoints" / "best.pt").is_file()
+    # and seqvae-best-sgd run again reuses it, saying whose it is
+    assert recipe.main(["--method", "seqvae-best-sgd", *tiny, "--overwrite"]) == 0
+    assert "shared with --method ae-fb model.output_layer=softmax" in capsys.readouterr().out
+    assert (stage_one / "checkpoints" / "last.pt").read_bytes() == trained
 
 
 def test_from_trains_only_the_last_stage_from_the_given_autoencoder(ptb_stand_in, tmp_path, monkeypatch, capsys):

@@ -9,7 +9,10 @@ keys of methods/NAME.toml (whose header gives the paper, the setting and the com
 overrides on top. ``ae-fb`` has two stages: the autoencoder (methods/ae.toml) into RUN_DIR-ae,
 then the warm-started VAE (methods/ae-fb.toml) into RUN_DIR; --resume continues whichever stage
 was interrupted, and the overrides apply to both. ``seqvae-best`` warm-starts its own second stage
-(methods/seqvae-best.toml) from the same autoencoder, which the two methods train once.
+(methods/seqvae-best.toml) from the same autoencoder, which the two methods train once;
+``seqvae-best-sgd`` warm-starts its own from the autoencoder of the full-softmax ``ae-fb`` row
+(``--method ae-fb`` with the overrides PAPERS_AE_FB, in runs/ptb-ae-fb-softmax-ae), trained once
+for both rows in the same way.
 ``--from DIR`` trains only a method's last stage, warm-started from DIR, an earlier stage's run
 directory: one shared with another setting (the full-softmax autoencoder), or one trained on
 another machine, of which only checkpoints/best.pt is read (its encoder and posterior).
@@ -56,13 +59,23 @@ METHODS = {
     "iaf": ("iaf",),
     "ae-fb-tied": ("ae", "ae-fb-tied"),
     "seqvae-best": ("ae", "seqvae-best"),
+    "seqvae-best-sgd": ("ae", "seqvae-best-sgd"),
 }
 """Each method's stages, each stage a file methods/STAGE.toml; a later stage warm-starts from the
 run directory of the one before (train.init_from)."""
-SHARED_STAGES = {"ae-fb-tied": "ae-fb", "seqvae-best": "ae-fb"}
-"""Methods whose earlier stages are those of another method, trained once: they live beside that
-method's run directory (given the same overrides), are continued or reused with their config
-checked (a different one is an error), and are never replaced by this method's --overwrite."""
+PAPERS_AE_FB = ("model.output_layer=softmax", "model.init=uniform", "train.optimizer=sgd", "train.learning_rate=0.5",
+                "train.lr_patience=5")
+"""The full-softmax table's setting for ae-fb (README.md, "Two settings"): Li et al.'s SGD at 0.5
+with their patience, from He et al.'s initialisation."""
+SHARED_STAGES = {
+    "ae-fb-tied": ("ae-fb", ()),
+    "seqvae-best": ("ae-fb", ()),
+    "seqvae-best-sgd": ("ae-fb", (*PAPERS_AE_FB, "run.dir=runs/ptb-ae-fb-softmax")),
+}
+"""Methods whose earlier stages are those of another method, trained once: the earlier stages of
+``--method HOME`` run with these overrides (then the command line's). They live beside that run's
+directory, are continued or reused with their config checked (a different one is an error), and
+are never replaced by this method's --overwrite."""
 
 
 def stage_configs(method: str | None, overrides: list[str], start_from: str | None = None):
@@ -77,16 +90,19 @@ def stage_configs(method: str | None, overrides: list[str], start_from: str | No
         if not (Path(start_from) / "checkpoints" / "best.pt").is_file():
             raise SeqVAEError(f"--from {start_from}: no checkpoints/best.pt (a finished earlier stage's run directory)")
         return [load_layered_config([CONFIG, HERE / "methods" / f"{stages[-1]}.toml"], overrides + [f"train.init_from={start_from}"])]
-    home = METHODS[SHARED_STAGES.get(method, method)][-1]  # whose run directory the earlier stages live beside
-    last = load_layered_config([CONFIG, HERE / "methods" / f"{home}.toml"], overrides)
+    home, home_overrides = SHARED_STAGES.get(method, (method, ()))
+    # the earlier stages live beside the run directory of the method whose stages they are
+    last = load_layered_config([CONFIG, HERE / "methods" / f"{METHODS[home][-1]}.toml"], [*home_overrides, *overrides])
     configs = []
     for index, stage in enumerate(stages):
         extra = []
-        if index < len(stages) - 1:  # an earlier stage lives beside the last one's run directory
+        earlier = index < len(stages) - 1
+        if earlier:
             extra.append(f"run.dir={last.run.dir}-{stage}")
         if index > 0:
             extra.append(f"train.init_from={configs[-1].run.dir}")
-        configs.append(load_layered_config([CONFIG, HERE / "methods" / f"{stage}.toml"], overrides + extra))
+        given = [*home_overrides, *overrides] if earlier else overrides
+        configs.append(load_layered_config([CONFIG, HERE / "methods" / f"{stage}.toml"], given + extra))
     return configs
 
 
@@ -180,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             begun = (Path(config.run.dir) / "checkpoints" / "last.pt").is_file()
             continuing = args.resume or shared
             if shared and begun and main_rank:
-                tqdm.write(f"  shared with --method {SHARED_STAGES[args.method]}: continued or reused, never replaced")
+                home, home_overrides = SHARED_STAGES[args.method]
+                tqdm.write(f"  shared with --method {' '.join((home, *home_overrides))}: continued or reused, never replaced")
             # a stage stopped before its first checkpoint has nothing to continue: it starts again
             restart = continuing and not begun and (Path(config.run.dir) / "config.toml").is_file()
             if restart and main_rank:
