@@ -472,7 +472,7 @@ def _use_threads(args: argparse.Namespace) -> None:
     requested = getattr(args, "threads", None) or 0
     run_dir = getattr(args, "run_dir", None)
     if not requested and run_dir and (Path(run_dir) / "config.toml").is_file():
-        from seqvae.training import load_run_config
+        from seqvae.run_directory import load_run_config
 
         requested = load_run_config(run_dir).run.threads
     use_threads(requested)

@@ -24,16 +24,18 @@ rank). A run without torchrun draws its noise inside the model as it always has.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from seqvae.errors import SeqVAEError
+from seqvae.errors import ReportedByRankZero, SeqVAEError
 
 @dataclass(frozen=True)
 class World:
@@ -213,3 +215,89 @@ def from_bytes(data: bytes, device: torch.device) -> dict:
 
 
 __all__ = ["SINGLE", "StepNoise", "World", "join", "launched", "process_count", "process_rank", "shard_rows"]
+
+
+@dataclass
+class RankShare:
+    """One rank's part of a global batch under torchrun (seqvae.distributed): what
+    :func:`seqvae.training.step.train_step` needs beside the rows themselves.
+
+    The rank's loss is weighted by ``rows * W / sentences``, so that the gradients averaged over
+    the W ranks are those of the global batch mean; a rank without a row of a small batch runs one
+    stand-in row at weight 0."""
+
+    world: World
+    noise: StepNoise
+    rows: int
+    """This rank's sentences of the batch (0: the batch had fewer sentences than ranks)."""
+    sentences: int
+    """The global batch's sentences."""
+    tokens: int
+    """The global batch's predicted tokens."""
+    device: torch.device
+    forward: Callable | None = None
+    """The DistributedDataParallel module, which averages the gradients during backward; None:
+    :meth:`average_gradients` averages them after backward."""
+    flags: tuple[float, ...] = ()
+    """Numbers summed over the ranks with the step's figures (the trainer's stop requests)."""
+    summed_flags: tuple[float, ...] = ()
+
+    @property
+    def weight(self) -> float:
+        return self.rows * self.world.size / self.sentences
+
+    def batch_mean(self, values: torch.Tensor) -> torch.Tensor:
+        """The global batch's mean of per-sentence ``values`` (B, ...) over sentences, detached."""
+        total = values.detach()[: self.rows].sum(0)
+        return self.world.sum(total.contiguous()) / self.sentences
+
+    def average_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
+        """Average the gradients over the ranks as DistributedDataParallel does: a parameter
+        without a gradient on this rank counts as zeros when another rank has one, and keeps none
+        when no rank has one (so that Adam skips it, as in one process)."""
+        if not self.world.parallel:
+            return
+        present = torch.tensor([float(p.grad is not None) for p in parameters], device=self.device)
+        self.world.sum(present)
+        used = [p for p, count in zip(parameters, present.tolist()) if count > 0]
+        if not used:
+            return
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in used])
+        self.world.sum(flat)
+        flat /= self.world.size
+        offset = 0
+        for parameter in used:
+            size = parameter.numel()
+            parameter.grad = flat[offset : offset + size].view_as(parameter).clone()
+            offset += size
+
+    def reduce(self, figures: torch.Tensor) -> torch.Tensor:
+        """The global batch's (loss, reconstruction, kl, kl_penalty) from every rank's (float64,
+        shape (4,), as :class:`seqvae.losses.Objective` holds them), and the flags summed."""
+        flags = torch.tensor(list(self.flags), dtype=torch.float64, device=self.device)
+        summed = torch.cat([figures.to(self.device) * self.rows, flags])
+        self.world.sum(summed)
+        self.summed_flags = tuple(summed[4:].tolist())
+        return summed[:4] / self.sentences
+
+
+@contextlib.contextmanager
+def agreement(world: World):
+    """A block of checks that rank 0 alone makes (the run directory, a checkpoint): when it raises
+    a SeqVAEError there, every rank stops with that status (rank 0 reports it), instead of the
+    others waiting for it at the next collective."""
+    if not world.parallel:
+        yield
+        return
+    problem = None
+    try:
+        yield
+    except SeqVAEError as error:
+        if not world.main:
+            raise
+        problem = error
+    reported = world.broadcast((str(problem), problem.exit_code) if problem is not None else None)
+    if problem is not None:
+        raise problem
+    if reported is not None:
+        raise ReportedByRankZero(reported[0], exit_code=reported[1])

@@ -32,7 +32,9 @@ from seqvae.measures import self_log_likelihood_per_token
 from seqvae.models.posterior import DiagonalGaussian, FlowPosterior
 from seqvae.models.vae import SeqVAE
 from seqvae.progress import progress_bar
-from seqvae.training import CheckpointInfo, load_checkpointed_model, max_tokens, prepare_data, resolve_device
+from seqvae.data.preparation import max_tokens, prepare_data
+from seqvae.devices import resolve_device
+from seqvae.run_directory import CheckpointInfo, load_checkpointed_model
 
 CACHE_DIR = "cache"
 """Sub-directory of a run that keeps posterior means of sentence sets (Run.posterior_means)."""

@@ -13,7 +13,8 @@ from seqvae.cuda_graphs import ReplayedEagerly
 from seqvae.data.batching import collate
 from seqvae.errors import SeqVAEError
 from seqvae.models.vae import build_model
-from seqvae.training import Precision, _forward_backward, graphed_step, train
+from seqvae.training import Precision, graphed_step, train
+from seqvae.training.step import forward_backward
 
 from conftest import metrics, tiny_config, without_stops
 
@@ -110,7 +111,7 @@ def test_padding_to_the_width_multiple_changes_neither_loss_nor_gradients(name):
     for batch in _batches():
         padded_somewhere |= graphs.shape(batch)[1] != batch.inputs.shape[1]
         torch.manual_seed(1)
-        eager = _forward_backward(model, optimizer, batch, kl_weight=0.7, objective=objective, precision=precision)
+        eager = forward_backward(model, optimizer, batch, kl_weight=0.7, objective=objective, precision=precision)
         expected = [p.grad.clone() for p in model.parameters()]
         torch.manual_seed(1)
         replayed = graphs.forward_backward(batch, 0.7)
@@ -172,10 +173,10 @@ def test_an_eager_run_goes_on_with_cuda_graphs(tiny_corpus, tmp_path, stand_in):
 def test_graphed_training_through_decays_and_returns_to_best_equals_eager(tiny_corpus, tmp_path, monkeypatch, stand_in):
     """A learning-rate decay that copies best.pt's weights back (into the same parameter tensors the
     graphs read) and reloads Adam's state needs no new capture: graphed equals eager throughout."""
-    from seqvae.training import _Trainer
+    from seqvae.training.trainer import Trainer
 
     values = {1: 5.0, 2: 4.0, 3: 4.5, 4: 4.6, 5: 4.7}
-    monkeypatch.setattr(_Trainer, "selection_value", lambda self, valid: values[self.epoch])
+    monkeypatch.setattr(Trainer, "selection_value", lambda self, valid: values[self.state.epoch])
     settings = {"epochs": 5, "learning_rate": 0.01, "lr_decay": "plateau", "lr_patience": 0, "lr_decay_reload_best": True}
     train(tiny_config(tiny_corpus, tmp_path / "eager", train=settings), progress=False)
     graphed = {**settings, "cuda_graphs": True, "cuda_graph_width": 1}

@@ -15,7 +15,8 @@ from seqvae.config import config_to_toml
 from seqvae.errors import SeqVAEError
 from seqvae.locks import lock_path, run_directory_lock
 from seqvae.errors import TrainingInterrupted
-from seqvae.training import _Trainer, load_trained_model, train
+from seqvae.training import load_trained_model, train
+from seqvae.training.trainer import Trainer
 
 from conftest import metrics, tiny_config
 
@@ -94,11 +95,11 @@ def test_an_interrupt_in_a_validation_stops_it_at_once_and_the_resumed_run_valid
     # a validation may run for minutes (a long line, K = 500): the first Ctrl-C must not wait for it
     settings = {"train": {"epochs": 3, "log_every": 1}}
     train(tiny_config(tiny_corpus, tmp_path / "whole", **settings), progress=False)
-    measure = _Trainer._measure_validation
+    measure = Trainer.measure_validation
     steps = []
 
     def signalled_in_the_second(trainer, **kwargs):
-        steps.append(trainer.step)
+        steps.append(trainer.state.step)
         if len(steps) == 2:
             torch.rand(3)  # as a validation that draws from the global generator before the signal
             os.kill(os.getpid(), signal.SIGINT)
@@ -106,7 +107,7 @@ def test_an_interrupt_in_a_validation_stops_it_at_once_and_the_resumed_run_valid
             raise AssertionError("the signal did not stop the validation")
         return measure(trainer, **kwargs)
 
-    monkeypatch.setattr(_Trainer, "_measure_validation", signalled_in_the_second)
+    monkeypatch.setattr(Trainer, "measure_validation", signalled_in_the_second)
     parts = tiny_config(tiny_corpus, tmp_path / "parts", **settings)
     # Python's own handler, or SIG_IGN when the suite was started in the background by a shell
     before = signal.getsignal(signal.SIGINT)

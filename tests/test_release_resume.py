@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 from fixtures.make_release_runs import CORPUS_MARK, OUT, PINNED, tensor_digests
 

@@ -76,14 +76,12 @@ def test_a_resumed_run_reads_its_checkpoint_on_the_cpu_whatever_its_device(tiny_
     # Found on an H200: reading last.pt onto the run's GPU made the CPU RNG state a CUDA tensor,
     # which torch.set_rng_state refuses, so no CUDA run could resume. The payload must come back
     # on the CPU for a CUDA trainer too (here a CPU-only torch cannot even map onto CUDA).
-    from types import SimpleNamespace
-
+    # (The reader takes no device: whatever the run's, the payload is read onto the CPU.)
     from seqvae.distributed import SINGLE
-    from seqvae.training import _Trainer
+    from seqvae.training.checkpointing import read_checkpoint
 
     train(tiny_config(tiny_corpus, tmp_path / "run", train={"max_steps": 3}), progress=False)
-    cuda_trainer = SimpleNamespace(world=SINGLE, device=torch.device("cuda"))
-    payload = _Trainer.read_checkpoint(cuda_trainer, tmp_path / "run" / "checkpoints" / "last.pt")
+    payload = read_checkpoint(SINGLE, tmp_path / "run" / "checkpoints" / "last.pt")
     assert payload["rng_cpu"].device.type == "cpu" and payload["rng_cpu"].dtype == torch.uint8
     assert all(value.device.type == "cpu" for value in payload["model"].values())
     torch.set_rng_state(payload["rng_cpu"])
@@ -324,9 +322,9 @@ def test_per_word_perplexity_counts_the_words_of_the_text(tiny_corpus, tmp_path)
 def _scripted_validation(monkeypatch, values):
     """Make the validation figure that selects best.pt and drives the plateau rule follow ``values``
     (by epochs finished), so that stalls happen where the test says."""
-    from seqvae.training import _Trainer
+    from seqvae.training.trainer import Trainer
 
-    monkeypatch.setattr(_Trainer, "selection_value", lambda self, valid: values[self.epoch])
+    monkeypatch.setattr(Trainer, "selection_value", lambda self, valid: values[self.state.epoch])
 
 
 def test_plateau_rule_decays_reloads_best_and_stops_after_the_set_number_of_decays(tiny_corpus, tmp_path, monkeypatch):

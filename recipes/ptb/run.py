@@ -37,7 +37,7 @@ from seqvae import SeqVAEError, load_run, train
 from seqvae.allocator import keep_freed_memory
 from seqvae.config import load_layered_config
 from seqvae.distributed import join, leave, process_count, process_rank
-from seqvae.training import resolve_device
+from seqvae.devices import resolve_device
 from seqvae.errors import ReportedByRankZero, TrainingInterrupted
 from seqvae.evaluation import format_metrics
 from seqvae.files import atomic_write_json

@@ -1,0 +1,151 @@
+"""One call of :func:`train`: the checks, the data and the trainer of a sitting around the loop,
+and what it leaves behind."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from seqvae.config import Config, load_config
+from seqvae.cuda_graphs import check_cuda_graphs
+from seqvae.data.corpus import load_corpus
+from seqvae.data.preparation import note_data, prepare_data
+from seqvae.data.tokenizers import build_tokenizer, load_tokenizer, tokenizer_from_files
+from seqvae.devices import resolve_device
+from seqvae.distributed import World, agreement, join, launched
+from seqvae.errors import SeqVAEError
+from seqvae.locks import run_directory_lock
+from seqvae.run_directory import CONFIG_FILE, METRICS_FILE
+from seqvae.threads import use_threads
+from seqvae.training.loop import run_loop
+from seqvae.training.metrics import MetricsLog, read_metrics
+from seqvae.training.run_files import check_run_dir, create_run_dir, save_run_settings
+from seqvae.training.stopping import stop_on_signals
+from seqvae.training.trainer import Trainer
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) training call leaves behind."""
+
+    run_dir: Path
+    step: int
+    epoch: int
+    valid: dict[str, float] | None
+    best_valid: float
+    data: dict[str, dict[str, int]]
+    resumed_from_step: int | None = None
+    seconds: float = 0.0
+    finished: bool = False
+    """The run reached its end (train.epochs, or train.stop_after_decays), not a budget."""
+    train_seconds: float = 0.0
+    """Training time of the whole run, earlier sittings included."""
+
+
+def train(
+    config: Config,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train the VAE the config describes into ``config.run.dir`` (seqvae.run_directory).
+
+    One training at a time writes a run directory (seqvae.locks). SIGINT and SIGTERM (when called
+    from the main thread) save a resumable checkpoint at the current step and raise
+    :class:`~seqvae.errors.TrainingInterrupted`; a second signal interrupts at once.
+
+    Started by torchrun, each process is one rank of a data-parallel training (seqvae.distributed):
+    rank 0 alone locks and writes the run directory and prints."""
+    device = resolve_device(config.run.device)
+    if config.train.precision == "fp16" and device.type != "cuda":
+        raise SeqVAEError(
+            "train.precision=fp16: fp16 with loss scaling is for CUDA; on the CPU use fp32 or bf16 (benchmarks/README.md)"
+        )
+    check_cuda_graphs(config, device, launched=launched())
+    world, device = join(config.run.distributed_backend, device)
+    if world.parallel and config.train.batch_size < world.size:
+        raise SeqVAEError(
+            f"train.batch_size={config.train.batch_size}: the global batch must have at least one sentence per process "
+            f"({world.size} processes)"
+        )
+    resume, overwrite = world.broadcast((resume, overwrite))  # rank 0's view of the run directory decides
+    with contextlib.ExitStack() as held:
+        with agreement(world):
+            if world.main:
+                held.enter_context(run_directory_lock(config.run.dir))
+        if not world.main:
+            progress, echo = False, None
+        return _sitting(config, resume=resume, overwrite=overwrite, progress=progress, echo=echo, world=world, device=device)
+
+
+def _sitting(config: Config, *, resume: bool, overwrite: bool, progress: bool, echo, world: World, device: torch.device) -> TrainResult:
+    started = time.perf_counter()
+    say = echo or (lambda message: None)
+    run_dir = Path(config.run.dir)
+    saved_threads = None
+    with agreement(world):
+        if world.main:
+            check_run_dir(config, run_dir, resume=resume, overwrite=overwrite)
+            saved_threads = load_config(run_dir / CONFIG_FILE).run.threads if resume else 0
+    # threads: as asked, else as the run was started with, else the free CPUs; the saved config records them
+    threads = config.run.threads or world.broadcast(saved_threads)
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, threads=use_threads(threads)))
+
+    corpus = load_corpus(config.data)
+    tokenizer_files = None
+    with agreement(world):  # rank 0 builds (or loads) the tokenizer and sends it to the others
+        if world.main:
+            tokenizer = load_tokenizer(run_dir) if resume else build_tokenizer(config.tokenizer, corpus.splits["train"])
+            tokenizer_files = tokenizer.files() if world.parallel else None
+    if world.parallel:
+        tokenizer_files = world.broadcast(tokenizer_files)
+        if not world.main:
+            tokenizer = tokenizer_from_files(tokenizer_files, run_dir)
+    data = prepare_data(config, corpus, tokenizer)
+    note_data(config, data, new_tokenizer=not resume, say=say)
+
+    trainer = Trainer(config, data, device, say, progress=progress, world=world)
+    if resume:
+        trainer.restore()
+        state = trainer.state
+        say(f"resumed {run_dir} at step {state.step} (epoch {state.epoch + 1}, batch {state.batch_in_epoch})")
+    else:
+        with agreement(world):
+            if world.main:  # checked before the run directory is replaced
+                for part in trainer.parts:
+                    part.fresh_start(trainer)
+        if world.main:
+            create_run_dir(run_dir)
+            tokenizer.save(run_dir)
+    for part in trainer.parts:
+        part.start(trainer)
+    if world.parallel:
+        say(f"data-parallel training: {world.size} processes ({world.backend}), {config.train.batch_size} sentences per global batch")
+    resumed_from = trainer.state.step if resume else None
+    if world.main:
+        save_run_settings(run_dir, config, data.summary)
+        trainer.metrics = MetricsLog(run_dir / METRICS_FILE, read_metrics(run_dir / METRICS_FILE, trainer.state.step))
+
+    with stop_on_signals(trainer.stops):
+        run_loop(trainer)
+    state = trainer.state
+    return TrainResult(
+        run_dir=run_dir,
+        step=state.step,
+        epoch=state.epoch,
+        valid=state.valid,
+        best_valid=state.best,
+        data=data.summary,
+        resumed_from_step=resumed_from,
+        seconds=time.perf_counter() - started,
+        finished=state.epoch >= config.train.epochs or trainer.plateau.done(),
+        train_seconds=state.seconds(),
+    )
