@@ -266,7 +266,7 @@ def test_each_method_resumes_bit_exactly_after_an_interruption_mid_epoch(tiny_co
 
 def test_aggressive_resumes_bit_exactly_after_it_switched_off(tiny_corpus, tmp_path, monkeypatch):
     # validation MI scripted to fall after epoch 2: aggressive mode ends there; resume in epoch 3
-    import seqvae.evaluation
+    import seqvae.evaluation.split
 
     scripted = []
 
@@ -274,7 +274,7 @@ def test_aggressive_resumes_bit_exactly_after_it_switched_off(tiny_corpus, tmp_p
         scripted.append(None)
         return [1.0, 0.5, 0.7, 0.7][len(scripted) - 1]  # the fourth: the parts run's stop validation
 
-    monkeypatch.setattr(seqvae.evaluation, "mutual_information", scripted_mi)
+    monkeypatch.setattr(seqvae.evaluation.split, "mutual_information", scripted_mi)  # validation's MI
     settings = {"train": {"epochs": 3, "aggressive": True, "aggressive_check_every": 3, "aggressive_max_inner_steps": 4, "checkpoint_every": 5}}
     train(tiny_config(tiny_corpus, tmp_path / "whole", **settings), progress=False)
     phases = [r["aggressive"] for r in _metrics(tmp_path / "whole") if r["split"] == "valid"]
