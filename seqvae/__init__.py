@@ -2,9 +2,11 @@
 
 The data flow is the layout: ``seqvae.data`` (corpora, tokenizers, batches) ->
 ``seqvae.models`` (encoder, posterior, decoder) -> ``seqvae.losses`` and ``seqvae.annealing`` ->
-``seqvae.training`` -> ``seqvae.measures`` and ``seqvae.evaluation`` -> ``seqvae.generation``;
-``seqvae.runs`` wraps a trained run for use from Python (``seqvae.attributes`` adds attribute
-vectors, ``seqvae.report`` the run report), and ``seqvae.cli`` is the ``seqvae`` command over all of it.
+``seqvae.training`` (a package: the loop in one function, each method that changes it a part) ->
+``seqvae.measures`` and ``seqvae.evaluation`` -> ``seqvae.generation``; ``seqvae.run_directory``
+reads what training wrote, ``seqvae.runs`` wraps a trained run for use from Python
+(``seqvae.attributes`` adds attribute vectors, ``seqvae.report`` the run report), and
+``seqvae.cli`` is the ``seqvae`` command over all of it.
 """
 
 from seqvae.config import Config, config_to_toml, load_config, load_layered_config

@@ -9,8 +9,8 @@ Networks and Posterior Collapse in Variational Autoencoders", Algorithm 1 and th
 - the switch: after each epoch the validation mutual information I(x; z) is compared with the
   previous epoch's, and aggressive mode ends for good at the first epoch where it does not rise.
 
-The training loop (seqvae.training) runs the updates; these classes only decide, so that each
-rule is tested on scripted losses and MI sequences.
+The training part seqvae.training.parts.aggressive runs the updates; these classes only decide,
+so that each rule is tested on scripted losses and MI sequences.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The latent-space and likelihood measures of a sentence VAE, as short functions of tensors.
 
-Each follows the field's definition (../shared/METRICS.md) with its citation; evaluation.py
+Each follows the field's definition (../shared/METRICS.md) with its citation; seqvae.evaluation
 runs them over a data set. Shapes: N sentences, B a batch of them, K samples, Z latent.
 """
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from seqvae.annealing import kl_weight
 from seqvae.progress import progress_bar
 from seqvae.training.metrics import progress_figures, summary
 from seqvae.training.trainer import Trainer
@@ -14,22 +13,25 @@ def run_loop(trainer: Trainer) -> None:
     ``outer_step``, ``validate`` and the checkpoints (seqvae.training.parts)."""
     t, state, train = trainer, trainer.state, trainer.config.train
     if t.plateau.done():
-        t.say(f"{t.run_dir}: already stopped after {t.plateau.decays} learning-rate decays (train.stop_after_decays={train.stop_after_decays})")
+        t.say(f"{t.run_dir}: already stopped after {t.plateau.decays} learning-rate decays "
+              f"(train.stop_after_decays={train.stop_after_decays})")
     while state.epoch < train.epochs and not t.plateau.done():
         batches = t.epoch_batches()
-        bar = progress_bar(total=len(batches), initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}/{train.epochs}", disable=not t.progress)
+        bar = progress_bar(total=len(batches), initial=state.batch_in_epoch,
+                           desc=f"epoch {state.epoch + 1}/{train.epochs}", disable=not t.progress)
         t.model.train()
         try:
             while state.batch_in_epoch < len(batches):
                 t.stop_if_signalled()
                 if t.budget_spent():
                     break
-                beta = kl_weight(state.step, t.config.annealing)
+                beta = t.kl_weight()
                 terms, extra = t.outer_step(batches[state.batch_in_epoch], batches, beta)
                 state.step += 1
                 state.batch_in_epoch += 1
                 state.window.add(terms, **extra)
-                bar.set_postfix(progress_figures(terms, beta, extra, language_model=t.model.is_language_model), refresh=False)
+                shown = progress_figures(terms, beta, extra, language_model=t.model.is_language_model)
+                bar.set_postfix(shown, refresh=False)
                 bar.update(1)  # draws the figures too
                 if state.step % train.log_every == 0:
                     t.log_window(beta)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from seqvae.annealing import kl_weight
 from seqvae.checkpoints import load_model_state
 from seqvae.config import Config
 from seqvae.data.batching import bucketed_batches, collate
@@ -82,7 +83,17 @@ class Trainer:
         """The current epoch's batches of training sentences, a pure function of (seed, epoch)."""
         train = self.config.train
         lengths = self.data.splits["train"].lengths
-        return bucketed_batches(lengths, batch_size=train.batch_size, seed=self.config.run.seed, epoch=self.state.epoch, pool_batches=train.bucket_batches)
+        return bucketed_batches(
+            lengths, batch_size=train.batch_size, seed=self.config.run.seed, epoch=self.state.epoch,
+            pool_batches=train.bucket_batches,
+        )
+
+    def kl_weight(self) -> float:
+        """The KL weight of the coming step: the annealing schedule's, as the parts leave it."""
+        beta = kl_weight(self.state.step, self.config.annealing)
+        for part in self.parts:
+            beta = part.kl_weight(self, beta)
+        return beta
 
     def take(self, indices: list[int]):
         """The batch of these training sentences this process trains on, and its rank's share."""
@@ -121,7 +132,10 @@ class Trainer:
             )
         except NonFiniteStep as error:
             saved = self.state.saved_step
-            kept = f"{CHECKPOINT_DIR}/{LAST} (step {saved}) is the last good checkpoint" if saved is not None else "no checkpoint had been written yet"
+            kept = (
+                f"{CHECKPOINT_DIR}/{LAST} (step {saved}) is the last good checkpoint"
+                if saved is not None else "no checkpoint had been written yet"
+            )
             raise SeqVAEError(
                 f"{self.config.run.dir}: training diverged at step {self.state.step + 1} ({error}); nothing was updated, "
                 f"{kept}; lower train.learning_rate (now {train.learning_rate:g}) or set train.grad_clip"
@@ -212,4 +226,7 @@ class Trainer:
         valid = state.valid if state.valid_step == state.step else self.validate(stopped_by=key)
         self.keep_if_best(valid)
         self.save(self.last_path)
-        self.say(f"stopped at {key}={limit} (step {state.step}{spent}): valid {summary(valid)}; continue with --resume and a larger {key}")
+        self.say(
+            f"stopped at {key}={limit} (step {state.step}{spent}): valid {summary(valid)}; "
+            f"continue with --resume and a larger {key}"
+        )

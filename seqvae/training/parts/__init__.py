@@ -24,6 +24,11 @@ class Part:
     def start(self, trainer) -> None:
         """Every rank, after the fresh start or the restore, before the first step."""
 
+    def kl_weight(self, trainer, beta: float) -> float:
+        """The KL weight of the coming step, given the schedule's (``annealing``) or an earlier
+        part's; a part that steers the weight returns its own."""
+        return beta
+
     def step_options(self, *, outer: bool) -> dict[str, Any]:
         """Keyword arguments this part adds to :func:`seqvae.training.step.train_step`; ``outer``:
         the loop's own update of the step (not one of a part's extra updates)."""
