@@ -1,8 +1,15 @@
-"""Shared fixtures: a tiny embedded corpus and tiny configs, so the suite runs in minutes on a CPU."""
+"""Shared fixtures: a tiny embedded corpus and tiny configs, so the suite runs in minutes on a CPU.
+
+The suite runs in parallel processes (pytest-xdist, ``-n auto`` in pyproject.toml), each on one
+torch thread: the tests' models are small enough that a second thread buys little, while a second
+process doubles what the machine does at once. Alone (``-n 0``) a test process
+takes two threads, as the suite always did.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +18,26 @@ import torch
 from seqvae.config import Config, config_from_dict, config_to_dict
 from seqvae.data.synthetic import write_corpus
 
-torch.set_num_threads(2)
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+"""torch threads of a test process, and of the tests' runs (run.threads)."""
+torch.set_num_threads(THREADS)
+
+LONGEST_FIRST = (
+    "test_readme.py::test_every_readme_example_runs_as_written_in_order",
+    "test_readme.py::test_every_readme_example_with_a_run_of_its_own",
+    "test_attributes.py",
+    "test_distributed.py",
+)
+"""Tests that take longest, started first so that no worker is left with one of them at the end
+(measured with ``--durations``: the README walk was a third of the suite)."""
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        where = item.nodeid.split("/")[-1]
+        return next((index for index, prefix in enumerate(LONGEST_FIRST) if where.startswith(prefix)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +50,7 @@ def tiny_corpus(tmp_path_factory) -> dict[str, Path]:
 def tiny_config(corpus: dict[str, Path], run_dir: Path, **sections) -> Config:
     """A model small enough to train a few epochs in seconds; ``sections`` override fields."""
     raw = config_to_dict(Config())
-    raw["run"].update(dir=str(run_dir), seed=0, device="cpu", threads=2)  # the same threads whatever the load
+    raw["run"].update(dir=str(run_dir), seed=0, device="cpu", threads=THREADS)  # the same threads whatever the load
     raw["data"].update(train=str(corpus["train"]), valid=str(corpus["valid"]), test=str(corpus["test"]))
     raw["model"].update(embedding_dim=16, hidden_dim=24, latent_dim=4)
     raw["annealing"].update(schedule="linear", warmup_steps=20)

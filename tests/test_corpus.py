@@ -56,6 +56,13 @@ def test_unreachable_hub_dataset_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    # the libraries read the variables when first imported: another test may have imported them
+    import datasets.config
+    import huggingface_hub.constants
+
+    for module, names in ((datasets.config, ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")), (huggingface_hub.constants, ("HF_HUB_OFFLINE",))):
+        for name in names:
+            monkeypatch.setattr(module, name, True)
     with pytest.raises(SeqVAEError, match="dataset 'someone/no-such-dataset-xyz': could not be loaded") as error:
         load_hub_dataset("someone/no-such-dataset-xyz", split_names={"train": "train"})
     assert "\n" not in str(error.value)

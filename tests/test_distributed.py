@@ -103,23 +103,57 @@ METHODS = {
 }
 
 
-@pytest.mark.parametrize("method", list(METHODS), ids=list(METHODS))
-def test_one_update_of_two_and_three_ranks_equals_one_process_with_the_whole_batch(tiny_corpus, tmp_path, method):
-    """The same global batch of 16 sentences split over 2 ranks (8 + 8) and 3 ranks (6 + 5 + 5)
-    gives the parameters of one process after one update (plain SGD at a large rate, so the
-    update is large and any difference in the gradient shows)."""
+EVERY_METHOD = """
+import sys
+from pathlib import Path
+
+from seqvae.config import load_config
+from seqvae.distributed import leave
+from seqvae.training import train
+
+folder, overrides = Path(sys.argv[1]), sys.argv[2:]
+for path in sorted(folder.glob("*.toml")):
+    train(load_config(path, [*overrides, f"run.dir=run-{path.stem}"]), progress=False)
+leave()
+"""
+"""Each rank trains every method of a folder of configs in turn: one process (and one torch
+import, one process group) per rank for all of them, instead of one per method."""
+
+
+def _one_update_config(tiny_corpus, method: str):
     sections = {"annealing": {"schedule": "constant", "beta": 1.0}, "train": {"optimizer": "sgd", "learning_rate": 0.5}}
     for name, values in METHODS[method].items():
         sections[name] = {**sections.get(name, {}), **values}
-    config = tiny_config(tiny_corpus, Path("run"), **sections)
-    config_path = _write_config(config, tmp_path / "config.toml")
+    return tiny_config(tiny_corpus, Path("run"), **sections)
+
+
+@pytest.fixture(scope="module")
+def one_update(tiny_corpus, tmp_path_factory):
+    """One update of every method by 1, 2 and 3 ranks: {world size: {method: weights}}."""
+    folder = tmp_path_factory.mktemp("one-update")
+    names = {f"m{index}": method for index, method in enumerate(METHODS)}
+    for name, method in names.items():
+        _write_config(_one_update_config(tiny_corpus, method), folder / f"{name}.toml")
+    script = folder / "every_method.py"
+    script.write_text(EVERY_METHOD)
     step = ["train.max_steps=1", "train.validation=elbo"]
     runs = {}
     for world_size in (1, 2, 3):
-        cwds = [tmp_path / f"w{world_size}-rank{rank}" for rank in range(world_size)]
-        _train(world_size, config_path, step, cwds)
-        runs[world_size] = _weights(cwds[0] / "run")
-    tokenizer = load_tokenizer(tmp_path / "w1-rank0" / "run")
+        cwds = [folder / f"w{world_size}-rank{rank}" for rank in range(world_size)]
+        _train(world_size, None, step, cwds, command=[sys.executable, str(script), str(folder)])
+        runs[world_size] = {method: _weights(cwds[0] / f"run-{name}") for name, method in names.items()}
+        runs["tokenizer"] = load_tokenizer(cwds[0] / "run-m0")
+    return runs
+
+
+@pytest.mark.parametrize("method", list(METHODS), ids=list(METHODS))
+def test_one_update_of_two_and_three_ranks_equals_one_process_with_the_whole_batch(tiny_corpus, one_update, method):
+    """The same global batch of 16 sentences split over 2 ranks (8 + 8) and 3 ranks (6 + 5 + 5)
+    gives the parameters of one process after one update (plain SGD at a large rate, so the
+    update is large and any difference in the gradient shows)."""
+    config = _one_update_config(tiny_corpus, method)
+    runs = {world_size: one_update[world_size][method] for world_size in (1, 2, 3)}
+    tokenizer = one_update["tokenizer"]
     torch.manual_seed(config.run.seed)
     initial = build_model(config.model, vocab_size=tokenizer.vocab_size).state_dict()
     assert _largest_difference(runs[1], initial) > 1e-2  # the update moved the weights

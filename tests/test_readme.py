@@ -6,10 +6,16 @@ block is run as one script. Left out, each for a stated reason: the installs of 
 commands (this suite runs inside that install; their last step, the quickstart, is run), the
 test command (this suite), and commands that need the Penn Treebank files (``--data-dir``),
 which the tests never depend on.
+
+The walk runs as two chains, each in the README's order, so that two test processes share it:
+the quickstart and every example that uses its run (``runs/quickstart``), and the examples that
+train runs of their own, which need only the corpus the quickstart writes (written here by the
+quickstart's own function first). Every example runs in exactly one chain.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -45,12 +51,25 @@ def readme_examples(text: str) -> list[tuple[str, str]]:
     return examples
 
 
+OWN_RUNS = ("seqvae train", "torchrun", "runs/mine")
+"""A bash example with one of these trains (or uses) a run of its own; so does every python block."""
+
+
+def chains(examples: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(the quickstart and the examples on its run, the examples that train runs of their own)."""
+    own = [(kind, code) for kind, code in examples if kind == "python" or any(marker in code for marker in OWN_RUNS)]
+    return [example for example in examples if example not in own], own
+
+
 def test_the_examples_are_found_and_only_the_stated_ones_left_out():
     examples = readme_examples((REPO / "README.md").read_text(encoding="utf-8"))
     commands = [code for kind, code in examples if kind == "bash"]
     assert commands[0] == "python recipes/quickstart/run.py"  # the first of the two commands
     assert sum(kind == "python" for kind, _ in examples) >= 2 and len(commands) >= 15
     assert not any("pip install" in code or "pytest" in code for code in commands)
+    quickstart, own = chains(examples)
+    assert quickstart[0] == ("bash", "python recipes/quickstart/run.py") and len(quickstart) + len(own) == len(examples)
+    assert not any("runs/quickstart" in code for _, code in own)  # the second chain needs only the corpus
 
 
 def _fresh_copy(destination: Path) -> Path:
@@ -72,10 +91,9 @@ def _fresh_copy(destination: Path) -> Path:
     return destination
 
 
-def test_every_readme_example_runs_as_written_in_order(tmp_path):
-    clone = _fresh_copy(tmp_path / "seqvae")
+def _walk(clone: Path, examples: list[tuple[str, str]]) -> None:
     environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    for kind, code in readme_examples((clone / "README.md").read_text(encoding="utf-8")):
+    for kind, code in examples:
         command = ["bash", "-c", code] if kind == "bash" else [sys.executable, "-c", code]
         done = subprocess.run(command, cwd=clone, env=environment, capture_output=True, text=True, timeout=900)
         report = f"README example failed (exit {done.returncode}):\n{code}\n--- stderr ---\n{done.stderr[-3000:]}"
@@ -83,3 +101,20 @@ def test_every_readme_example_runs_as_written_in_order(tmp_path):
         assert "Traceback" not in done.stderr, report
         if code.startswith("seqvae sample runs/quickstart -n 1000"):  # the pipe into head ends quietly
             assert len(done.stdout.splitlines()) == 3, report
+
+
+def test_every_readme_example_runs_as_written_in_order(tmp_path):
+    """The quickstart, then every example on its run."""
+    clone = _fresh_copy(tmp_path / "seqvae")
+    _walk(clone, chains(readme_examples((clone / "README.md").read_text(encoding="utf-8")))[0])
+
+
+def test_every_readme_example_with_a_run_of_its_own_runs_as_written_in_order(tmp_path, monkeypatch):
+    """The examples that train runs of their own, on the corpus the quickstart writes."""
+    clone = _fresh_copy(tmp_path / "seqvae")
+    specification = importlib.util.spec_from_file_location("quickstart_run", clone / "recipes/quickstart/run.py")
+    quickstart = importlib.util.module_from_spec(specification)
+    specification.loader.exec_module(quickstart)
+    monkeypatch.chdir(clone)  # the config's paths are taken from the current directory, as for the user
+    quickstart.write_quickstart_corpus(quickstart.load_config(quickstart.CONFIG))
+    _walk(clone, chains(readme_examples((clone / "README.md").read_text(encoding="utf-8")))[1])

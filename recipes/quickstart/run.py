@@ -73,12 +73,17 @@ def main(argv: list[str] | None = None) -> int:
 def _load(args):
     """Load the config; write the embedded corpus where it points unless it is already there."""
     config = load_config(args.config, args.overrides)
+    write_quickstart_corpus(config, corpus_size=args.corpus_size)
+    return config
+
+
+def write_quickstart_corpus(config, *, corpus_size: int = 10000) -> None:
+    """The embedded corpus where the config's data paths point, unless it is already there."""
     corpus_dir = Path(config.data.train).parent
     if not all(Path(path).is_file() for path in (config.data.train, config.data.valid, config.data.test)):
-        sizes = {"train": args.corpus_size, "valid": 1000, "test": 1000}
+        sizes = {"train": corpus_size, "valid": 1000, "test": 1000}
         write_corpus(corpus_dir, seed=0, sizes=sizes)
         print(f"wrote the embedded corpus to {corpus_dir} ({sizes['train']} training sentences)")
-    return config
 
 
 if __name__ == "__main__":
