@@ -129,7 +129,7 @@ def _one_update_config(tiny_corpus, method: str):
 
 @pytest.fixture(scope="module")
 def one_update(tiny_corpus, tmp_path_factory):
-    """One update of every method by 1, 2 and 3 ranks: {world size: {method: weights}}."""
+    """One update of every method by 1, 2 and 3 ranks: ({world size: {method: weights}}, the tokenizer)."""
     folder = tmp_path_factory.mktemp("one-update")
     names = {f"m{index}": method for index, method in enumerate(METHODS)}
     for name, method in names.items():
@@ -142,8 +142,7 @@ def one_update(tiny_corpus, tmp_path_factory):
         cwds = [folder / f"w{world_size}-rank{rank}" for rank in range(world_size)]
         _train(world_size, None, step, cwds, command=[sys.executable, str(script), str(folder)])
         runs[world_size] = {method: _weights(cwds[0] / f"run-{name}") for name, method in names.items()}
-        runs["tokenizer"] = load_tokenizer(cwds[0] / "run-m0")
-    return runs
+    return runs, load_tokenizer(folder / "w1-rank0" / "run-m0")
 
 
 @pytest.mark.parametrize("method", list(METHODS), ids=list(METHODS))
@@ -152,8 +151,8 @@ def test_one_update_of_two_and_three_ranks_equals_one_process_with_the_whole_bat
     gives the parameters of one process after one update (plain SGD at a large rate, so the
     update is large and any difference in the gradient shows)."""
     config = _one_update_config(tiny_corpus, method)
-    runs = {world_size: one_update[world_size][method] for world_size in (1, 2, 3)}
-    tokenizer = one_update["tokenizer"]
+    updated, tokenizer = one_update
+    runs = {world_size: updated[world_size][method] for world_size in (1, 2, 3)}
     torch.manual_seed(config.run.seed)
     initial = build_model(config.model, vocab_size=tokenizer.vocab_size).state_dict()
     assert _largest_difference(runs[1], initial) > 1e-2  # the update moved the weights

@@ -52,7 +52,7 @@ class PlateauRule:
         limit = self.config.stop_after_decays
         return bool(limit) and self.decays >= limit
 
-    def after_epoch(self, epochs: int, value: float, reload_best: Callable[[float], str | None]) -> str | None:
+    def after_epoch(self, epochs: int, value: float, reload_best: Callable[[float], int | None]) -> str | None:
         """Take the validation ``value`` after ``epochs`` finished epochs; returns the note of a
         decay, or None. ``reload_best(rate)`` puts best.pt's weights and optimizer state back at
         the new rate and says from which epoch (None when there is no best.pt)."""

@@ -15,7 +15,7 @@ import torch
 from seqvae.config import Config, load_config
 from seqvae.cuda_graphs import check_cuda_graphs
 from seqvae.data.corpus import load_corpus
-from seqvae.data.preparation import note_data, prepare_data
+from seqvae.data.preparation import PreparedData, note_data, prepare_data
 from seqvae.data.tokenizers import build_tokenizer, load_tokenizer, tokenizer_from_files
 from seqvae.devices import resolve_device
 from seqvae.distributed import World, agreement, join, launched
@@ -87,21 +87,51 @@ def train(
 
 
 def _sitting(config: Config, *, resume: bool, overwrite: bool, progress: bool, echo, world: World, device: torch.device) -> TrainResult:
+    """Check the run directory, prepare the data, start (or restore) the trainer, run the loop."""
     started = time.perf_counter()
     say = echo or (lambda message: None)
+    config = _with_threads(config, resume=resume, overwrite=overwrite, world=world)
+    data = _prepare(config, resume=resume, world=world, say=say)
+    trainer = Trainer(config, data, device, say, progress=progress, world=world)
+    _start(trainer, resume=resume)
+    resumed_from = trainer.state.step if resume else None
+    with stop_on_signals(trainer.stops):
+        run_loop(trainer)
+    state = trainer.state
+    return TrainResult(
+        run_dir=trainer.run_dir,
+        step=state.step,
+        epoch=state.epoch,
+        valid=state.valid,
+        best_valid=state.best,
+        data=data.summary,
+        resumed_from_step=resumed_from,
+        seconds=time.perf_counter() - started,
+        finished=state.epoch >= config.train.epochs or trainer.plateau.done(),
+        train_seconds=state.seconds(),
+    )
+
+
+def _with_threads(config: Config, *, resume: bool, overwrite: bool, world: World) -> Config:
+    """Refuse what would lose work (rank 0), then set the threads: as asked, else as the run was
+    started with, else the free CPUs; the saved config records them."""
     run_dir = Path(config.run.dir)
     saved_threads = None
     with agreement(world):
         if world.main:
             check_run_dir(config, run_dir, resume=resume, overwrite=overwrite)
             saved_threads = load_config(run_dir / CONFIG_FILE).run.threads if resume else 0
-    # threads: as asked, else as the run was started with, else the free CPUs; the saved config records them
     threads = config.run.threads or world.broadcast(saved_threads)
-    config = dataclasses.replace(config, run=dataclasses.replace(config.run, threads=use_threads(threads)))
+    return dataclasses.replace(config, run=dataclasses.replace(config.run, threads=use_threads(threads)))
 
+
+def _prepare(config: Config, *, resume: bool, world: World, say) -> PreparedData:
+    """The corpus under the run's tokenizer: rank 0 builds it (or loads the run's) and sends it to
+    the others."""
+    run_dir = Path(config.run.dir)
     corpus = load_corpus(config.data)
     tokenizer_files = None
-    with agreement(world):  # rank 0 builds (or loads) the tokenizer and sends it to the others
+    with agreement(world):
         if world.main:
             tokenizer = load_tokenizer(run_dir) if resume else build_tokenizer(config.tokenizer, corpus.splits["train"])
             tokenizer_files = tokenizer.files() if world.parallel else None
@@ -111,8 +141,13 @@ def _sitting(config: Config, *, resume: bool, overwrite: bool, progress: bool, e
             tokenizer = tokenizer_from_files(tokenizer_files, run_dir)
     data = prepare_data(config, corpus, tokenizer)
     note_data(config, data, new_tokenizer=not resume, say=say)
+    return data
 
-    trainer = Trainer(config, data, device, say, progress=progress, world=world)
+
+def _start(trainer: Trainer, *, resume: bool) -> None:
+    """Restore the last checkpoint, or start afresh (the parts' fresh start, then a new run
+    directory); then start the parts and write the run's settings and metrics log (rank 0)."""
+    world, run_dir, config, say = trainer.world, trainer.run_dir, trainer.config, trainer.say
     if resume:
         trainer.restore()
         state = trainer.state
@@ -124,28 +159,11 @@ def _sitting(config: Config, *, resume: bool, overwrite: bool, progress: bool, e
                     part.fresh_start(trainer)
         if world.main:
             create_run_dir(run_dir)
-            tokenizer.save(run_dir)
+            trainer.tokenizer.save(run_dir)
     for part in trainer.parts:
         part.start(trainer)
     if world.parallel:
         say(f"data-parallel training: {world.size} processes ({world.backend}), {config.train.batch_size} sentences per global batch")
-    resumed_from = trainer.state.step if resume else None
     if world.main:
-        save_run_settings(run_dir, config, data.summary)
+        save_run_settings(run_dir, config, trainer.data.summary)
         trainer.metrics = MetricsLog(run_dir / METRICS_FILE, read_metrics(run_dir / METRICS_FILE, trainer.state.step))
-
-    with stop_on_signals(trainer.stops):
-        run_loop(trainer)
-    state = trainer.state
-    return TrainResult(
-        run_dir=run_dir,
-        step=state.step,
-        epoch=state.epoch,
-        valid=state.valid,
-        best_valid=state.best,
-        data=data.summary,
-        resumed_from_step=resumed_from,
-        seconds=time.perf_counter() - started,
-        finished=state.epoch >= config.train.epochs or trainer.plateau.done(),
-        train_seconds=state.seconds(),
-    )

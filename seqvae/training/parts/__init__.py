@@ -17,6 +17,9 @@ class Part:
     """A method that changes training, as hooks called by the trainer. ``trainer`` is the
     :class:`seqvae.training.trainer.Trainer` (model, optimizer, state, config, ...)."""
 
+    def __init__(self, trainer) -> None:
+        """Built once the trainer's model and optimizer exist."""
+
     def fresh_start(self, trainer) -> None:
         """A new run (not a resumed one), on rank 0, before the run directory is (re)created: a
         one-line error here leaves an existing directory as it was."""

@@ -14,9 +14,6 @@ from seqvae.training.parts import Part
 
 
 class WarmStart(Part):
-    def __init__(self, trainer) -> None:
-        pass
-
     def fresh_start(self, trainer) -> None:
         """Copy the parts (the other ranks receive the weights when the data-parallel part starts)."""
         config = trainer.config.train
