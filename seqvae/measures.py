@@ -7,6 +7,7 @@ runs them over a data set. Shapes: N sentences, B a batch of them, K samples, Z 
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import torch
 
@@ -208,15 +209,46 @@ def distinct_n(sentences: list[str], n: int) -> float:
 
 def self_bleu(sentences: list[str]) -> float:
     """Self-BLEU (Zhu et al. 2018, Texygen): the mean sentence BLEU of each sentence against all
-    the others as references; 100 when every sentence is the same, low when they differ."""
-    import sacrebleu
+    the others as references; 100 when every sentence is the same, low when they differ.
+
+    Each term is sacrebleu's ``sentence_bleu(sentence, others, tokenize="none")`` (Post 2018:
+    exponential smoothing, effective order, the closest reference length, each n-gram's count
+    clipped at its largest count in any one reference), from statistics gathered once: every
+    sentence's n-grams are counted once, and an n-gram's largest count among the others is its
+    largest count overall, or the second largest where this sentence holds the largest. sacrebleu
+    itself counts the others' n-grams again for every sentence, N^2 work that took 1.4 s of a
+    tiny run's 1.5 s validation."""
+    from sacrebleu.metrics.bleu import BLEU, MAX_NGRAM_ORDER
 
     if len(sentences) < 2:
         raise ValueError("self-BLEU needs at least two sentences")
-    scores = [
-        sacrebleu.sentence_bleu(sentence, sentences[:i] + sentences[i + 1 :], tokenize="none").score
-        for i, sentence in enumerate(sentences)
-    ]
+    order = MAX_NGRAM_ORDER
+    counts, lengths = [], []
+    for sentence in sentences:
+        words = sentence.split()
+        counts.append(Counter(tuple(words[i : i + n]) for n in range(1, order + 1) for i in range(len(words) - n + 1)))
+        lengths.append(len(words))
+    largest: dict[tuple, tuple[int, int, int]] = {}  # n-gram: (largest count, its sentence, second largest)
+    for index, sentence_counts in enumerate(counts):
+        for gram, count in sentence_counts.items():
+            first, holder, second = largest.get(gram, (0, -1, 0))
+            if count > first:
+                largest[gram] = (count, index, first)
+            elif count > second:
+                largest[gram] = (first, holder, count)
+    by_length = Counter(lengths)
+    scores = []
+    for index, sentence_counts in enumerate(counts):
+        correct, total = [0] * order, [0] * order
+        for gram, count in sentence_counts.items():
+            first, holder, second = largest[gram]
+            total[len(gram) - 1] += count
+            correct[len(gram) - 1] += min(count, second if holder == index else first)
+        others = [length for length, number in by_length.items() if length != lengths[index] or number > 1]
+        # the closest reference length, the shorter of two as close (sacrebleu's rule)
+        reference_length = min(others, key=lambda length: (abs(length - lengths[index]), length))
+        score = BLEU.compute_bleu(correct, total, lengths[index], reference_length, smooth_method="exp", effective_order=True)
+        scores.append(score.score)
     return sum(scores) / len(scores)
 
 

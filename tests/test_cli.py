@@ -238,6 +238,7 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     assert "## Final metrics" in (tmp_path / "runs/quickstart/report/report.md").read_text()
     assert (tmp_path / "runs/quickstart/report/training.png").stat().st_size > 0
     assert len((tmp_path / "runs/synthetic-corpus/train.txt").read_text().splitlines()) == 200
+    assert len((tmp_path / "runs/synthetic-corpus/test.txt").read_text().splitlines()) == 100  # a tenth, at least 100
 
 
 def test_quickstart_ctrl_c_after_training_ends_quietly(tmp_path, monkeypatch, capsys):

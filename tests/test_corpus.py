@@ -18,6 +18,28 @@ def test_text_files_skip_and_count_blank_lines(tmp_path):
     assert "test" not in corpus.splits
 
 
+def test_text_files_are_read_as_the_datasets_text_loader_reads_them(tmp_path):
+    """The independent reference: ``datasets.load_dataset("text")``, which seqvae used for local
+    files before it read them itself. Line ends of every kind, a missing last line end, blank
+    and whitespace lines, a byte-order mark, form feeds and Unicode line separators inside lines."""
+    import datasets
+
+    texts = [
+        "\ufeffone two\r\nthree\rfour\n\n five \n",
+        "no last line end",
+        "a\x0cb\u2028c\x85d\n\r\n\r\r\ne\n\n",
+        "\n\n x \t\n",
+    ]
+    for index, text in enumerate(texts):
+        path = tmp_path / f"f{index}.txt"
+        path.write_bytes(text.encode("utf-8"))
+        reference = datasets.load_dataset("text", data_files={"train": str(path)}, keep_in_memory=True)["train"]["text"]
+        lines = [line.lstrip("\ufeff").strip() for line in reference]
+        corpus = load_text_files({"train": str(path)})
+        assert corpus.splits["train"] == [line for line in lines if line], text
+        assert corpus.blank_lines["train"] == sum(not line for line in lines), text
+
+
 def test_lowercase_option(tmp_path):
     (tmp_path / "t.txt").write_text("The Cat\n", encoding="utf-8")
     config = DataConfig(train=str(tmp_path / "t.txt"), valid=str(tmp_path / "t.txt"), lowercase=True)

@@ -199,7 +199,7 @@ def test_a_two_rank_run_stopped_by_sigterm_and_resumed_ends_bit_identical(tiny_c
         tiny_corpus,
         Path("run"),
         model={"embedding_dim": 64, "hidden_dim": 160, "dropout": 0.1},  # big enough that a step takes a while
-        train={"epochs": 4, "log_every": 1, "validation": "elbo", "checkpoint_every": 7},
+        train={"epochs": 2, "log_every": 1, "validation": "elbo", "checkpoint_every": 7},
     )
     config_path = _write_config(config, tmp_path / "config.toml")
     whole = [tmp_path / "whole-rank0", tmp_path / "whole-rank1"]
@@ -217,7 +217,7 @@ def test_a_two_rank_run_stopped_by_sigterm_and_resumed_ends_bit_identical(tiny_c
     assert "SIGTERM: training stopped at step" in results[0][2] and "--resume" in results[0][2]
     assert results[1][1] == "" and results[1][2] == ""  # rank 1 prints nothing
     stopped = torch.load(cut[0] / "run" / "checkpoints" / "last.pt", weights_only=False)
-    total = 4 * 19  # 300 sentences in batches of 16, four epochs
+    total = 2 * 19  # 300 sentences in batches of 16, two epochs
     assert 5 <= stopped["step"] < total and stopped["world_size"] == 2 and len(stopped["rng_ranks"]) == 2
 
     _train(2, config_path, [], cut, "--resume")

@@ -199,6 +199,29 @@ def test_self_bleu_is_100_for_identical_samples_and_low_for_different_ones():
     assert self_bleu(["the cat sat on the mat .", "a dog ran in a park today", "birds fly south every winter"]) < 10.0
 
 
+def test_self_bleu_equals_sacrebleus_sentence_bleu_of_each_sentence_against_the_others():
+    """The independent reference: sacrebleu's sentence BLEU, computed sentence by sentence, on
+    sets with repeated sentences, tied n-gram counts, equal lengths, empty and one-word sentences."""
+    import random
+
+    import sacrebleu
+
+    from seqvae.measures import self_bleu
+
+    generator = random.Random(0)
+    for _ in range(200):
+        words = "abcdefghij"[: generator.choice([2, 3, 10])]
+        sentences = [" ".join(generator.choice(words) for _ in range(generator.randint(0, 9))) for _ in range(generator.randint(2, 10))]
+        sentences += sentences[: generator.randint(0, 2)]  # repeats: an n-gram's largest count held twice
+        expected = [
+            sacrebleu.sentence_bleu(sentence, sentences[:i] + sentences[i + 1 :], tokenize="none").score
+            for i, sentence in enumerate(sentences)
+        ]
+        assert self_bleu(sentences) == pytest.approx(sum(expected) / len(expected), abs=1e-9), sentences
+    with pytest.raises(ValueError):
+        self_bleu(["only one"])
+
+
 def test_self_log_likelihood_per_token_matches_a_direct_computation():
     from seqvae.measures import self_log_likelihood_per_token
 

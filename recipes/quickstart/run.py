@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(CONFIG), help="config file (default: the LSTM/LSTM config.toml)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
-    parser.add_argument("--corpus-size", type=int, default=10000, help="training sentences to generate")
+    parser.add_argument("--corpus-size", type=int, default=10000, help="training sentences to generate (the validation and test sets: a tenth as many, 100 to 1,000)")
     args = parser.parse_args(argv)
     keep_freed_memory()  # long loops reuse freed memory instead of faulting in fresh pages
     try:
@@ -78,10 +78,12 @@ def _load(args):
 
 
 def write_quickstart_corpus(config, *, corpus_size: int = 10000) -> None:
-    """The embedded corpus where the config's data paths point, unless it is already there."""
+    """The embedded corpus where the config's data paths point, unless it is already there: ``corpus_size``
+    training sentences, and a tenth as many (at least 100, at most 1,000) for each of validation and test."""
     corpus_dir = Path(config.data.train).parent
     if not all(Path(path).is_file() for path in (config.data.train, config.data.valid, config.data.test)):
-        sizes = {"train": corpus_size, "valid": 1000, "test": 1000}
+        held_out = min(1000, max(100, corpus_size // 10))
+        sizes = {"train": corpus_size, "valid": held_out, "test": held_out}
         write_corpus(corpus_dir, seed=0, sizes=sizes)
         print(f"wrote the embedded corpus to {corpus_dir} ({sizes['train']} training sentences)")
 
