@@ -19,8 +19,12 @@ from seqvae.config import Config, config_from_dict, config_to_dict
 from seqvae.data.synthetic import write_corpus
 
 THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
-"""torch threads of a test process, and of the tests' runs (run.threads)."""
+"""torch threads of a test process, of the tests' runs (run.threads), and of the processes the
+tests start (OMP_NUM_THREADS, which they inherit): a command whose run chooses its threads itself
+(the README walk's, the quickstart recipe's) would otherwise take both cores beside the other
+test process, and two processes of two threads each on two cores run several times slower."""
 torch.set_num_threads(THREADS)
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 LONGEST_FIRST = (
     "test_readme.py::test_every_readme_example_runs_as_written_in_order",

@@ -13,7 +13,7 @@ import pytest
 from seqvae.cli import main
 from seqvae.config import config_to_toml
 
-from conftest import tiny_config
+from conftest import THREADS, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -214,7 +214,7 @@ def test_corpus_writes_files_and_refuses_to_overwrite(tmp_path, capsys):
 
 
 def _run(args, cwd, timeout=600):
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS)}
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
