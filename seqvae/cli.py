@@ -197,7 +197,7 @@ def _command_sample(args: argparse.Namespace) -> int:
             "every time; --strategy sample draws different ones",
             file=sys.stderr,
         )
-    generated = run.generate(run.prior(args.num_samples, seed=args.seed), decoding=decoding, seed=args.seed)
+    generated = run.generate(run.prior(args.num_samples, seed=args.seed, prior=args.prior), decoding=decoding, seed=args.seed)
     for item in generated:
         print(f"{item.log_prob_per_token:8.3f}  {item.text}")
     if output is not None:
@@ -246,18 +246,51 @@ def _command_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _integers(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}': expected comma-separated integers, e.g. 1,4,16") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}': expected positive integers, e.g. 1,4,16")
+    return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    values = tuple(item.strip() for item in text.split(",") if item.strip())
+    if not values or not set(values) <= {"diagonal", "full"}:
+        raise argparse.ArgumentTypeError(f"'{text}': expected diagonal, full or diagonal,full")
+    return values
+
+
+def _command_prior(args: argparse.Namespace) -> int:
+    run = _load_run(args)
+    mixture = run.fit_prior(components=args.components, covariance=args.covariance, codes=args.codes, seed=args.seed, progress=True)
+    fit = mixture.fit
+    print(f"mean log-density of the validation set's codes ({fit['codes']}s), nats per code:")
+    print(f"  {'N(0, I)':<24} {fit['standard_normal_valid_log_likelihood']:10.3f}")
+    for candidate in fit["candidates"]:
+        chosen = "  <- kept" if (candidate["components"], candidate["covariance"]) == (mixture.components, mixture.covariance) else ""
+        name = f"{candidate['components']} x {candidate['covariance']}"
+        print(f"  {name:<24} {candidate['valid_log_likelihood']:10.3f}{chosen}")
+    from seqvae.fitted_prior import PRIOR_FILE
+
+    print(f"saved to {run.run_dir / PRIOR_FILE}; sample from it with: seqvae sample {args.run_dir} --prior fitted")
+    return 0
+
+
 def _command_interpolate(args: argparse.Namespace) -> int:
 
     if args.steps < 2:
         raise SeqVAEError(f"--steps {args.steps}: an interpolation needs at least 2 steps")
-    if args.prior == bool(args.sentences):
+    if bool(args.prior) == bool(args.sentences):
         raise SeqVAEError("give two sentences A B, or --prior for two prior samples (one of the two)")
     if args.sentences and len(args.sentences) != 2:
         raise SeqVAEError(f"give exactly two sentences to interpolate between, not {len(args.sentences)}")
     decoding = _decoding(args)
     run = _load_run(args)
     if args.prior:
-        start, end = run.prior(2, seed=args.seed)
+        start, end = run.prior(2, seed=args.seed, prior=None if args.prior == "default" else args.prior)
         path = run.interpolate_codes(start, end, steps=args.steps, path=args.path, decoding=decoding)
     else:
         _note_input(run, args.sentences)
@@ -400,8 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--seed", type=int, default=0, help=seed_help)
 
-    sample = commands.add_parser("sample", help="decode sentences from prior samples z ~ N(0, I)")
+    sample = commands.add_parser("sample", help="decode sentences from prior samples (N(0, I) or the fitted prior)")
     run_arguments(sample)
+    sample.add_argument(
+        "--prior", choices=("standard", "fitted"), default=None,
+        help="draw z from N(0, I) or from the run's fitted prior (seqvae prior); default: the config's prior.default",
+    )
     sample.add_argument("-n", "--num-samples", type=int, default=10)
     sample.add_argument("--output", help="also write the samples as JSON lines (text, tokens, log_prob_per_token)")
     sample.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
@@ -426,11 +463,25 @@ def build_parser() -> argparse.ArgumentParser:
     interpolate = commands.add_parser("interpolate", help="decode a path between two sentences' codes or two prior samples")
     run_arguments(interpolate)
     interpolate.add_argument("sentences", nargs="*", metavar="A B", help="the two sentences (or --prior)")
-    interpolate.add_argument("--prior", action="store_true", help="between two prior samples z ~ N(0, I) (--seed)")
+    interpolate.add_argument(
+        "--prior", nargs="?", const="default", choices=("default", "standard", "fitted"), default=None,
+        help="between two prior samples (--seed): from N(0, I) (standard), the fitted prior (fitted), or without a "
+        "value the config's prior.default",
+    )
     interpolate.add_argument("--steps", type=int, default=5)
     interpolate.add_argument("--path", choices=("linear", "slerp"), default="linear")
     decoding_arguments(interpolate, seed_help="seed of the prior samples and of sampling")
     interpolate.set_defaults(handler=_command_interpolate)
+
+    prior = commands.add_parser(
+        "prior", help="fit a Gaussian mixture to the training set's codes, to sample from (RUN/prior.json)"
+    )
+    run_arguments(prior)
+    prior.add_argument("--components", type=_integers, default=None, help="numbers of components tried, e.g. 1,4,16 (default: prior.components)")
+    prior.add_argument("--covariance", type=_names, default=None, help="covariances tried: diagonal,full (default: prior.covariance)")
+    prior.add_argument("--codes", choices=("mean", "sample"), default=None, help="fit posterior means or one sample each (default: prior.codes)")
+    prior.add_argument("--seed", type=int, default=0, help="seed of the k-means++ seeding (and of the samples with --codes sample)")
+    prior.set_defaults(handler=_command_prior)
 
     attribute = commands.add_parser("attribute", help="add an attribute vector to sentences' codes and decode")
     run_arguments(attribute)

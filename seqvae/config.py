@@ -1,7 +1,7 @@
 """Typed run configuration: frozen dataclasses per section, loaded from TOML with dotted overrides.
 
 A config file has the sections ``[run]``, ``[data]``, ``[tokenizer]``, ``[model]``,
-``[objective]``, ``[annealing]`` and ``[train]``; every key is a field below with a default, so a
+``[objective]``, ``[annealing]``, ``[train]`` and ``[prior]``; every key is a field below with a default, so a
 file names only what differs. ``load_config(path, ["model.latent_dim=32"])`` applies command-line
 overrides after the file. An unknown section or key, a value of the wrong type, or a name outside
 a field's choices raises :class:`~seqvae.errors.SeqVAEError` naming the valid choices.
@@ -316,6 +316,29 @@ class TrainConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PriorConfig:
+    """The density codes are drawn from for sampling and prior interpolation (seqvae.fitted_prior):
+    N(0, I), or a Gaussian mixture fitted after training to the training set's codes."""
+
+    fit: bool = True
+    """After training, fit the mixture to the best checkpoint's codes (``RUN/prior.json``); for
+    any run, ``seqvae prior RUN`` fits it on demand."""
+    default: str = "standard"
+    """The prior that ``seqvae sample``, ``interpolate --prior`` and ``Run.sample`` draw from
+    unless told: ``standard`` (N(0, I)) or ``fitted``."""
+    components: tuple[int, ...] = (1, 4, 16)
+    """Numbers of mixture components tried; the candidate with the best mean log-likelihood of the
+    validation set's codes is kept."""
+    covariance: tuple[str, ...] = ("diagonal", "full")
+    """Covariances tried for every number of components."""
+    codes: str = "sample"
+    """What is fitted: one ``sample`` z ~ q(z|x) per training sentence (the mixture then estimates
+    the aggregate posterior q(z), the prior that fits the encoder best), or each sentence's
+    posterior ``mean`` (Ghosh et al. 2020's deterministic autoencoders). Means lie closer together
+    than samples; a density fitted to them gives a poor bound where posteriors are wide."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """The whole resolved configuration of a run."""
 
@@ -326,6 +349,7 @@ class Config:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     annealing: AnnealingConfig = field(default_factory=AnnealingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -352,6 +376,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.best_metric": ("elbo", "rec"),
     "train.validation": ("full", "elbo"),
     "train.init_parts": ("encoder", "posterior", "decoder"),
+    "prior.default": ("standard", "fitted"),
+    "prior.covariance": ("diagonal", "full"),
+    "prior.codes": ("mean", "sample"),
 }
 """Names a string field (or each item of a tuple field) may take."""
 
@@ -465,6 +492,8 @@ def _check_ranges(config: Config) -> None:
         ("annealing.cycle_ratio", 0.0 < config.annealing.cycle_ratio <= 1.0),
         ("run.threads", config.run.threads >= 0),
         ("train.epochs", config.train.epochs >= 1),
+        ("prior.components", _increasing(config.prior.components)),
+        ("prior.covariance", len(config.prior.covariance) >= 1),
         ("train.max_steps", config.train.max_steps >= 0),
         ("train.lr_decay_start", config.train.lr_decay_start >= 0),
         ("train.stop_after_decays", config.train.stop_after_decays >= 0),

@@ -51,20 +51,44 @@ def importance_weighted_log_likelihood(
     a chunk holds at most ``chunk_size`` samples (default: as many as fit) and at most
     ``scores_per_call`` output-layer scores, so memory is bounded whatever K, B, the sentence
     length and the vocabulary. The repeated inputs, targets and mask are built once."""
+    return importance_weighted_log_likelihoods(
+        model, batch, (standard_normal_log_prob,), num_samples=num_samples, chunk_size=chunk_size,
+        scores_per_call=scores_per_call, generator=generator,
+    )[0]
+
+
+@torch.no_grad()
+def importance_weighted_log_likelihoods(
+    model,
+    batch: Batch,
+    priors,
+    *,
+    num_samples: int = 500,
+    chunk_size: int | None = None,
+    scores_per_call: int = SCORES_PER_CALL,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The importance-weighted bound of :func:`importance_weighted_log_likelihood` under each of
+    several priors p_j(z) of the same decoder, (J, B): logsumexp_k [log p(x|z_k) + log p_j(z_k) -
+    log q(z_k|x)] - log K. Every prior's bound uses the same draws z_k ~ q(z|x) and the same decoder
+    scores log p(x|z_k), so a second prior (a density fitted after training, seqvae.fitted_prior)
+    costs only its log-density; each is a valid bound for the model with that prior. ``priors``:
+    functions from codes (..., Z) to log-densities (...)."""
     posterior = model.encode(batch)
     rows = batch.inputs.shape[0]
     per_sample = batch.inputs.numel() * model.decoder.output.scores_per_position
     chunk = max(1, min(num_samples, scores_per_call // per_sample, chunk_size or num_samples))
     z, log_q = posterior.sample_with_log_prob(num_samples, generator)  # (K, B, Z), (K, B): with a flow,
-    log_weights = standard_normal_log_prob(z) - log_q  # each sample's own log q, no inverse needed
+    log_likelihood = torch.zeros_like(log_q)  # each sample's own log q, no inverse needed
     inputs, targets, mask = (part.repeat(chunk, 1) for part in (batch.inputs, batch.targets, batch.mask))
     for start in range(0, num_samples, chunk):
         count = min(chunk, num_samples - start)
         used = count * rows  # the first rows of the repeats hold ``count`` copies of the batch
         flat = z[start : start + count].reshape(used, -1)  # (count * B, Z)
         nll = model.decoder.sequence_nll(inputs[:used], flat, targets[:used], mask[:used])
-        log_weights[start : start + count] -= nll.view(count, rows)
-    return torch.logsumexp(log_weights, dim=0) - math.log(num_samples)
+        log_likelihood[start : start + count] = -nll.view(count, rows)
+    bounds = [torch.logsumexp(prior(z).to(log_q.dtype) - log_q + log_likelihood, dim=0) - math.log(num_samples) for prior in priors]
+    return torch.stack(bounds)
 
 
 @torch.no_grad()
@@ -305,3 +329,26 @@ def diagnose(
             f"information overload: KL {kl:.2f} nats > {overload_factor:g} x the free-bits target {free_bits_target:g}"
         )
     return warnings
+
+
+def homotopy_endpoint_bleu(decoded_paths: list[list[str]], pairs: list[tuple[str, str]]) -> float:
+    """Endpoint fidelity of homotopies (Bowman et al. 2016; the notes, section 3.3: a path between
+    two sentences should join them): corpus BLEU of the decodes at t = 0 and t = 1 of every path
+    against the two sentences it was drawn between, 2P hypotheses with one reference each."""
+    hypotheses = [path[0] for path in decoded_paths] + [path[-1] for path in decoded_paths]
+    references = [first for first, _ in pairs] + [second for _, second in pairs]
+    return corpus_bleu(hypotheses, references)
+
+
+def homotopy_falling_share(decoded_paths: list[list[str]], pairs: list[tuple[str, str]]) -> float:
+    """Smoothness of homotopies: along a path from x0 to x1 the decodes should come ever closer to
+    x1. The share of the P x (steps - 1) steps t_i -> t_i+1 at which the sentence BLEU of the decode
+    to x1 (sacrebleu's, exponential smoothing) falls; 0 for paths that only rise or stay."""
+    import sacrebleu
+
+    falls = steps = 0
+    for path, (_, second) in zip(decoded_paths, pairs):
+        scores = [sacrebleu.sentence_bleu(sentence, [second], tokenize="none").score for sentence in path]
+        falls += sum(after < before for before, after in zip(scores, scores[1:]))
+        steps += len(scores) - 1
+    return falls / steps if steps else 0.0

@@ -27,8 +27,9 @@ from seqvae.errors import SeqVAEError
 from seqvae.data.synthetic import labels_path, read_labels
 from seqvae.evaluation import evaluate_split, free_bits_target, latent_probe
 from seqvae.files import atomic_write_with
+from seqvae.fitted_prior import PRIOR_FILE, GaussianMixture, StandardNormal, choose_mixture, load_prior, save_prior
 from seqvae.generation import PATHS, Decoding, decode, ended, sample_prior
-from seqvae.measures import self_log_likelihood_per_token
+from seqvae.measures import homotopy_endpoint_bleu, homotopy_falling_share, self_log_likelihood_per_token
 from seqvae.models.posterior import DiagonalGaussian, FlowPosterior
 from seqvae.models.vae import SeqVAE
 from seqvae.progress import progress_bar
@@ -120,15 +121,101 @@ class Run:
         """Sentences decoded from codes z (N, Z); greedy unless ``decoding`` says otherwise."""
         return [g.text for g in self.generate(z, decoding=self._decoding(decoding, max_length), seed=seed)]
 
-    def prior(self, num_samples: int, *, seed: int = 0) -> torch.Tensor:
-        """z ~ N(0, I), (N, Z), from a generator seeded with ``seed``."""
-        return sample_prior(num_samples, self.model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    def prior(self, num_samples: int, *, seed: int = 0, prior: str | None = None) -> torch.Tensor:
+        """Codes (N, Z) from a generator seeded with ``seed``, drawn from ``prior``: ``standard``
+        (z ~ N(0, I)) or ``fitted`` (the run's fitted prior, :meth:`fit_prior`); by default the
+        config's ``prior.default``."""
+        generator = torch.Generator().manual_seed(seed)
+        density = self.prior_density(prior)
+        if isinstance(density, StandardNormal):  # a language model's codes: (N, 0)
+            return sample_prior(num_samples, self.model.latent_dim, generator=generator)
+        return density.sample(num_samples, generator)
+
+    def prior_density(self, prior: str | None = None) -> StandardNormal | GaussianMixture:
+        """The density ``prior`` names (default: the config's ``prior.default``): N(0, I), or the
+        run's fitted prior, which must have been fitted to the checkpoint this run loaded."""
+        name = prior or self.config.prior.default
+        if name not in ("standard", "fitted"):
+            raise SeqVAEError(f"prior '{name}': choose standard or fitted")
+        if name == "standard":
+            return StandardNormal(self.model.latent_dim)
+        self._needs_z("draw codes for")
+        mixture = load_prior(self.run_dir)
+        fitted_to = mixture.fit.get("checkpoint", {})
+        if self.checkpoint is not None and (fitted_to.get("file"), fitted_to.get("step")) != (self.checkpoint.path.name, self.checkpoint.step):
+            raise SeqVAEError(
+                f"{self.run_dir / PRIOR_FILE}: fitted to {fitted_to.get('file')} at step {fitted_to.get('step')}, but "
+                f"{self.checkpoint.path.name} is at step {self.checkpoint.step}; fit it again with: seqvae prior {self.run_dir}"
+                + ("" if self.checkpoint.path.name == "best.pt" else f" --checkpoint {self.checkpoint.path.stem}")
+            )
+        if mixture.dim != self.model.latent_dim:
+            raise SeqVAEError(f"{self.run_dir / PRIOR_FILE}: {mixture.dim} dimensions, the model has {self.model.latent_dim}")
+        return mixture
+
+    def has_fitted_prior(self) -> bool:
+        """Whether the run holds a fitted prior for the checkpoint it loaded."""
+        try:
+            self.prior_density("fitted")
+        except SeqVAEError:
+            return False
+        return True
+
+    def fit_prior(
+        self,
+        *,
+        components: tuple[int, ...] | None = None,
+        covariance: tuple[str, ...] | None = None,
+        codes: str | None = None,
+        seed: int = 0,
+        save: bool = True,
+        progress: bool = False,
+    ) -> GaussianMixture:
+        """Fit the ex-post prior (seqvae.fitted_prior): a Gaussian mixture on the codes of the
+        training set, each candidate of ``components`` x ``covariance`` (default: the config's
+        ``[prior]``) fitted by EM and the best on the validation set's codes kept; saved as
+        ``RUN/prior.json`` unless ``save`` is false. ``codes``: ``mean`` (posterior means) or
+        ``sample`` (one z ~ q(z|x) per sentence)."""
+        self._needs_z("fit a prior to")
+        settings = self.config.prior
+        codes = codes or settings.codes
+        if codes not in ("mean", "sample"):
+            raise SeqVAEError(f"codes '{codes}': choose mean or sample")
+        corpus = load_corpus(self.config.data)
+
+        def codes_of(sentences: list[str], offset: int) -> torch.Tensor:
+            if codes == "mean":
+                return self.posterior_means(sentences, progress=progress).cpu()
+            generator = torch.Generator(device=self.device).manual_seed(seed * 2 + offset)
+            return torch.cat([
+                self.encode(sentences[start : start + CODE_CHUNK]).rsample(generator).cpu()
+                for start in range(0, len(sentences), CODE_CHUNK)
+            ])
+
+        with torch.no_grad():
+            train_codes, valid_codes = codes_of(corpus.splits["train"], 0), codes_of(corpus.splits["valid"], 1)
+        mixture = choose_mixture(
+            train_codes, valid_codes, components=components or settings.components,
+            covariances=covariance or settings.covariance, seed=seed,
+        )
+        mixture.fit.update(codes=codes, seed=seed)
+        if self.checkpoint is not None:
+            mixture.fit["checkpoint"] = {"file": self.checkpoint.path.name, "step": self.checkpoint.step}
+        if save:
+            save_prior(mixture, self.run_dir)
+        return mixture
 
     def sample(
-        self, num_samples: int, *, seed: int = 0, decoding: Decoding | None = None, max_length: int | None = None
+        self,
+        num_samples: int,
+        *,
+        seed: int = 0,
+        decoding: Decoding | None = None,
+        max_length: int | None = None,
+        prior: str | None = None,
     ) -> list[str]:
-        """Decode z ~ N(0, I): sentences from the prior (``seed`` draws z and drives sampling)."""
-        return self.decode(self.prior(num_samples, seed=seed), decoding=decoding, seed=seed, max_length=max_length)
+        """Decode codes from the prior (``prior``: standard or fitted, default the config's
+        ``prior.default``): sentences from the prior (``seed`` draws z and drives sampling)."""
+        return self.decode(self.prior(num_samples, seed=seed, prior=prior), decoding=decoding, seed=seed, max_length=max_length)
 
     def reconstruct(
         self,
@@ -176,6 +263,35 @@ class Run:
         ``linear`` or ``slerp`` (White 2016) path between their posterior means, t from 0 to 1."""
         means = self.encode([first, second]).mean
         return self.interpolate_codes(means[0], means[1], steps=steps, path=path, decoding=decoding, max_length=max_length)
+
+    def homotopies(
+        self, sentences: list[str], *, pairs: int = 50, steps: int = 7, path: str = "linear", seed: int = 0
+    ) -> dict[str, Any]:
+        """Homotopy measures over ``pairs`` random pairs of ``sentences`` (drawn from ``seed``):
+        each pair's path of ``steps`` points between the posterior means, greedily decoded, and
+        :func:`~seqvae.measures.homotopy_endpoint_bleu` (do the ends decode to the two sentences?)
+        and :func:`~seqvae.measures.homotopy_falling_share` (does BLEU to the second sentence fall
+        along the way?). The sentences are compared in the tokenizer's form (unknown words as
+        <unk>), as reconstruction BLEU compares them."""
+        self._needs_z("interpolate between")
+        if len(sentences) < 2 or pairs < 1 or steps < 2:
+            raise SeqVAEError("homotopies need at least two sentences, one pair and two steps")
+        generator = torch.Generator().manual_seed(seed)
+        chosen = [torch.randperm(len(sentences), generator=generator)[:2].tolist() for _ in range(pairs)]
+        texts = [(sentences[i], sentences[j]) for i, j in chosen]
+        means = self.encode([sentence for pair in texts for sentence in pair]).mean.view(pairs, 2, -1)
+        codes = torch.cat([PATHS[path](first, second, steps)[1] for first, second in means])  # (P * steps, Z)
+        decoded = self.decode(codes)
+        paths = [decoded[index * steps : (index + 1) * steps] for index in range(pairs)]
+        limit = max_tokens(self.config)
+        known = [tuple(self.tokenizer.decode(self.tokenizer.encode(s)[: limit or None]) for s in pair) for pair in texts]
+        return {
+            "homotopy_endpoint_bleu": homotopy_endpoint_bleu(paths, known),
+            "homotopy_falling_share": homotopy_falling_share(paths, known),
+            "homotopy_pairs": pairs,
+            "homotopy_steps": steps,
+            "homotopy_path": path,
+        }
 
     def posterior_means(self, sentences: list[str], *, cache: bool = False, progress: bool = False) -> torch.Tensor:
         """The posterior means of ``sentences``, (N, Z). With ``cache`` they are kept in
@@ -240,8 +356,14 @@ class Run:
         prior_samples: int = 100,
         progress: bool = False,
         world=None,
+        fitted_prior: bool | None = None,
+        homotopy_pairs: int = 50,
     ) -> dict[str, Any]:
         """Every measure of :func:`seqvae.evaluation.evaluate_split` on a split of the run's corpus.
+
+        ``fitted_prior``: also the IW bound and the prior-sample measures under the run's fitted
+        prior (``*_fitted``); by default when the run holds one for this checkpoint.
+        ``homotopy_pairs``: pairs of the split's sentences for :meth:`homotopies` (0 skips them).
 
         ``world`` (a :class:`seqvae.distributed.World` of several torchrun ranks, every rank
         calling): the ranks share the batches, and the figures are one process's; with a flow
@@ -253,6 +375,9 @@ class Run:
         batches = list(data.batches(split, batch_size or self.config.train.eval_batch_size))
         parallel = world is not None and world.parallel
         shared = parallel and (self.model.is_language_model or self.model.posterior.flow is None)
+        if fitted_prior is None:
+            fitted_prior = not self.model.is_language_model and self.has_fitted_prior()
+        density = self.prior_density("fitted") if fitted_prior else None
 
         def measure():
             return evaluate_split(
@@ -267,11 +392,14 @@ class Run:
                 progress=progress,
                 words=data.splits[split].words,
                 world=world if shared else None,
+                fitted_prior=density,
             )
 
         result = world.broadcast(measure() if world.main else None) if parallel and not shared else measure()
         result["truncated"] = data.splits[split].truncated
         result["dropped"] = data.splits[split].dropped
+        if homotopy_pairs and not self.model.is_language_model and len(corpus.splits[split]) >= 2:
+            result.update(self.homotopies(corpus.splits[split], pairs=homotopy_pairs, seed=seed))
         labels = None if self.model.is_language_model else self.labels(split, len(corpus.splits[split]))
         if labels is not None:
             result.update(latent_probe(self.encode(corpus.splits[split]).mean, labels, seed=seed))

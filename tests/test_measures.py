@@ -290,3 +290,22 @@ def test_a_decode_cut_before_eos_is_scored_on_its_words_alone():
             targets = tokens + [3] if done else tokens  # <eos> only where the decode produced it
             total = sum(float(log_probs[0, i, t]) for i, t in enumerate(targets))
             assert float(scores[row]) == pytest.approx(total / len(targets), rel=1e-5)
+
+
+def test_homotopy_endpoint_bleu_and_falling_share_on_constructed_paths():
+    import sacrebleu
+
+    from seqvae.measures import homotopy_endpoint_bleu, homotopy_falling_share
+
+    pairs = [("a b c d e", "v w x y z"), ("the cat sat on the mat", "a dog ran in the park")]
+    exact = [["a b c d e", "a b c y z", "v w x y z"], ["the cat sat on the mat", "the dog sat in the park", "a dog ran in the park"]]
+    assert homotopy_endpoint_bleu(exact, pairs) == pytest.approx(100.0)
+    assert homotopy_falling_share(exact, pairs) == 0.0  # BLEU to x1 rises at every step
+    wrong_ends = [["q r s t u", "a b c y z", "q r s t u"], ["q r s t u", "q r s t u", "q r s t u"]]
+    assert homotopy_endpoint_bleu(wrong_ends, pairs) == pytest.approx(0.0)
+    # one step of four falls: the first path goes back to an unrelated sentence at its end
+    detour = [["a b c d e", "v w x y z", "a b c d e"], exact[1]]
+    assert homotopy_falling_share(detour, pairs) == pytest.approx(1 / 4)
+    expected = sacrebleu.corpus_bleu(["a b c d e", "the cat sat on the mat", "a b c d e", "a dog ran in the park"],
+                                     [[first for first, _ in pairs] + [second for _, second in pairs]], tokenize="none").score
+    assert homotopy_endpoint_bleu(detour, pairs) == pytest.approx(expected)

@@ -16,7 +16,8 @@ from seqvae.measures import (
     corpus_bleu,
     diagnose,
     distinct_n,
-    importance_weighted_log_likelihood,
+    importance_weighted_log_likelihoods,
+    standard_normal_log_prob,
     inputless_nll,
     linear_probe_accuracy,
     mutual_information,
@@ -48,6 +49,7 @@ def evaluate_split(
     progress: bool = False,
     words: int | None = None,
     world=None,
+    fitted_prior=None,
 ) -> dict[str, Any]:
     """Every measure of a set, by the definitions of ../shared/METRICS.md:
 
@@ -69,6 +71,10 @@ def evaluate_split(
       ``prior_samples`` sentences greedily decoded from z ~ N(0, I) (the notes, section 3.3)
     - mean_posterior_std and ``warnings``: the collapse / overload diagnostics of
       :func:`seqvae.measures.diagnose`, with the figures that triggered them
+    - with ``fitted_prior`` (a density r(z) fitted after training, seqvae.fitted_prior):
+      nll_iw_fitted and ppl_iw_fitted, the IW bound of the same decoder with r(z) as its prior,
+      from the same draws and decoder scores as nll_iw; and the prior-sample measures of
+      ``prior_samples`` codes drawn from r(z), named fitted_prior_distinct_1 and so on
 
     A language model (``latent_dim = 0``) gets its exact ``nll`` and ``ppl``, the teacher-forced
     and free-running NLL, and the names of the measures that need z listed under ``absent``.
@@ -107,10 +113,13 @@ def evaluate_split(
             sums["rec"] = float(rec.sum())
             sums["kl"] = float(kl.sum())
             if iw_samples:
-                log_likelihood = importance_weighted_log_likelihood(
-                    model, batch, num_samples=iw_samples, generator=iw_generator
+                priors = (standard_normal_log_prob,) if fitted_prior is None else (standard_normal_log_prob, fitted_prior.log_prob)
+                log_likelihood = importance_weighted_log_likelihoods(
+                    model, batch, priors, num_samples=iw_samples, generator=iw_generator
                 )
-                sums["iw"] = -float(log_likelihood.sum())
+                sums["iw"] = -float(log_likelihood[0].sum())
+                if fitted_prior is not None:
+                    sums["iw_fitted"] = -float(log_likelihood[1].sum())
             # one greedy pass gives the free-running NLL and the decodes BLEU compares
             teacher, free, decoded = teacher_forced_and_free_running_nll(
                 model.decoder, batch, posterior.mean, decode_length=int(batch.lengths.max()) + RECONSTRUCTION_SLACK
@@ -130,7 +139,7 @@ def evaluate_split(
             ))
     finally:
         model.train(was_training)
-    totals = {"rec": 0.0, "kl": 0.0, "iw": 0.0, "tf": 0.0, "fr": 0.0, "inputless": 0.0}
+    totals = {"rec": 0.0, "kl": 0.0, "iw": 0.0, "iw_fitted": 0.0, "tf": 0.0, "fr": 0.0, "inputless": 0.0}
     kl_per_dimension = torch.zeros(model.latent_dim)
     sentences = tokens = counted_words = 0
     posteriors, hypotheses, references = [], [], []
@@ -154,6 +163,8 @@ def evaluate_split(
     }
     if iw_samples:
         result.update(nll_iw=totals["iw"] / sentences, ppl_iw=perplexity(totals["iw"], tokens), iw_samples=iw_samples)
+        if fitted_prior is not None:
+            result.update(nll_iw_fitted=totals["iw_fitted"] / sentences, ppl_iw_fitted=perplexity(totals["iw_fitted"], tokens))
     if getattr(tokenizer, "kind", "word") != "word":
         words = words or counted_words
         result["ppl_elbo_per_word"] = perplexity(totals["rec"] + totals["kl"], words)
@@ -184,6 +195,10 @@ def evaluate_split(
     bar.set_description("prior samples")
     if prior_samples:
         result.update(_prior_sample_measures(model, tokenizer, prior_samples, prior_generator))
+        if fitted_prior is not None:
+            fitted = _prior_sample_measures(model, tokenizer, prior_samples, prior_generator, fitted_prior)
+            result.update({f"fitted_{key}": value for key, value in fitted.items()})
+            result["fitted_prior"] = f"{fitted_prior.components} components, {fitted_prior.covariance} covariance"
     bar.update(1)
     bar.close()
     result["mean_posterior_std"] = float(aggregate.base.std.mean())
@@ -199,12 +214,15 @@ def evaluate_split(
 
 
 @torch.no_grad()
-def _prior_sample_measures(model: SeqVAE, tokenizer, count: int, generator: torch.Generator) -> dict[str, float]:
+def _prior_sample_measures(model: SeqVAE, tokenizer, count: int, generator: torch.Generator, density=None) -> dict[str, float]:
+    """Distinct-n, self-BLEU and log p(x|z) per token of greedy decodes of ``count`` codes drawn
+    from N(0, I), or from ``density`` (a fitted prior)."""
     was_training = model.training
     model.eval()
     try:
         device = next(model.parameters()).device
-        z = sample_prior(count, model.latent_dim, generator=generator).to(device)
+        z = sample_prior(count, model.latent_dim, generator=generator) if density is None else density.sample(count, generator)
+        z = z.to(device)
         ids = greedy_decode(model.decoder, z, max_length=PRIOR_SAMPLE_LENGTH)
         sentences = [tokenizer.decode(row) for row in ids]
         done = ended(model.decoder, ids, PRIOR_SAMPLE_LENGTH)

@@ -24,6 +24,11 @@ RESUMABLE_CHANGES = {
     ("run", "device"),
     ("run", "threads"),
     ("run", "distributed_backend"),
+    ("prior", "fit"),
+    ("prior", "default"),
+    ("prior", "components"),
+    ("prior", "covariance"),
+    ("prior", "codes"),
 }
 """Config keys a resumed run may change: how long to train, and where and how the steps run
 (``run.dir`` too: a run directory that was moved or copied resumes where it now is, and its saved

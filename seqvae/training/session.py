@@ -98,6 +98,9 @@ def _sitting(config: Config, *, resume: bool, overwrite: bool, progress: bool, e
     with stop_on_signals(trainer.stops):
         run_loop(trainer)
     state = trainer.state
+    finished = state.epoch >= config.train.epochs or trainer.plateau.done()
+    if finished and config.prior.fit and config.model.latent_dim > 0 and world.main:
+        _fit_prior(trainer.run_dir, device, say)
     return TrainResult(
         run_dir=trainer.run_dir,
         step=state.step,
@@ -107,7 +110,7 @@ def _sitting(config: Config, *, resume: bool, overwrite: bool, progress: bool, e
         data=data.summary,
         resumed_from_step=resumed_from,
         seconds=time.perf_counter() - started,
-        finished=state.epoch >= config.train.epochs or trainer.plateau.done(),
+        finished=finished,
         train_seconds=state.seconds(),
     )
 
@@ -123,6 +126,26 @@ def _with_threads(config: Config, *, resume: bool, overwrite: bool, world: World
             saved_threads = load_config(run_dir / CONFIG_FILE).run.threads if resume else 0
     threads = config.run.threads or world.broadcast(saved_threads)
     return dataclasses.replace(config, run=dataclasses.replace(config.run, threads=use_threads(threads)))
+
+
+def _fit_prior(run_dir: Path, device: torch.device, say) -> None:
+    """The ex-post prior of the finished run (seqvae.fitted_prior), fitted to its best
+    checkpoint's codes (prior.fit)."""
+    from seqvae.runs import load_run
+
+    started = time.perf_counter()
+    mixture = load_run(run_dir, device=str(device)).fit_prior()
+    say(
+        f"fitted prior: {mixture.components} x {mixture.covariance} Gaussian mixture on the training codes "
+        f"(validation codes: {_kept(mixture):.3f} "
+        f"nats against {mixture.fit['standard_normal_valid_log_likelihood']:.3f} under N(0, I); "
+        f"{time.perf_counter() - started:.1f} s) -> {run_dir / 'prior.json'}"
+    )
+
+
+def _kept(mixture) -> float:
+    return next(c["valid_log_likelihood"] for c in mixture.fit["candidates"]
+                if (c["components"], c["covariance"]) == (mixture.components, mixture.covariance))
 
 
 def _prepare(config: Config, *, resume: bool, world: World, say) -> PreparedData:
