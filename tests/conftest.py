@@ -28,12 +28,14 @@ os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 LONGEST_FIRST = (
     "test_readme.py::test_every_readme_example_runs_as_written_in_order",
-    "test_readme.py::test_every_readme_example_with_a_run_of_its_own",
     "test_attributes.py",
+    "test_readme.py::test_every_readme_example_with_a_run_of_its_own",
     "test_distributed.py",
 )
 """Tests that take longest, started first so that no worker is left with one of them at the end
-(measured with ``--durations``: the README walk was a third of the suite)."""
+(measured with ``--durations``: the README walk was a third of the suite). pytest-xdist hands
+each worker its first tests as a run of consecutive ones, two with ``--maxschedchunk=2``
+(pyproject.toml), so the two README chains are not neighbours: each worker starts one."""
 
 
 def pytest_collection_modifyitems(config, items):
