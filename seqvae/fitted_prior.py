@@ -266,3 +266,39 @@ def load_prior(run_dir: str | Path) -> GaussianMixture:
         return GaussianMixture.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, KeyError, TypeError) as error:
         raise SeqVAEError(f"{path}: not a fitted prior ({error}); fit it again with: seqvae prior {run_dir}") from None
+
+
+def fit_to_run(run, *, components=None, covariance=None, codes=None, seed: int = 0, save: bool = True, progress: bool = False) -> GaussianMixture:
+    """:meth:`seqvae.runs.Run.fit_prior`: the mixture chosen for a run's training and validation
+    codes (its config's ``[prior]`` unless given), saved as ``RUN/prior.json`` unless ``save`` is false."""
+    from seqvae.data.corpus import load_corpus
+    from seqvae.runs import CODE_CHUNK
+
+    run._needs_z("fit a prior to")
+    settings = run.config.prior
+    codes = codes or settings.codes
+    if codes not in ("mean", "sample"):
+        raise SeqVAEError(f"codes '{codes}': choose mean or sample")
+    corpus = load_corpus(run.config.data)
+
+    def codes_of(sentences: list[str], offset: int) -> torch.Tensor:
+        if codes == "mean":
+            return run.posterior_means(sentences, progress=progress).cpu()
+        generator = torch.Generator(device=run.device).manual_seed(seed * 2 + offset)
+        return torch.cat([
+            run.encode(sentences[start : start + CODE_CHUNK]).rsample(generator).cpu()
+            for start in range(0, len(sentences), CODE_CHUNK)
+        ])
+
+    with torch.no_grad():
+        train_codes, valid_codes = codes_of(corpus.splits["train"], 0), codes_of(corpus.splits["valid"], 1)
+    mixture = choose_mixture(
+        train_codes, valid_codes, components=components or settings.components,
+        covariances=covariance or settings.covariance, seed=seed,
+    )
+    mixture.fit.update(codes=codes, seed=seed)
+    if run.checkpoint is not None:
+        mixture.fit["checkpoint"] = {"file": run.checkpoint.path.name, "step": run.checkpoint.step}
+    if save:
+        save_prior(mixture, run.run_dir)
+    return mixture

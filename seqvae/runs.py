@@ -27,9 +27,10 @@ from seqvae.errors import SeqVAEError
 from seqvae.data.synthetic import labels_path, read_labels
 from seqvae.evaluation import evaluate_split, free_bits_target, latent_probe
 from seqvae.files import atomic_write_with
-from seqvae.fitted_prior import PRIOR_FILE, GaussianMixture, StandardNormal, choose_mixture, load_prior, save_prior
+from seqvae.fitted_prior import PRIOR_FILE, GaussianMixture, StandardNormal, fit_to_run, load_prior
+from seqvae.homotopies import homotopy_measures
 from seqvae.generation import PATHS, Decoding, decode, ended, sample_prior
-from seqvae.measures import homotopy_endpoint_bleu, homotopy_falling_share, self_log_likelihood_per_token
+from seqvae.measures import self_log_likelihood_per_token
 from seqvae.models.posterior import DiagonalGaussian, FlowPosterior
 from seqvae.models.vae import SeqVAE
 from seqvae.progress import progress_bar
@@ -175,34 +176,7 @@ class Run:
         ``[prior]``) fitted by EM and the best on the validation set's codes kept; saved as
         ``RUN/prior.json`` unless ``save`` is false. ``codes``: ``mean`` (posterior means) or
         ``sample`` (one z ~ q(z|x) per sentence)."""
-        self._needs_z("fit a prior to")
-        settings = self.config.prior
-        codes = codes or settings.codes
-        if codes not in ("mean", "sample"):
-            raise SeqVAEError(f"codes '{codes}': choose mean or sample")
-        corpus = load_corpus(self.config.data)
-
-        def codes_of(sentences: list[str], offset: int) -> torch.Tensor:
-            if codes == "mean":
-                return self.posterior_means(sentences, progress=progress).cpu()
-            generator = torch.Generator(device=self.device).manual_seed(seed * 2 + offset)
-            return torch.cat([
-                self.encode(sentences[start : start + CODE_CHUNK]).rsample(generator).cpu()
-                for start in range(0, len(sentences), CODE_CHUNK)
-            ])
-
-        with torch.no_grad():
-            train_codes, valid_codes = codes_of(corpus.splits["train"], 0), codes_of(corpus.splits["valid"], 1)
-        mixture = choose_mixture(
-            train_codes, valid_codes, components=components or settings.components,
-            covariances=covariance or settings.covariance, seed=seed,
-        )
-        mixture.fit.update(codes=codes, seed=seed)
-        if self.checkpoint is not None:
-            mixture.fit["checkpoint"] = {"file": self.checkpoint.path.name, "step": self.checkpoint.step}
-        if save:
-            save_prior(mixture, self.run_dir)
-        return mixture
+        return fit_to_run(self, components=components, covariance=covariance, codes=codes, seed=seed, save=save, progress=progress)
 
     def sample(
         self,
@@ -273,25 +247,7 @@ class Run:
         and :func:`~seqvae.measures.homotopy_falling_share` (does BLEU to the second sentence fall
         along the way?). The sentences are compared in the tokenizer's form (unknown words as
         <unk>), as reconstruction BLEU compares them."""
-        self._needs_z("interpolate between")
-        if len(sentences) < 2 or pairs < 1 or steps < 2:
-            raise SeqVAEError("homotopies need at least two sentences, one pair and two steps")
-        generator = torch.Generator().manual_seed(seed)
-        chosen = [torch.randperm(len(sentences), generator=generator)[:2].tolist() for _ in range(pairs)]
-        texts = [(sentences[i], sentences[j]) for i, j in chosen]
-        means = self.encode([sentence for pair in texts for sentence in pair]).mean.view(pairs, 2, -1)
-        codes = torch.cat([PATHS[path](first, second, steps)[1] for first, second in means])  # (P * steps, Z)
-        decoded = self.decode(codes)
-        paths = [decoded[index * steps : (index + 1) * steps] for index in range(pairs)]
-        limit = max_tokens(self.config)
-        known = [tuple(self.tokenizer.decode(self.tokenizer.encode(s)[: limit or None]) for s in pair) for pair in texts]
-        return {
-            "homotopy_endpoint_bleu": homotopy_endpoint_bleu(paths, known),
-            "homotopy_falling_share": homotopy_falling_share(paths, known),
-            "homotopy_pairs": pairs,
-            "homotopy_steps": steps,
-            "homotopy_path": path,
-        }
+        return homotopy_measures(self, sentences, pairs=pairs, steps=steps, path=path, seed=seed)
 
     def posterior_means(self, sentences: list[str], *, cache: bool = False, progress: bool = False) -> torch.Tensor:
         """The posterior means of ``sentences``, (N, Z). With ``cache`` they are kept in
