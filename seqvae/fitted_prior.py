@@ -242,6 +242,7 @@ def choose_mixture(
                 best, best_score = mixture, valid_ll
     standard = StandardNormal(dim)
     best.fit = {
+        "valid_log_likelihood": round(best_score, 4),
         "candidates": candidates,
         "standard_normal_valid_log_likelihood": round(float(standard.log_prob(valid_codes.double()).mean()), 4),
         "train_codes": count,

@@ -67,6 +67,7 @@ def test_em_recovers_a_known_mixture_and_validation_chooses_enough_components():
     candidates = {(c["components"], c["covariance"]): c["valid_log_likelihood"] for c in chosen.fit["candidates"]}
     assert candidates[(1, "full")] < candidates[(2, "full")] < candidates[(4, "full")] + 0.01
     assert chosen.fit["standard_normal_valid_log_likelihood"] < candidates[(1, "diagonal")]
+    assert chosen.fit["valid_log_likelihood"] == max(candidates.values()) == candidates[(4, "full")]
     assert GaussianMixture.from_dict(json.loads(json.dumps(chosen.to_dict()))).log_prob(valid_codes).equal(chosen.log_prob(valid_codes))
 
 

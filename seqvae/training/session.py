@@ -131,21 +131,17 @@ def _with_threads(config: Config, *, resume: bool, overwrite: bool, world: World
 def _fit_prior(run_dir: Path, device: torch.device, say) -> None:
     """The ex-post prior of the finished run (seqvae.fitted_prior), fitted to its best
     checkpoint's codes (prior.fit)."""
+    from seqvae.fitted_prior import PRIOR_FILE
     from seqvae.runs import load_run
 
     started = time.perf_counter()
     mixture = load_run(run_dir, device=str(device)).fit_prior()
     say(
         f"fitted prior: {mixture.components} x {mixture.covariance} Gaussian mixture on the training codes "
-        f"(validation codes: {_kept(mixture):.3f} "
+        f"(validation codes: {mixture.fit['valid_log_likelihood']:.3f} "
         f"nats against {mixture.fit['standard_normal_valid_log_likelihood']:.3f} under N(0, I); "
-        f"{time.perf_counter() - started:.1f} s) -> {run_dir / 'prior.json'}"
+        f"{time.perf_counter() - started:.1f} s) -> {run_dir / PRIOR_FILE}"
     )
-
-
-def _kept(mixture) -> float:
-    return next(c["valid_log_likelihood"] for c in mixture.fit["candidates"]
-                if (c["components"], c["covariance"]) == (mixture.components, mixture.covariance))
 
 
 def _prepare(config: Config, *, resume: bool, world: World, say) -> PreparedData:
