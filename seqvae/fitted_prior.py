@@ -38,7 +38,7 @@ CODES = ("mean", "sample")
 LOG_2PI = math.log(2 * math.pi)
 KMEANS_ITERATIONS = 20
 ROWS_PER_CHUNK = 4096
-"""Codes scored against every component at once (memory: rows x components x dimensions)."""
+"""Codes whose products z z^T are formed at once when scoring (memory: rows x dimensions^2)."""
 
 
 class StandardNormal:
@@ -79,24 +79,40 @@ class GaussianMixture:
     def dim(self) -> int:
         return self.means.shape[1]
 
-    def component_log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log w_k + log N(z; mu_k, Sigma_k) for each component, (..., K), float64."""
+    def component_log_prob(self, z: torch.Tensor, products: torch.Tensor | None = None) -> torch.Tensor:
+        """log w_k + log N(z; mu_k, Sigma_k) for each component, (..., K), float64. ``products``:
+        the rows' z z^T flattened, (N, Z * Z), where the caller keeps them (:func:`outer_products`)."""
         flat = z.detach().double().reshape(-1, self.dim)
         if self.covariance == "diagonal":
             log_det = 2 * self.scale.log().sum(-1)
-            inverse = None
         else:
             log_det = 2 * torch.diagonal(self.scale, dim1=-2, dim2=-1).log().sum(-1)
-            identity = torch.eye(self.dim, dtype=torch.float64).expand_as(self.scale)
-            inverse = torch.linalg.solve_triangular(self.scale, identity, upper=False).transpose(-1, -2)  # (K, Z, Z): L^-T
-        parts = []
-        for start in range(0, flat.shape[0], ROWS_PER_CHUNK):
-            x = flat[start : start + ROWS_PER_CHUNK].unsqueeze(0) - self.means.unsqueeze(1)  # (K, M, Z)
-            whitened = x / self.scale.unsqueeze(1) if inverse is None else x @ inverse
-            parts.append(whitened.pow(2).sum(-1).T)  # (M, K)
-        squared = torch.cat(parts) if parts else flat.new_zeros(0, self.components)
+        squared = self.squared_distances(flat, products)
         joint = self.weights.log() - 0.5 * (squared + log_det + self.dim * LOG_2PI)
         return joint.reshape(*z.shape[:-1], self.components)
+
+    def squared_distances(self, x: torch.Tensor, products: torch.Tensor | None = None) -> torch.Tensor:
+        """(x - mu_k)^T Sigma_k^-1 (x - mu_k) for rows x (N, Z), (N, K), expanded as
+        x^T P x - 2 x^T P mu + mu^T P mu (P = Sigma^-1) so that each term is one matrix product
+        over all components: an EM step then reads the codes a few times instead of building
+        (K, N, Z) differences. In float64 the expansion loses nothing that matters: its terms are
+        of the codes' squared size over the variances, its rounding some 1e-15 of that."""
+        if self.covariance == "diagonal":
+            precision = self.scale.pow(-2)  # (K, Z)
+            squared = x.pow(2) @ precision.T - 2 * x @ (self.means * precision).T + (self.means.pow(2) * precision).sum(1)
+            return squared.clamp_min(0)
+        identity = torch.eye(self.dim, dtype=torch.float64).expand_as(self.scale)
+        inverse = torch.linalg.solve_triangular(self.scale, identity, upper=False)  # (K, Z, Z): L^-1
+        precision = inverse.transpose(-1, -2) @ inverse  # Sigma^-1 = L^-T L^-1
+        pulled = (precision @ self.means.unsqueeze(-1)).squeeze(-1)  # (K, Z): P mu
+        flat_precision = precision.reshape(self.components, -1).T  # (Z * Z, K)
+        blocks = [
+            (outer_products(x[start : start + ROWS_PER_CHUNK]) if products is None else products[start : start + ROWS_PER_CHUNK])
+            @ flat_precision
+            for start in range(0, x.shape[0], ROWS_PER_CHUNK)
+        ]
+        quadratic = torch.cat(blocks) if blocks else x.new_zeros(0, self.components)
+        return (quadratic - 2 * x @ pulled.T + (self.means * pulled).sum(1)).clamp_min(0)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log r(z), (...,) for z (..., Z)."""
@@ -128,6 +144,11 @@ class GaussianMixture:
     def from_dict(cls, raw: dict[str, Any]) -> GaussianMixture:
         tensors = {key: torch.tensor(raw[key], dtype=torch.float64) for key in ("weights", "means", "scale")}
         return cls(**tensors, covariance=raw["covariance"], fit=raw.get("fit", {}))
+
+
+def outer_products(x: torch.Tensor) -> torch.Tensor:
+    """Each row's x x^T, flattened: (N, Z) -> (N, Z * Z)."""
+    return (x.unsqueeze(2) * x.unsqueeze(1)).reshape(x.shape[0], -1)
 
 
 def _kmeans_plus_plus(codes: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -178,30 +199,35 @@ def _expectation_maximization(x, components, covariance, generator, floor, max_i
         sums = torch.zeros_like(centres).index_add_(0, nearest, x)
         centres = torch.where(counts.unsqueeze(1) > 0, sums / counts.clamp_min(1).unsqueeze(1), centres)
     responsibility = torch.nn.functional.one_hot(torch.cdist(x, centres).argmin(1), components).double()
-    mixture = _maximization(x, responsibility, covariance, floor)  # started from the hard clusters
+    products = outer_products(x) if covariance == "full" else None  # read by every E and M step
+    mixture = _maximization(x, responsibility, covariance, floor, products)  # started from the hard clusters
     previous = -math.inf
     for _ in range(max_iterations):
-        joint = mixture.component_log_prob(x)  # E step: (N, K)
+        joint = mixture.component_log_prob(x, products)  # E step: (N, K)
         total = torch.logsumexp(joint, dim=1)
         log_likelihood = float(total.mean())
         if log_likelihood - previous < tolerance:
             break
         previous = log_likelihood
-        mixture = _maximization(x, (joint - total.unsqueeze(1)).exp(), covariance, floor)
-    return mixture, float(torch.logsumexp(mixture.component_log_prob(x), dim=1).mean())
+        mixture = _maximization(x, (joint - total.unsqueeze(1)).exp(), covariance, floor, products)
+    return mixture, float(torch.logsumexp(mixture.component_log_prob(x, products), dim=1).mean())
 
 
-def _maximization(x: torch.Tensor, responsibility: torch.Tensor, covariance: str, floor: float) -> GaussianMixture:
+def _maximization(x: torch.Tensor, responsibility: torch.Tensor, covariance: str, floor: float, products=None) -> GaussianMixture:
     """The M step: the weights, means and covariances that maximise the expected log-likelihood
-    under the responsibilities (N, K); ``floor`` added to every variance."""
+    under the responsibilities (N, K); ``floor`` added to every variance. Full covariances come
+    from the second moments, sum_n r_nk x_n x_n^T / w_k - mu_k mu_k^T (``products``: the rows'
+    x x^T, :func:`outer_products`)."""
     weight = responsibility.sum(0) + 1e-10
     means = responsibility.T @ x / weight.unsqueeze(1)
     if covariance == "diagonal":
         variance = responsibility.T @ x.pow(2) / weight.unsqueeze(1) - means.pow(2)
         scale = (variance.clamp_min(0) + floor).sqrt()
     else:
-        centred = x.unsqueeze(0) - means.unsqueeze(1)  # (K, N, Z)
-        matrices = (responsibility.T.unsqueeze(-1) * centred).transpose(1, 2) @ centred / weight.view(-1, 1, 1)
+        dim = x.shape[1]
+        second = responsibility.T @ (outer_products(x) if products is None else products) / weight.unsqueeze(1)
+        matrices = second.view(-1, dim, dim) - means.unsqueeze(2) * means.unsqueeze(1)
+        matrices = (matrices + matrices.transpose(1, 2)) / 2
         scale = torch.linalg.cholesky(matrices + floor * torch.eye(x.shape[1], dtype=torch.float64))
     return GaussianMixture(weight / weight.sum(), means, scale, covariance)
 
