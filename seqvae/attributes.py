@@ -4,8 +4,11 @@ An attribute vector is the mean posterior mean of sentences with an attribute mi
 sentences without it (:meth:`seqvae.runs.Run.attribute_vector`); adding it to the code of another
 sentence and decoding should change that attribute and keep the rest. On the embedded corpus the
 attributes of any sentence can be read from its words (:func:`seqvae.data.synthetic.read_attributes`),
-so the transfer can be scored: the share of transformed sentences whose attribute took the
-intended value while every other attribute kept the value the original sentence had.
+so an edit can be judged on three things, each against the sentence it was applied to: the
+transfer (:func:`attribute_rate`: the attribute took the intended value), the rest kept
+(:func:`others_kept`: the share of the other four attributes that read as before) and the
+content kept (BLEU to the input, which is measured on any corpus). :func:`transfer_rate` asks all
+at once of each sentence: the intended value and every other attribute as before.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from dataclasses import dataclass, field
 import torch
 
 from seqvae.data.corpus import load_corpus
+from seqvae.data.preparation import max_tokens
 from seqvae.data.synthetic import ATTRIBUTES, read_attributes
 from seqvae.errors import SeqVAEError
+from seqvae.measures import corpus_bleu
 
 
 def transfer_rate(originals: list[str], transformed: list[str], attribute: str, target: str) -> float:
@@ -30,6 +35,24 @@ def transfer_rate(originals: list[str], transformed: list[str], attribute: str, 
         others_kept = all(after[name] == before[name] for name in ATTRIBUTES if name != attribute)
         hits += after[attribute] == target and others_kept
     return hits / len(originals)
+
+
+def attribute_rate(transformed: list[str], attribute: str, target: str) -> float:
+    """Share of ``transformed`` sentences whose ``attribute`` reads ``target``, whatever else changed."""
+    return sum(read_attributes(sentence)[attribute] == target for sentence in transformed) / len(transformed)
+
+
+def others_kept(originals: list[str], transformed: list[str], attribute: str) -> float:
+    """Share of the other attributes, over every sentence and each attribute but ``attribute``,
+    that read in the transformed sentence as in its original."""
+    kept = total = 0
+    for original, changed in zip(originals, transformed, strict=True):
+        before, after = read_attributes(original), read_attributes(changed)
+        for name in ATTRIBUTES:
+            if name != attribute:
+                kept += after[name] == before[name]
+                total += 1
+    return kept / total
 
 
 def parse_attribute(text: str) -> tuple[str, str]:
@@ -64,6 +87,17 @@ class Transfer:
     changes: dict[float, dict[str, float]] = field(default_factory=dict)
     """Embedded corpus: at each scale, for each attribute, the share of sentences whose reading
     differs from the unchanged codes' decode (the target attribute should change, the others not)."""
+    bleu_to_input: dict[float, float] = field(default_factory=dict)
+    """At each scale, corpus BLEU of the decodes against the sentences they were applied to (in
+    the tokenizer's form): how much of the input an edit keeps."""
+    baseline_bleu_to_input: float | None = None
+    """The same for the unchanged codes' decodes: the reconstruction BLEU of these sentences."""
+    attribute_rates: dict[float, float] = field(default_factory=dict)
+    """Embedded corpus: at each scale, the share of decodes whose attribute reads the target."""
+    others_kept: dict[float, float] = field(default_factory=dict)
+    """Embedded corpus: at each scale, the share of the other attributes that read as in the input."""
+    baseline_attribute_rate: float | None = None
+    baseline_others_kept: float | None = None
 
     @property
     def transformed(self) -> list[str]:
@@ -104,14 +138,19 @@ def apply_vector(
     means = run.posterior_means(apply_to)
     outputs = {scale: run.decode(means + scale * vector, decoding=decoding) for scale in scales}
     norm = float(vector.norm())
+    unchanged = run.decode(means, decoding=decoding)
+    limit = max_tokens(run.config)
+    inputs = [run.tokenizer.decode(run.tokenizer.encode(sentence)[: limit or None]) for sentence in apply_to]
     return Transfer(
         scales=tuple(scales),
         originals=apply_to,
-        unchanged=run.decode(means, decoding=decoding),
+        unchanged=unchanged,
         outputs=outputs,
         vector_norm=norm,
         relative_norm=norm / spread if spread > 0 else float("inf"),
         sets={"with": len(with_attribute), "without": len(without_attribute), "apply": len(apply_to)},
+        bleu_to_input={scale: corpus_bleu(decoded, inputs) for scale, decoded in outputs.items()},
+        baseline_bleu_to_input=corpus_bleu(unchanged, inputs),
     )
 
 
@@ -164,7 +203,11 @@ def transfer(
     )
     result.attribute, result.target = attribute, target
     result.baseline_rate = transfer_rate(apply_to, result.unchanged, attribute, target)
+    result.baseline_attribute_rate = attribute_rate(result.unchanged, attribute, target)
+    result.baseline_others_kept = others_kept(apply_to, result.unchanged, attribute)
     for scale, decoded in result.outputs.items():
         result.rates[scale] = transfer_rate(apply_to, decoded, attribute, target)
         result.changes[scale] = attribute_changes(result.unchanged, decoded)
+        result.attribute_rates[scale] = attribute_rate(decoded, attribute, target)
+        result.others_kept[scale] = others_kept(apply_to, decoded, attribute)
     return result

@@ -69,6 +69,16 @@ def _command_eval(args: argparse.Namespace) -> int:
         raise SeqVAEError(f"--iw-samples {args.iw_samples}: use 0 to skip the bound, or a positive K")
     if args.prior_samples == 1 or args.prior_samples < 0:
         raise SeqVAEError(f"--prior-samples {args.prior_samples}: use 0 to skip, or at least 2 (self-BLEU compares samples)")
+    judge, judge_options = None, None
+    if args.lm is not None:
+        if args.lm_samples < 1 or args.reverse_samples < 0 or args.reverse_epochs < 1:
+            raise SeqVAEError("--lm-samples and --reverse-epochs must be at least 1, --reverse-samples at least 0")
+        if args.reverse_samples and args.reverse_samples < 20:
+            raise SeqVAEError(f"--reverse-samples {args.reverse_samples}: train the reverse LM on at least 20 samples, or 0 to skip it")
+        from seqvae.judge import load_judge
+
+        judge = load_judge(args.lm, device=args.device)
+        judge_options = {"samples": args.lm_samples, "reverse_samples": args.reverse_samples, "reverse_epochs": args.reverse_epochs}
     import torch
 
     started = time.perf_counter()
@@ -79,12 +89,16 @@ def _command_eval(args: argparse.Namespace) -> int:
         mi_group_size=args.mi_group_size,
         prior_samples=args.prior_samples,
         progress=True,
+        judge=judge,
+        judge_options=judge_options,
     )
     from seqvae.report import save_evaluation
 
     settings = {"iw_samples": args.iw_samples, "prior_samples": args.prior_samples, "seed": args.seed}
     if args.mi_group_size:
         settings["mi_group_size"] = args.mi_group_size
+    if judge is not None:
+        settings.update(lm=str(judge.run_dir), **{f"lm_{key}": value for key, value in judge_options.items()})
     loaded = {
         "checkpoint_file": str(run.checkpoint.path),
         "checkpoint_step": run.checkpoint.step,
@@ -342,11 +356,16 @@ def _command_attribute(args: argparse.Namespace) -> int:
         f"vector norm {result.vector_norm:.3f} ({result.relative_norm:.2f} of the codes' spread); "
         f"{result.sets['with']} sentences with, {result.sets['without']} without, applied to {result.sets['apply']}"
     )
+    print(f"BLEU to the input: unchanged codes {result.baseline_bleu_to_input:.1f}; "
+          + "; ".join(f"scale {scale:g} {result.bleu_to_input[scale]:.1f}" for scale in scales))
     if target is not None:
-        print(f"{args.attribute}: transfer rate of the unchanged codes {result.baseline_rate:.3f}")
+        print(f"{args.attribute}, unchanged codes: reached {result.baseline_attribute_rate:.3f}, "
+              f"other attributes kept {result.baseline_others_kept:.3f}, transfer rate {result.baseline_rate:.3f}")
         for scale in scales:
             changed = ", ".join(f"{name} {share:.2f}" for name, share in result.changes[scale].items())
-            print(f"  scale {scale:g}: transfer rate {result.rates[scale]:.3f}; attributes changed from the unchanged decode: {changed}")
+            print(f"  scale {scale:g}: reached {result.attribute_rates[scale]:.3f}, other attributes kept "
+                  f"{result.others_kept[scale]:.3f}, BLEU to the input {result.bleu_to_input[scale]:.1f}, "
+                  f"transfer rate {result.rates[scale]:.3f}; attributes changed from the unchanged decode: {changed}")
     if output is not None:
         records = []
         for index, original in enumerate(result.originals):
@@ -406,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--mi-group-size", type=int, default=None, help="aggregate posterior over groups of this size (He et al. 2019)"
     )
+    judged = evaluate.add_argument_group("judging generated text with a language model (docs/measures.md)")
+    judged.add_argument("--lm", metavar="LM_RUN", help="a language-model run (model.latent_dim = 0) on the same corpus")
+    judged.add_argument("--lm-samples", type=int, default=1000, help="prior samples whose forward perplexity is taken")
+    judged.add_argument("--reverse-samples", type=int, default=10000, help="prior samples the reverse LM is trained on (0 skips it)")
+    judged.add_argument("--reverse-epochs", type=int, default=5, help="epochs of the reverse LM")
     evaluate.set_defaults(handler=_command_eval)
 
     report = commands.add_parser("report", help="plot the training curves and write a Markdown summary of a run")

@@ -94,6 +94,10 @@ class TokenizerConfig:
     """SentencePiece vocabulary size, specials included."""
     character_coverage: float = 1.0
     """SentencePiece: share of characters covered by the model."""
+    from_run: str = ""
+    """A run directory whose saved tokenizer this run uses instead of building one from its training
+    split (the keys above are then ignored): runs that share a vocabulary, such as a language model
+    trained on another model's generated text to be scored on real sentences (reverse perplexity)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -382,7 +386,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 """Names a string field (or each item of a tuple field) may take."""
 
-PATH_KEYS = ("data.train", "data.valid", "data.test", "train.init_from")
+PATH_KEYS = ("data.train", "data.valid", "data.test", "train.init_from", "tokenizer.from_run")
 """Keys holding file or folder paths, made absolute (from the current directory) when a config is loaded."""
 
 

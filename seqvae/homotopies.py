@@ -13,8 +13,12 @@ from seqvae.generation import PATHS
 from seqvae.measures import homotopy_endpoint_bleu, homotopy_falling_share
 
 
-def homotopy_measures(run, sentences: list[str], *, pairs: int = 50, steps: int = 7, path: str = "linear", seed: int = 0) -> dict[str, Any]:
-    """:meth:`seqvae.runs.Run.homotopies` over ``pairs`` random pairs of ``sentences``."""
+def homotopy_measures(
+    run, sentences: list[str], *, pairs: int = 50, steps: int = 7, path: str = "linear", seed: int = 0, judge=None
+) -> dict[str, Any]:
+    """:meth:`seqvae.runs.Run.homotopies` over ``pairs`` random pairs of ``sentences``; with a
+    ``judge`` (seqvae.judge), path fluency: the forward perplexity of the decodes of the inner
+    points (0 < t < 1) beside that of the ends' decodes, the path's own reference."""
     run._needs_z("interpolate between")
     if len(sentences) < 2 or pairs < 1 or steps < 2:
         raise SeqVAEError("homotopies need at least two sentences, one pair and two steps")
@@ -27,10 +31,16 @@ def homotopy_measures(run, sentences: list[str], *, pairs: int = 50, steps: int 
     paths = [decoded[index * steps : (index + 1) * steps] for index in range(pairs)]
     limit = max_tokens(run.config)
     known = [tuple(run.tokenizer.decode(run.tokenizer.encode(s)[: limit or None]) for s in pair) for pair in texts]
-    return {
+    result = {
         "homotopy_endpoint_bleu": homotopy_endpoint_bleu(paths, known),
         "homotopy_falling_share": homotopy_falling_share(paths, known),
         "homotopy_pairs": pairs,
         "homotopy_steps": steps,
         "homotopy_path": path,
     }
+    if judge is not None and steps > 2:
+        from seqvae.judge import forward_perplexity
+
+        result["homotopy_path_lm_forward_ppl"] = forward_perplexity(judge, [s for decodes in paths for s in decodes[1:-1]])
+        result["homotopy_endpoint_lm_forward_ppl"] = forward_perplexity(judge, [s for decodes in paths for s in (decodes[0], decodes[-1])])
+    return result

@@ -29,6 +29,7 @@ from seqvae.evaluation import evaluate_split, free_bits_target, latent_probe
 from seqvae.files import atomic_write_with
 from seqvae.fitted_prior import PRIOR_FILE, GaussianMixture, StandardNormal, fit_to_run, load_prior
 from seqvae.homotopies import homotopy_measures
+from seqvae.judge import judged_measures
 from seqvae.generation import PATHS, Decoding, decode, ended, sample_prior
 from seqvae.measures import self_log_likelihood_per_token
 from seqvae.models.posterior import DiagonalGaussian, FlowPosterior
@@ -239,15 +240,17 @@ class Run:
         return self.interpolate_codes(means[0], means[1], steps=steps, path=path, decoding=decoding, max_length=max_length)
 
     def homotopies(
-        self, sentences: list[str], *, pairs: int = 50, steps: int = 7, path: str = "linear", seed: int = 0
+        self, sentences: list[str], *, pairs: int = 50, steps: int = 7, path: str = "linear", seed: int = 0, judge=None
     ) -> dict[str, Any]:
         """Homotopy measures over ``pairs`` random pairs of ``sentences`` (drawn from ``seed``):
         each pair's path of ``steps`` points between the posterior means, greedily decoded, and
         :func:`~seqvae.measures.homotopy_endpoint_bleu` (do the ends decode to the two sentences?)
         and :func:`~seqvae.measures.homotopy_falling_share` (does BLEU to the second sentence fall
         along the way?). The sentences are compared in the tokenizer's form (unknown words as
-        <unk>), as reconstruction BLEU compares them."""
-        return homotopy_measures(self, sentences, pairs=pairs, steps=steps, path=path, seed=seed)
+        <unk>), as reconstruction BLEU compares them. ``judge`` (a language-model run,
+        seqvae.judge) adds path fluency: its forward perplexity of the inner points' decodes and
+        of the ends' decodes."""
+        return homotopy_measures(self, sentences, pairs=pairs, steps=steps, path=path, seed=seed, judge=judge)
 
     def posterior_means(self, sentences: list[str], *, cache: bool = False, progress: bool = False) -> torch.Tensor:
         """The posterior means of ``sentences``, (N, Z). With ``cache`` they are kept in
@@ -314,12 +317,16 @@ class Run:
         world=None,
         fitted_prior: bool | None = None,
         homotopy_pairs: int = 50,
+        judge=None,
+        judge_options: dict[str, int] | None = None,
     ) -> dict[str, Any]:
         """Every measure of :func:`seqvae.evaluation.evaluate_split` on a split of the run's corpus.
 
         ``fitted_prior``: also the IW bound and the prior-sample measures under the run's fitted
         prior (``*_fitted``); by default when the run holds one for this checkpoint.
         ``homotopy_pairs``: pairs of the split's sentences for :meth:`homotopies` (0 skips them).
+        ``judge`` (a language-model run) adds :func:`seqvae.judge.judged_measures` (its keywords
+        from ``judge_options``) and the homotopies' path fluency.
 
         ``world`` (a :class:`seqvae.distributed.World` of several torchrun ranks, every rank
         calling): the ranks share the batches, and the figures are one process's; with a flow
@@ -355,7 +362,11 @@ class Run:
         result["truncated"] = data.splits[split].truncated
         result["dropped"] = data.splits[split].dropped
         if homotopy_pairs and not self.model.is_language_model and len(corpus.splits[split]) >= 2:
-            result.update(self.homotopies(corpus.splits[split], pairs=homotopy_pairs, seed=seed))
+            result.update(self.homotopies(corpus.splits[split], pairs=homotopy_pairs, seed=seed, judge=judge))
+        if judge is not None and not self.model.is_language_model:
+            priors = ("standard", "fitted") if fitted_prior else ("standard",)
+            result.update(judged_measures(self, judge, split, corpus.splits[split], priors=priors, seed=seed,
+                                          progress=progress, **(judge_options or {})))
         labels = None if self.model.is_language_model else self.labels(split, len(corpus.splits[split]))
         if labels is not None:
             result.update(latent_probe(self.encode(corpus.splits[split]).mean, labels, seed=seed))

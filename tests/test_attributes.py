@@ -92,3 +92,18 @@ def test_transfer_at_several_scales_reports_each_with_the_attribute_changes(tiny
     assert result.outputs[0.0] == result.unchanged and result.rates[0.0] == result.baseline_rate
     assert all(share == 0.0 for share in result.changes[0.0].values())
     assert result.transformed == result.outputs[0.0] and result.vector_norm > 0 and result.relative_norm > 0
+
+
+def test_an_edit_is_judged_on_transfer_the_other_attributes_and_bleu_to_the_input():
+    """Constructed edits of two sentences, past to future: one perfect, one that also turns the
+    subject plural (one of its four other attributes changed)."""
+    from seqvae.attributes import attribute_rate, others_kept, transfer_rate
+    from seqvae.measures import corpus_bleu
+
+    originals = ["the coach won the game .", "our chef cooked a tasty soup ."]
+    edited = ["the coach will win the game .", "our chefs will cook a tasty soup ."]
+    assert attribute_rate(edited, "tense", "future") == 1.0
+    assert others_kept(originals, edited, "tense") == 7 / 8  # number changed in one of 2 x 4 readings
+    assert transfer_rate(originals, edited, "tense", "future") == 0.5  # all at once: only the first
+    assert others_kept(originals, originals, "tense") == 1.0 and attribute_rate(originals, "tense", "future") == 0.0
+    assert corpus_bleu(originals, originals) == pytest.approx(100.0) and 0 < corpus_bleu(edited, originals) < 100

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -178,9 +179,10 @@ def test_attribute_with_files_and_on_the_embedded_corpus(trained_run, tiny_corpu
     assert main(["attribute", str(trained_run), *files, "--scale", "1", "2", "--output", str(output)]) == 0
     out = capsys.readouterr().out.splitlines()
     # per sentence: the input, its baseline decode (scale 0), one decode per scale; then the vector
-    assert len(out) == 2 * 4 + 1 and out[0] == "the coach won the game ."
+    assert len(out) == 2 * 4 + 2 and out[0] == "the coach won the game ."
     assert [line.split()[0] for line in out[1:4]] == ["0", "+1", "+2"]
-    assert out[-1].startswith("vector norm ") and "of the codes' spread" in out[-1] and "applied to 2" in out[-1]
+    assert out[-2].startswith("vector norm ") and "of the codes' spread" in out[-2] and "applied to 2" in out[-2]
+    assert re.fullmatch(r"BLEU to the input: unchanged codes [\d.]+; scale 1 [\d.]+; scale 2 [\d.]+", out[-1])
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert [r["input"] for r in records] == ["the coach won the game .", "those violinists record a melody ."]
     assert set(records[0]["outputs"]) == {"1", "2"} and records[0]["baseline"] == out[1].split(maxsplit=1)[1]
@@ -195,8 +197,10 @@ def test_attribute_with_files_and_on_the_embedded_corpus(trained_run, tiny_corpu
     assert again[2] == out[3] and [path.stat().st_mtime_ns for path in cached] == stamps
     assert main(["attribute", str(trained_run), "--attribute", "tense=future", "--limit", "10", "--show", "2", "--scale", "1", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 2 * 4 + 4 and "applied to 10" in out[8] and "transfer rate of the unchanged codes" in out[9]
-    assert out[10].startswith("  scale 1: transfer rate") and "tense " in out[10] and out[11].startswith("  scale 3:")
+    assert len(out) == 2 * 4 + 5 and "applied to 10" in out[8] and out[9].startswith("BLEU to the input: unchanged codes ")
+    assert re.fullmatch(r"tense=future, unchanged codes: reached [\d.]+, other attributes kept [\d.]+, transfer rate [\d.]+", out[10])
+    assert re.match(r"  scale 1: reached [\d.]+, other attributes kept [\d.]+, BLEU to the input [\d.]+, transfer rate [\d.]+; "
+                    r"attributes changed from the unchanged decode: topic ", out[11]) and out[12].startswith("  scale 3:")
     assert main(["attribute", str(trained_run), "--attribute", "tense=tomorrow"]) == 2
     assert "tense=past|present|future" in capsys.readouterr().err
     assert main(["attribute", str(trained_run), "--with", str(tmp_path / "with.txt")]) == 2

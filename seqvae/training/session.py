@@ -152,14 +152,17 @@ def _prepare(config: Config, *, resume: bool, world: World, say) -> PreparedData
     tokenizer_files = None
     with agreement(world):
         if world.main:
-            tokenizer = load_tokenizer(run_dir) if resume else build_tokenizer(config.tokenizer, corpus.splits["train"])
+            if resume or config.tokenizer.from_run:
+                tokenizer = load_tokenizer(run_dir if resume else config.tokenizer.from_run)
+            else:
+                tokenizer = build_tokenizer(config.tokenizer, corpus.splits["train"])
             tokenizer_files = tokenizer.files() if world.parallel else None
     if world.parallel:
         tokenizer_files = world.broadcast(tokenizer_files)
         if not world.main:
             tokenizer = tokenizer_from_files(tokenizer_files, run_dir)
     data = prepare_data(config, corpus, tokenizer)
-    note_data(config, data, new_tokenizer=not resume, say=say)
+    note_data(config, data, new_tokenizer=not resume and not config.tokenizer.from_run, say=say)
     return data
 
 
