@@ -90,3 +90,18 @@ def test_eval_with_a_judge_reports_every_judged_figure(judge_dir, tiny_corpus, t
     assert capsys.readouterr().err.strip().endswith("--lm needs a language model run (model.latent_dim = 0) trained on the same corpus; this run has z")
     assert main([*common, "--lm", str(judge_dir), "--reverse-samples", "5"]) == 2
     assert "--reverse-samples 5" in capsys.readouterr().err
+
+
+def test_a_run_takes_its_tokenizer_from_another_run_or_names_the_missing_file(judge_dir, tiny_corpus, tmp_path):
+    """tokenizer.from_run: the vocabulary of judge_dir, not one built from this run's own (smaller)
+    training split; a run directory without a tokenizer is named, and nothing is created."""
+    small = tmp_path / "small.txt"
+    small.write_text("the coach won the game .\n" * 20, encoding="utf-8")
+    corpus = {**tiny_corpus, "train": small}
+    config = tiny_config(corpus, tmp_path / "shared", train={"epochs": 1, "validation": "elbo"}, tokenizer={"from_run": str(judge_dir)}, **LANGUAGE_MODEL)
+    train(config, progress=False)
+    assert (tmp_path / "shared" / "tokenizer.json").read_text() == (judge_dir / "tokenizer.json").read_text()
+    missing = tiny_config(corpus, tmp_path / "other", tokenizer={"from_run": str(tmp_path / "nowhere")})
+    with pytest.raises(SeqVAEError, match=r"nowhere/tokenizer.json: tokenizer file not found"):
+        train(missing, progress=False)
+    assert not (tmp_path / "other").exists()

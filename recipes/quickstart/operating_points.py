@@ -1,0 +1,120 @@
+"""Operating points on the embedded corpus: the quickstart's model trained at several rates, from
+the VAE of the quickstart to a pure autoencoder, each judged as a user would use it.
+
+    python recipes/quickstart/operating_points.py [--rows vae,mdr-10,...] [--output FILE]
+
+Each row is the quickstart config with the overrides of ROWS, trained into runs/op-NAME (a
+finished row is reused, an interrupted one resumed), its prior fitted after training as for every
+run. A language model of the same corpus and sizes (runs/op-lm) is the judge. Each row is
+evaluated on the test split (seqvae eval --lm: IW-PPL under N(0, I) and under the fitted prior,
+KL, MI, AU, reconstruction BLEU, forward and reverse perplexity and self-BLEU of prior samples
+under both priors, homotopy endpoint BLEU and path fluency), then edited: the tense vector
+(future) applied to every non-future validation sentence at the scales of EDIT_SCALES, judged by
+the share that reached the future, the share of their other four attributes kept, and BLEU to
+the input. The figures go to --output (JSON, one object per row) and a Markdown table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from seqvae import SeqVAEError, load_config, load_run, train
+from seqvae.allocator import keep_freed_memory
+from seqvae.attributes import transfer
+from seqvae.judge import load_judge
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from run import CONFIG, write_quickstart_corpus  # noqa: E402
+
+ROWS = {
+    "vae": [],
+    "mdr-10": ["objective.free_bits=mdr", "objective.free_bits_lambda=10"],
+    "mdr-20": ["objective.free_bits=mdr", "objective.free_bits_lambda=20"],
+    "mdr-40": ["objective.free_bits=mdr", "objective.free_bits_lambda=40"],
+    "ae": ["annealing.schedule=constant", "annealing.beta=0", "train.best_metric=rec"],
+}
+"""Each row's overrides of the quickstart config: the quickstart's VAE (KL annealed to beta = 1, word
+dropout 0.6, no free bits), the minimum desired rate at 10, 20 and 40 nats (Pelsmaeker & Aziz
+2020), and the autoencoder (beta = 0, z still sampled, best checkpoint on reconstruction)."""
+JUDGE = ["model.latent_dim=0", "objective.free_bits=none", "objective.word_dropout=0"]
+EDIT_SCALES = (1.0, 2.0)
+
+
+def trained(name: str, overrides: list[str]) -> Path:
+    config = load_config(CONFIG, [f"run.dir=runs/op-{name}", *overrides])
+    run_dir = Path(config.run.dir)
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        if load_run(run_dir, checkpoint="last").checkpoint.epoch >= config.train.epochs:
+            return run_dir  # finished earlier: reused as it is
+        result = train(config, resume=True, echo=print)
+    else:
+        write_quickstart_corpus(config)
+        result = train(config, echo=print)
+    if not result.finished:
+        raise SeqVAEError(f"{run_dir}: training stopped before its end; run again to resume it")
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"rows to train and evaluate, of {', '.join(ROWS)}")
+    parser.add_argument("--output", default="runs/operating-points.json")
+    parser.add_argument("--iw-samples", type=int, default=500)
+    args = parser.parse_args(argv)
+    keep_freed_memory()
+    try:
+        names = [name for name in args.rows.split(",") if name]
+        unknown = [name for name in names if name not in ROWS]
+        if unknown:
+            raise SeqVAEError(f"--rows: unknown row '{unknown[0]}'; choose from {', '.join(ROWS)}")
+        judge = load_judge(trained("lm", JUDGE))
+        results = []
+        for name in names:
+            run = load_run(trained(name, ROWS[name]))
+            figures = run.evaluate("test", iw_samples=args.iw_samples, judge=judge, progress=True)
+            edit = transfer(run, "tense", "future", scales=EDIT_SCALES, limit=1000, progress=True)
+            figures["edit"] = {
+                f"{scale:g}": {"reached": edit.attribute_rates[scale], "others_kept": edit.others_kept[scale],
+                               "bleu_to_input": edit.bleu_to_input[scale], "transfer_rate": edit.rates[scale]}
+                for scale in EDIT_SCALES
+            }
+            figures["edit"]["0"] = {"reached": edit.baseline_attribute_rate, "others_kept": edit.baseline_others_kept,
+                                    "bleu_to_input": edit.baseline_bleu_to_input, "transfer_rate": edit.baseline_rate}
+            results.append({"row": name, "overrides": ROWS[name], **figures})
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+            print(f"{name}: written to {args.output}")
+    except SeqVAEError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(table(results))
+    return 0
+
+
+def table(results: list[dict]) -> str:
+    """The Markdown table of the rows: one line per row and prior."""
+    lines = [
+        "| row | prior | IW-PPL | KL | MI | AU | rec. BLEU | fwd PPL | rev PPL | self-BLEU | homotopy end BLEU | path / end fwd PPL | tense reached | others kept | BLEU to input |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        edit = max((value for key, value in r["edit"].items() if key != "0"), key=lambda e: e["transfer_rate"])
+        scale = next(key for key, value in r["edit"].items() if value is edit)
+        for prior, prefix, ppl in (("N(0, I)", "prior", "ppl_iw"), ("fitted", "fitted_prior", "ppl_iw_fitted")):
+            if f"{prefix}_lm_forward_ppl" not in r:
+                continue
+            lines.append(
+                f"| {r['row']} | {prior} | {r[ppl]:.2f} | {r['kl']:.2f} | {r['mi']:.2f} | {r['active_units']} | {r['bleu']:.1f} | "
+                f"{r[prefix + '_lm_forward_ppl']:.2f} | {r.get(prefix + '_lm_reverse_ppl', float('nan')):.2f} | {r[prefix + '_self_bleu']:.1f} | "
+                f"{r['homotopy_endpoint_bleu']:.1f} | {r['homotopy_path_lm_forward_ppl'] / r['homotopy_endpoint_lm_forward_ppl']:.2f} | "
+                f"{edit['reached']:.3f} (x{scale}) | {edit['others_kept']:.3f} | {edit['bleu_to_input']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
