@@ -232,3 +232,28 @@ def write_report(
     markdown = output / "report.md"
     atomic_write_text(markdown, "\n".join(lines) + "\n")
     return {"plot": plot, "markdown": markdown}
+
+
+def operating_points_table(results: list[dict]) -> str:
+    """The Markdown table of operating points (recipes/*/operating_points.py): one line per row and
+    prior, from each row's ``seqvae eval --lm`` figures and, where measured, its tense edit (the
+    scale with the best transfer rate)."""
+    lines = [
+        "| row | prior | IW-PPL | KL | MI | AU | rec. BLEU | fwd PPL | rev PPL | self-BLEU | homotopy end BLEU | path / end fwd PPL | tense reached | others kept | BLEU to input |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        edits = {key: value for key, value in r.get("edit", {}).items() if key != "0"}
+        scale = max(edits, key=lambda key: edits[key]["transfer_rate"]) if edits else None
+        edit = (f"{edits[scale]['reached']:.3f} (x{scale}) | {edits[scale]['others_kept']:.3f} | {edits[scale]['bleu_to_input']:.1f}"
+                if scale else "- | - | -")
+        for prior, prefix, ppl in (("N(0, I)", "prior", "ppl_iw"), ("fitted", "fitted_prior", "ppl_iw_fitted")):
+            if f"{prefix}_lm_forward_ppl" not in r:
+                continue
+            lines.append(
+                f"| {r['row']} | {prior} | {r[ppl]:.2f} | {r['kl']:.2f} | {r['mi']:.2f} | {r['active_units']} | {r['bleu']:.1f} | "
+                f"{r[prefix + '_lm_forward_ppl']:.2f} | {r.get(prefix + '_lm_reverse_ppl', float('nan')):.2f} | {r[prefix + '_self_bleu']:.1f} | "
+                f"{r['homotopy_endpoint_bleu']:.1f} | {r['homotopy_path_lm_forward_ppl'] / r['homotopy_endpoint_lm_forward_ppl']:.2f} | "
+                f"{edit} |"
+            )
+    return "\n".join(lines)
