@@ -19,9 +19,12 @@ import torch
 
 from seqvae.data.corpus import load_corpus
 from seqvae.data.preparation import max_tokens
-from seqvae.data.synthetic import ATTRIBUTES, read_attributes
+from seqvae.data.synthetic import ATTRIBUTES, counterparts, generate_sentences, read_attributes, split_seed
 from seqvae.errors import SeqVAEError
 from seqvae.measures import corpus_bleu
+
+SEEDS_SEARCHED = 100
+"""Corpus seeds :func:`perfect_edits` recognises (the quickstart's is 0, ``seqvae corpus``'s default 0)."""
 
 
 def transfer_rate(originals: list[str], transformed: list[str], attribute: str, target: str) -> float:
@@ -98,6 +101,10 @@ class Transfer:
     """Embedded corpus: at each scale, the share of the other attributes that read as in the input."""
     baseline_attribute_rate: float | None = None
     baseline_others_kept: float | None = None
+    perfect_bleu_to_input: float | None = None
+    """Embedded corpus as written (:func:`perfect_edits`), tense edits: BLEU to the input of the perfect edits
+    (each sentence generated again with the target value and every other choice the same), the
+    ceiling of ``bleu_to_input``."""
 
     @property
     def transformed(self) -> list[str]:
@@ -162,6 +169,27 @@ def attribute_changes(reference: list[str], decoded: list[str]) -> dict[str, flo
     return {name: sum(a[name] != b[name] for a, b in zip(after, before)) / len(before) for name in ATTRIBUTES}
 
 
+def perfect_edits(valid: list[str], attribute: str, target: str) -> dict[str, str] | None:
+    """Each sentence of an embedded corpus's validation split mapped to its perfect edit
+    (:func:`seqvae.data.synthetic.counterparts`), when ``valid`` is that split as
+    :func:`~seqvae.data.synthetic.write_corpus` wrote it with a corpus seed below ``SEEDS_SEARCHED``
+    (found by its first sentence); None for any other text, or an attribute without exact counterparts."""
+    if not valid:
+        return None
+    for seed in range(SEEDS_SEARCHED):
+        if generate_sentences(1, seed=split_seed(seed, "valid"))[0].text == valid[0]:
+            break
+    else:
+        return None
+    try:
+        pairs = counterparts(len(valid), seed=split_seed(seed, "valid"), attribute=attribute, value=target)
+    except ValueError:
+        return None
+    if [sentence.text for sentence, _ in pairs] != valid:
+        return None
+    return {sentence.text: edited for sentence, edited in pairs}
+
+
 def transfer(
     run,
     attribute: str,
@@ -202,6 +230,9 @@ def transfer(
         run, with_attribute, without_attribute, apply_to, scales=scales, decoding=decoding, cache=cache, progress=progress
     )
     result.attribute, result.target = attribute, target
+    perfect = perfect_edits(valid, attribute, target)
+    if perfect is not None and all(sentence in perfect for sentence in apply_to):
+        result.perfect_bleu_to_input = corpus_bleu([perfect[sentence] for sentence in apply_to], apply_to)
     result.baseline_rate = transfer_rate(apply_to, result.unchanged, attribute, target)
     result.baseline_attribute_rate = attribute_rate(result.unchanged, attribute, target)
     result.baseline_others_kept = others_kept(apply_to, result.unchanged, attribute)

@@ -361,6 +361,9 @@ def _command_attribute(args: argparse.Namespace) -> int:
     if target is not None:
         print(f"{args.attribute}, unchanged codes: reached {result.baseline_attribute_rate:.3f}, "
               f"other attributes kept {result.baseline_others_kept:.3f}, transfer rate {result.baseline_rate:.3f}")
+        if result.perfect_bleu_to_input is not None:
+            print(f"  perfect edits (the corpus's own sentences with {args.attribute}): BLEU to the input "
+                  f"{result.perfect_bleu_to_input:.1f}")
         for scale in scales:
             changed = ", ".join(f"{name} {share:.2f}" for name, share in result.changes[scale].items())
             print(f"  scale {scale:g}: reached {result.attribute_rates[scale]:.3f}, other attributes kept "

@@ -197,10 +197,13 @@ def test_attribute_with_files_and_on_the_embedded_corpus(trained_run, tiny_corpu
     assert again[2] == out[3] and [path.stat().st_mtime_ns for path in cached] == stamps
     assert main(["attribute", str(trained_run), "--attribute", "tense=future", "--limit", "10", "--show", "2", "--scale", "1", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 2 * 4 + 5 and "applied to 10" in out[8] and out[9].startswith("BLEU to the input: unchanged codes ")
+    assert len(out) == 2 * 4 + 6 and "applied to 10" in out[8] and out[9].startswith("BLEU to the input: unchanged codes ")
     assert re.fullmatch(r"tense=future, unchanged codes: reached [\d.]+, other attributes kept [\d.]+, transfer rate [\d.]+", out[10])
+    # the tiny corpus is the embedded one as written (seed 1): the perfect edits' BLEU is the ceiling
+    perfect = re.fullmatch(r"  perfect edits \(the corpus's own sentences with tense=future\): BLEU to the input ([\d.]+)", out[11])
+    assert perfect and 20 < float(perfect[1]) < 80
     assert re.match(r"  scale 1: reached [\d.]+, other attributes kept [\d.]+, BLEU to the input [\d.]+, transfer rate [\d.]+; "
-                    r"attributes changed from the unchanged decode: topic ", out[11]) and out[12].startswith("  scale 3:")
+                    r"attributes changed from the unchanged decode: topic ", out[12]) and out[13].startswith("  scale 3:")
     assert main(["attribute", str(trained_run), "--attribute", "tense=tomorrow"]) == 2
     assert "tense=past|present|future" in capsys.readouterr().err
     assert main(["attribute", str(trained_run), "--with", str(tmp_path / "with.txt")]) == 2

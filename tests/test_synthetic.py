@@ -338,3 +338,23 @@ def test_read_attributes_recovers_every_generated_label_and_judges_transfers():
         "the chefs will cook a tasty soup .",   # tense changed but number too: a miss
         "the chef cooked a tasty soup .",       # nothing changed: a miss
     ], "tense", "future") == pytest.approx(1 / 3)
+
+
+def test_counterparts_change_the_tense_alone_and_are_the_ceiling_of_an_edits_bleu():
+    from seqvae.measures import corpus_bleu
+
+    pairs = synthetic.counterparts(400, seed=3, attribute="tense", value="future")
+    assert [sentence for sentence, _ in pairs] == synthetic.generate_sentences(400, seed=3)
+    for sentence, edited in pairs:
+        before, after = synthetic.read_attributes(sentence.text), synthetic.read_attributes(edited)
+        assert after == {**before, "tense": "future"}
+        if sentence.attributes["tense"] == "future":
+            assert edited == sentence.text
+        else:  # only the tensed words differ: the verb, the time phrase, the follow-up's verb
+            assert edited != sentence.text and edited.split()[:2] == sentence.text.split()[:2]
+    changed = [(sentence.text, edited) for sentence, edited in pairs if sentence.attributes["tense"] != "future"]
+    assert 30 < corpus_bleu([e for _, e in changed], [s for s, _ in changed]) < 70
+    with pytest.raises(ValueError, match="tomorrow"):
+        synthetic.counterparts(10, seed=3, attribute="tense", value="tomorrow")
+    with pytest.raises(ValueError, match="changes the random draws"):  # topics' word lists differ in length
+        synthetic.counterparts(400, seed=3, attribute="topic", value=synthetic.ATTRIBUTES["topic"][0])

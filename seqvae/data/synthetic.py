@@ -182,6 +182,33 @@ def generate_sentences(count: int, *, seed: int) -> list[LabelledSentence]:
     return sentences
 
 
+def counterparts(count: int, *, seed: int, attribute: str, value: str) -> list[tuple[LabelledSentence, str]]:
+    """The sentences of ``generate_sentences(count, seed=seed)``, each beside its perfect edit:
+    the same sentence generated again from the same random state with ``attribute`` set to
+    ``value`` and every other choice the same (a sentence that already has ``value`` is its own
+    counterpart). This is the best any attribute edit can do, so the BLEU of the counterparts to
+    their originals is the ceiling of an edit's BLEU to the input.
+
+    Defined for an attribute whose value does not change how many random draws a sentence takes
+    (tense: its time phrases come in lists of one length); raises ValueError where that fails.
+    """
+    if attribute not in ATTRIBUTES or value not in ATTRIBUTES[attribute]:
+        raise ValueError(f"unknown attribute value {attribute}={value}")
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(count):
+        attributes = {name: rng.choice(values) for name, values in ATTRIBUTES.items()}
+        state = rng.getstate()
+        sentence = LabelledSentence(text=_build_sentence(rng, attributes), attributes=attributes)
+        after = rng.getstate()
+        rng.setstate(state)
+        edited = _build_sentence(rng, {**attributes, attribute: value})
+        if rng.getstate() != after:
+            raise ValueError(f"{attribute}={value} changes the random draws of a sentence, so it has no exact counterpart")
+        pairs.append((sentence, edited))
+    return pairs
+
+
 def write_corpus(directory: str | os.PathLike[str], *, seed: int = 0,
                  sizes: dict[str, int] | None = None) -> dict[str, pathlib.Path]:
     """Write ``{split}.txt`` and ``{split}.labels.jsonl`` for each split into ``directory``.
@@ -199,7 +226,7 @@ def write_corpus(directory: str | os.PathLike[str], *, seed: int = 0,
     directory.mkdir(parents=True, exist_ok=True)
     paths = {}
     for split, count in sizes.items():
-        sentences = generate_sentences(count, seed=_split_seed(seed, split))
+        sentences = generate_sentences(count, seed=split_seed(seed, split))
         text_path = directory / f"{split}.txt"
         labels_path = directory / f"{split}.labels.jsonl"
         text_path.write_text("".join(s.text + "\n" for s in sentences), encoding="utf-8")
@@ -271,7 +298,7 @@ def read_labels(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     return labels
 
 
-def _split_seed(seed: int, split: str) -> int:
+def split_seed(seed: int, split: str) -> int:
     """Derive a split's seed from the corpus seed and the split name, without ``hash()``."""
     digest = hashlib.sha256(f"{seed}:{split}".encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big")
