@@ -234,6 +234,28 @@ def write_report(
     return {"plot": plot, "markdown": markdown}
 
 
+def record_operating_point(path: str | Path, record: dict, order: list[str]) -> list[dict]:
+    """Write ``record`` (one row's figures, keyed "row") into the JSON list of operating points at
+    ``path``, replacing an earlier record of the same row and keeping the others, ordered as
+    ``order`` (rows not in it last); returns every record. A recipe run for some rows thus adds
+    them to the table without losing the rest."""
+    path = Path(path)
+    records = []
+    if path.is_file():
+        try:
+            records = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise SeqVAEError(f"{path}: not a JSON list of operating points ({error}); move it away to start a new one") from None
+        if not isinstance(records, list) or not all(isinstance(r, dict) and "row" in r for r in records):
+            raise SeqVAEError(f"{path}: not a JSON list of operating points (objects with a 'row'); move it away to start a new one")
+    records = [r for r in records if r["row"] != record["row"]] + [record]
+    rank = {name: index for index, name in enumerate(order)}
+    records.sort(key=lambda r: rank.get(r["row"], len(rank)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(records, indent=1) + "\n")
+    return records
+
+
 def operating_points_table(results: list[dict]) -> str:
     """The Markdown table of operating points (recipes/*/operating_points.py): one line per row and
     prior, from each row's ``seqvae eval --lm`` figures and, where measured, its tense edit (the
@@ -243,7 +265,7 @@ def operating_points_table(results: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        edits = {key: value for key, value in r.get("edit", {}).items() if key != "0"}
+        edits = {key: value for key, value in r.get("edit", {}).items() if key not in ("0", "perfect")}
         scale = max(edits, key=lambda key: edits[key]["transfer_rate"]) if edits else None
         edit = (f"{edits[scale]['reached']:.3f} (x{scale}) | {edits[scale]['others_kept']:.3f} | {edits[scale]['bleu_to_input']:.1f}"
                 if scale else "- | - | -")

@@ -20,14 +20,13 @@ interruption: finished rows are reused, the interrupted one continues from its l
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from seqvae import SeqVAEError, load_run
 from seqvae.allocator import keep_freed_memory
 from seqvae.judge import load_judge
-from seqvae.report import operating_points_table
+from seqvae.report import operating_points_table, record_operating_point
 
 sys.path.insert(0, str(Path(__file__).parent))
 import run as ptb  # noqa: E402
@@ -50,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--rows", default=",".join(JUDGED), help=f"rows to train and evaluate, of {', '.join(JUDGED)}")
-    parser.add_argument("--output", default="recipes/ptb/results/operating-points.json")
+    parser.add_argument("--output", default="recipes/ptb/results/operating-points.json",
+                        help="JSON list of rows: a row evaluated again replaces its record, the others are kept")
     parser.add_argument("--iw-samples", type=int, default=500)
     args = parser.parse_args(argv)
     keep_freed_memory()
@@ -76,9 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         except SeqVAEError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        results.append({"row": name, "command": arguments, "run_dir": run_dir, **figures})
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        try:
+            results = record_operating_point(
+                args.output, {"row": name, "command": arguments, "run_dir": run_dir, **figures}, list(JUDGED)
+            )
+        except SeqVAEError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         print(f"{name}: written to {args.output}")
     print(operating_points_table(results))
     return 0
