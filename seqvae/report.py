@@ -86,6 +86,13 @@ def plot_training(history: TrainingHistory, path: str | Path, *, title: str = ""
         import textwrap
 
         figure.suptitle(textwrap.fill(title, 90), fontsize=10)
+    return _save_png(figure, path)
+
+
+def _save_png(figure, path: str | Path) -> Path:
+    """Write ``figure`` to ``path`` whole or not at all (a temporary file renamed), and close it."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -279,3 +286,47 @@ def operating_points_table(results: list[dict]) -> str:
                 f"{edit} |"
             )
     return "\n".join(lines)
+
+
+def plot_operating_points(results: list[dict], path: str | Path, *, title: str = "") -> Path:
+    """Four panels with the rate (test KL, nats per sentence, log scale) on the x axis, one point
+    per row of an operating-points recipe: reconstruction and homotopy endpoint BLEU; forward and
+    reverse perplexity of prior samples under the judge, under N(0, I) and the fitted prior, with
+    the judge's perplexity of the real test split as a line; their self-BLEU. Written as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results if "prior_lm_forward_ppl" in r]
+    if not rows:
+        raise SeqVAEError(f"{path}: nothing to plot, no row was judged by a language model")
+    rows.sort(key=lambda r: r["kl"])
+    rate = [r["kl"] for r in rows]
+    figure, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    panels = (
+        (axes[0][0], "BLEU to the input", (("bleu", "reconstruction"), ("homotopy_endpoint_bleu", "homotopy endpoints"))),
+        (axes[0][1], "forward PPL of prior samples", (("prior_lm_forward_ppl", "N(0, I)"), ("fitted_prior_lm_forward_ppl", "fitted prior"))),
+        (axes[1][0], "reverse PPL of prior samples", (("prior_lm_reverse_ppl", "N(0, I)"), ("fitted_prior_lm_reverse_ppl", "fitted prior"))),
+        (axes[1][1], "self-BLEU of prior samples", (("prior_self_bleu", "N(0, I)"), ("fitted_prior_self_bleu", "fitted prior"))),
+    )
+    for axis, label, series in panels:
+        for key, name in series:
+            points = [(x, r[key]) for x, r in zip(rate, rows) if r.get(key) is not None]
+            axis.plot([x for x, _ in points], [y for _, y in points], "o", ms=6, alpha=0.8, label=name)
+        if "PPL" in label:
+            real = [r["lm_real_ppl"] for r in rows if "lm_real_ppl" in r]
+            if real:
+                axis.axhline(real[0], color="grey", ls="--", lw=1, label="the judge on real test text")
+            axis.set_yscale("log")
+        axis.set_ylabel(label)
+        axis.set_xscale("log")
+        axis.grid(alpha=0.3, which="both")
+        axis.legend(fontsize=8)
+    for r, x in zip(rows, rate):
+        axes[0][0].annotate(r["row"], (x, r["bleu"]), textcoords="offset points", xytext=(3, 4), fontsize=8)
+    for axis in axes[1]:
+        axis.set_xlabel("rate: KL(q(z|x) || N(0, I)), nats per sentence")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return _save_png(figure, path)

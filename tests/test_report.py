@@ -7,7 +7,7 @@ import json
 import pytest
 
 from seqvae.errors import SeqVAEError
-from seqvae.report import operating_points_table, record_operating_point
+from seqvae.report import operating_points_table, plot_operating_points, record_operating_point
 
 
 def _record(row: str, **changes) -> dict:
@@ -44,3 +44,12 @@ def test_a_row_recorded_again_replaces_its_record_and_keeps_the_others_in_order(
     with pytest.raises(SeqVAEError, match="points.json: not a JSON list of operating points"):
         record_operating_point(path, _record("vae"), order)
     assert path.read_text() == "{not json"  # nothing overwritten
+
+
+def test_the_operating_points_figure_is_a_png_and_needs_a_judged_row(tmp_path):
+    path = plot_operating_points([_record("vae"), _record("ae", kl=250.0, lm_real_ppl=4.6)], tmp_path / "points.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    unjudged = {key: value for key, value in _record("vae").items() if "_lm_" not in key}
+    with pytest.raises(SeqVAEError, match="no row was judged"):
+        plot_operating_points([unjudged], tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()

@@ -9,8 +9,9 @@ once), with its prior fitted after training as for every run. The judge is the P
 Each row is then evaluated on the test split as ``seqvae eval RUN --lm runs/ptb-lm`` evaluates it
 (IW-PPL under N(0, I) and under the fitted prior, KL, MI, AU, reconstruction BLEU, forward and
 reverse perplexity and self-BLEU of prior samples under both priors, homotopy endpoint BLEU and
-path fluency), written to --output (JSON, a row at a time), and the Markdown table is printed
-(recipes/ptb/OPERATING_POINTS.md holds the finished one).
+path fluency), written to --output (JSON, a row at a time; a row evaluated again replaces its
+record), the Markdown table is printed and the figure (rate against use) is written beside the
+JSON (same name, .png); recipes/ptb/OPERATING_POINTS.md holds the finished table.
 
 Each training takes hours on a CPU; run it in the background with one thread
 (OMP_NUM_THREADS=1 ... run.threads=1 is passed to every row) and run the command again after an
@@ -26,7 +27,7 @@ from pathlib import Path
 from seqvae import SeqVAEError, load_run
 from seqvae.allocator import keep_freed_memory
 from seqvae.judge import load_judge
-from seqvae.report import operating_points_table, record_operating_point
+from seqvae.report import operating_points_table, plot_operating_points, record_operating_point
 
 sys.path.insert(0, str(Path(__file__).parent))
 import run as ptb  # noqa: E402
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"{name}: written to {args.output}")
     print(operating_points_table(results))
+    if results:
+        figure = plot_operating_points(results, Path(args.output).with_suffix(".png"), title="Penn Treebank (Li et al.'s sizes), test split")
+        print(f"figure: {figure}")
     return 0
 
 

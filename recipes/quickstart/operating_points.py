@@ -11,7 +11,9 @@ KL, MI, AU, reconstruction BLEU, forward and reverse perplexity and self-BLEU of
 under both priors, homotopy endpoint BLEU and path fluency), then edited: the tense vector
 (future) applied to every non-future validation sentence at the scales of EDIT_SCALES, judged by
 the share that reached the future, the share of their other four attributes kept, and BLEU to
-the input. The figures go to --output (JSON, one object per row) and a Markdown table is printed.
+the input, beside the BLEU of the perfect edits. The figures go to --output (JSON, one object
+per row; rows evaluated again replace theirs), the Markdown table is printed and the figure
+(rate against use) is written beside the JSON (same name, .png).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from seqvae import SeqVAEError, load_config, load_run, train
 from seqvae.allocator import keep_freed_memory
 from seqvae.attributes import transfer
 from seqvae.judge import load_judge
-from seqvae.report import operating_points_table, record_operating_point
+from seqvae.report import operating_points_table, plot_operating_points, record_operating_point
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -99,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(operating_points_table(results))
+    if results:
+        figure = plot_operating_points(results, Path(args.output).with_suffix(".png"), title="embedded corpus (quickstart sizes), test split")
+        print(f"figure: {figure}")
     return 0
 
 
