@@ -221,7 +221,12 @@ def write_report(
         atomic_write_text(markdown, "\n".join(lines) + "\n")
         return {"plot": plot, "markdown": markdown}
     lines += [f"## Samples from the prior ({checkpoint} checkpoint)", "", f"Greedy decodes of z ~ N(0, I), seed {seed}:", ""]
-    lines += [f"{i}. {_escape(sentence)}" for i, sentence in enumerate(run.sample(samples, seed=seed), start=1)]
+    lines += [f"{i}. {_escape(sentence)}" for i, sentence in enumerate(run.sample(samples, seed=seed, prior="standard"), start=1)]
+    if run.has_fitted_prior():
+        fitted = run.prior_density("fitted")
+        lines += ["", f"Greedy decodes of z from the fitted prior ({fitted.components} x {fitted.covariance} Gaussian mixture), seed {seed}:", ""]
+        drawn = run.sample(samples, seed=seed, prior="fitted")
+        lines += [f"{i}. {_escape(sentence)}" for i, sentence in enumerate(drawn, start=1)]
     valid_sentences = load_corpus(config.data).splits.get("valid", []) if interpolation is None or reconstructions else []
     if reconstructions and valid_sentences:
         originals = valid_sentences[:reconstructions]

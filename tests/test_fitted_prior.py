@@ -112,6 +112,12 @@ def test_a_finished_run_fits_its_prior_and_every_command_draws_from_it(tiny_corp
     assert main(["prior", run_dir, "--components", "1", "--covariance", "diagonal", "--codes", "mean"]) == 0
     out = capsys.readouterr().out
     assert "1 x diagonal" in out and "<- kept" in out and "N(0, I)" in out
+    # the run report shows samples from both priors
+    assert main(["report", run_dir, "--output", str(tmp_path / "report"), "--samples", "2", "--steps", "3"]) == 0
+    summary = (tmp_path / "report" / "report.md").read_text()
+    assert "Greedy decodes of z ~ N(0, I), seed 0:" in summary
+    assert "Greedy decodes of z from the fitted prior (1 x diagonal Gaussian mixture), seed 0:" in summary
+    assert sum(line[:3] in ("1. ", "2. ", "3. ") for line in summary.splitlines()) == 4
     # a prior fitted to another checkpoint is refused with the command that fits it again
     saved["fit"]["checkpoint"]["step"] = -1  # as if fitted before the run went on
     (tmp_path / "run" / "prior.json").write_text(json.dumps(saved))
