@@ -101,6 +101,12 @@ class Transfer:
     """Embedded corpus: at each scale, the share of the other attributes that read as in the input."""
     baseline_attribute_rate: float | None = None
     baseline_others_kept: float | None = None
+    lm_forward_ppl: dict[float, float] = field(default_factory=dict)
+    """With a judge (:func:`judge_edits`): at each scale, the judge's forward perplexity of the decodes."""
+    baseline_lm_forward_ppl: float | None = None
+    """The same for the unchanged codes' decodes."""
+    inputs_lm_forward_ppl: float | None = None
+    """The same for the input sentences: the fluency an edit should keep."""
     perfect_bleu_to_input: float | None = None
     """Embedded corpus as written (:func:`perfect_edits`), tense edits: BLEU to the input of the perfect edits
     (each sentence generated again with the target value and every other choice the same), the
@@ -159,6 +165,18 @@ def apply_vector(
         bleu_to_input={scale: corpus_bleu(decoded, inputs) for scale, decoded in outputs.items()},
         baseline_bleu_to_input=corpus_bleu(unchanged, inputs),
     )
+
+
+def judge_edits(result: Transfer, judge) -> Transfer:
+    """Add the fluency of an edit as an independent language model reads it (``judge``, from
+    :func:`seqvae.judge.load_judge`): the forward perplexity of the decodes at each scale, of the
+    unchanged codes' decodes and of the inputs themselves (docs/measures.md, judged measures)."""
+    from seqvae.judge import forward_perplexity
+
+    result.lm_forward_ppl = {scale: forward_perplexity(judge, decoded) for scale, decoded in result.outputs.items()}
+    result.baseline_lm_forward_ppl = forward_perplexity(judge, result.unchanged)
+    result.inputs_lm_forward_ppl = forward_perplexity(judge, result.originals)
+    return result
 
 
 def attribute_changes(reference: list[str], decoded: list[str]) -> dict[str, float]:

@@ -315,8 +315,9 @@ def _command_interpolate(args: argparse.Namespace) -> int:
 
 
 def _command_attribute(args: argparse.Namespace) -> int:
-    from seqvae.attributes import apply_vector, parse_attribute, transfer
+    from seqvae.attributes import apply_vector, judge_edits, parse_attribute, transfer
     from seqvae.files import atomic_write_text
+    from seqvae.judge import load_judge
 
     files = {name: getattr(args, name) for name in ("with_file", "without_file", "apply_file")}
     given = [name for name, value in files.items() if value]
@@ -332,6 +333,7 @@ def _command_attribute(args: argparse.Namespace) -> int:
     sets = {name: _read_sentences(path) for name, path in files.items() if path}
     decoding = _decoding(args)
     run = _load_run(args)
+    judge = load_judge(args.lm, device=args.device) if args.lm else None
     cache = not args.no_cache
     if "apply_file" in sets:
         _note_input(run, sets["apply_file"])
@@ -358,6 +360,10 @@ def _command_attribute(args: argparse.Namespace) -> int:
     )
     print(f"BLEU to the input: unchanged codes {result.baseline_bleu_to_input:.1f}; "
           + "; ".join(f"scale {scale:g} {result.bleu_to_input[scale]:.1f}" for scale in scales))
+    if judge is not None:
+        judge_edits(result, judge)
+        print(f"the judge's forward perplexity: inputs {result.inputs_lm_forward_ppl:.2f}; unchanged codes "
+              f"{result.baseline_lm_forward_ppl:.2f}; " + "; ".join(f"scale {scale:g} {result.lm_forward_ppl[scale]:.2f}" for scale in scales))
     if target is not None:
         print(f"{args.attribute}, unchanged codes: reached {result.baseline_attribute_rate:.3f}, "
               f"other attributes kept {result.baseline_others_kept:.3f}, transfer rate {result.baseline_rate:.3f}")
@@ -528,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     attribute.add_argument("--limit", type=int, default=500, help="validation sentences to transform (embedded corpus)")
     attribute.add_argument("--show", type=int, default=None, help="print only the first N transformations")
+    attribute.add_argument("--lm", metavar="LM_RUN", help="a language-model run on the same corpus: also report its forward perplexity of the edits")
     decoding_arguments(attribute, seed_help="seed of sampling")
     attribute.set_defaults(handler=_command_attribute)
 

@@ -277,7 +277,8 @@ def operating_points_table(results: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        edits = {key: value for key, value in r.get("edit", {}).items() if key not in ("0", "perfect")}
+        # the edit's scales ("1", "1.5", ...) beside "0" (the unchanged codes) and reference entries
+        edits = {key: value for key, value in r.get("edit", {}).items() if key.replace(".", "", 1).isdigit() and float(key) > 0}
         scale = max(edits, key=lambda key: edits[key]["transfer_rate"]) if edits else None
         edit = (f"{edits[scale]['reached']:.3f} (x{scale}) | {edits[scale]['others_kept']:.3f} | {edits[scale]['bleu_to_input']:.1f}"
                 if scale else "- | - | -")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from seqvae.attributes import judge_edits, transfer
 from seqvae.cli import main
 from seqvae.errors import SeqVAEError
 from seqvae.judge import forward_perplexity, load_judge, reverse_perplexity, sentence_scores
@@ -90,6 +91,17 @@ def test_eval_with_a_judge_reports_every_judged_figure(judge_dir, tiny_corpus, t
     assert capsys.readouterr().err.strip().endswith("--lm needs a language model run (model.latent_dim = 0) trained on the same corpus; this run has z")
     assert main([*common, "--lm", str(judge_dir), "--reverse-samples", "5"]) == 2
     assert "--reverse-samples 5" in capsys.readouterr().err
+    # edits: the judge's forward perplexity of the inputs, the unchanged decodes and each scale's,
+    # each equal to forward_perplexity of those sentences
+    edit = judge_edits(transfer(run, "tense", "future", scales=(1.0, 2.0), limit=20), judge)
+    assert edit.inputs_lm_forward_ppl == pytest.approx(forward_perplexity(judge, edit.originals))
+    assert edit.baseline_lm_forward_ppl == pytest.approx(forward_perplexity(judge, edit.unchanged))
+    assert edit.lm_forward_ppl[2.0] == pytest.approx(forward_perplexity(judge, edit.outputs[2.0]))
+    assert main(["attribute", str(tmp_path / "vae"), "--attribute", "tense=future", "--limit", "20", "--scale", "1", "2",
+                 "--show", "0", "--lm", str(judge_dir)]) == 0
+    judged = [line for line in capsys.readouterr().out.splitlines() if line.startswith("the judge's forward perplexity")]
+    assert judged == [f"the judge's forward perplexity: inputs {edit.inputs_lm_forward_ppl:.2f}; unchanged codes "
+                      f"{edit.baseline_lm_forward_ppl:.2f}; scale 1 {edit.lm_forward_ppl[1.0]:.2f}; scale 2 {edit.lm_forward_ppl[2.0]:.2f}"]
 
 
 def test_a_run_takes_its_tokenizer_from_another_run_or_names_the_missing_file(judge_dir, tiny_corpus, tmp_path):

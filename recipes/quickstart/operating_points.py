@@ -11,7 +11,7 @@ KL, MI, AU, reconstruction BLEU, forward and reverse perplexity and self-BLEU of
 under both priors, homotopy endpoint BLEU and path fluency), then edited: the tense vector
 (future) applied to every non-future validation sentence at the scales of EDIT_SCALES, judged by
 the share that reached the future, the share of their other four attributes kept, and BLEU to
-the input, beside the BLEU of the perfect edits. The figures go to --output (JSON, one object
+the input, beside the BLEU of the perfect edits, and the judge's forward perplexity of the edits. The figures go to --output (JSON, one object
 per row; rows evaluated again replace theirs), the Markdown table is printed and the figure
 (rate against use) is written beside the JSON (same name, .png).
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from seqvae import SeqVAEError, load_config, load_run, train
 from seqvae.allocator import keep_freed_memory
-from seqvae.attributes import transfer
+from seqvae.attributes import judge_edits, transfer
 from seqvae.judge import load_judge
 from seqvae.report import operating_points_table, plot_operating_points, record_operating_point
 
@@ -85,16 +85,19 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             run = load_run(trained(name, ROWS[name]))
             figures = run.evaluate("test", iw_samples=args.iw_samples, judge=judge, progress=True)
-            edit = transfer(run, "tense", "future", scales=EDIT_SCALES, limit=1000, progress=True)
+            edit = judge_edits(transfer(run, "tense", "future", scales=EDIT_SCALES, limit=1000, progress=True), judge)
             figures["edit"] = {
                 f"{scale:g}": {"reached": edit.attribute_rates[scale], "others_kept": edit.others_kept[scale],
-                               "bleu_to_input": edit.bleu_to_input[scale], "transfer_rate": edit.rates[scale]}
+                               "bleu_to_input": edit.bleu_to_input[scale], "transfer_rate": edit.rates[scale],
+                               "lm_forward_ppl": edit.lm_forward_ppl[scale]}
                 for scale in EDIT_SCALES
             }
             if edit.perfect_bleu_to_input is not None:
                 figures["edit"]["perfect"] = {"bleu_to_input": edit.perfect_bleu_to_input}
             figures["edit"]["0"] = {"reached": edit.baseline_attribute_rate, "others_kept": edit.baseline_others_kept,
-                                    "bleu_to_input": edit.baseline_bleu_to_input, "transfer_rate": edit.baseline_rate}
+                                    "bleu_to_input": edit.baseline_bleu_to_input, "transfer_rate": edit.baseline_rate,
+                                    "lm_forward_ppl": edit.baseline_lm_forward_ppl}
+            figures["edit"]["inputs"] = {"lm_forward_ppl": edit.inputs_lm_forward_ppl}
             results = record_operating_point(args.output, {"row": name, "overrides": ROWS[name], **figures}, list(ROWS))
             print(f"{name}: written to {args.output}")
     except SeqVAEError as error:
