@@ -294,6 +294,32 @@ def operating_points_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def edits_table(results: list[dict]) -> str:
+    """The Markdown table of each operating point's tense edits (embedded corpus): per row, the
+    unchanged codes (scale 0) and every scale, with the share that reached the target, the other
+    attributes kept, the transfer rate, BLEU to the input and, where judged, the forward
+    perplexity; the perfect edits' BLEU and the inputs' perplexity head the table."""
+    edited = [r for r in results if r.get("edit")]
+    if not edited:
+        return ""
+    lines = []
+    perfect = next((r["edit"]["perfect"]["bleu_to_input"] for r in edited if "perfect" in r["edit"]), None)
+    inputs = next((r["edit"]["inputs"]["lm_forward_ppl"] for r in edited if "inputs" in r["edit"]), None)
+    if perfect is not None or inputs is not None:
+        reference = [f"perfect edits: BLEU to the input {perfect:.1f}" if perfect is not None else "",
+                     f"the inputs' forward PPL {inputs:.2f}" if inputs is not None else ""]
+        lines += ["; ".join(part for part in reference if part) + ".", ""]
+    lines += ["| row | scale | reached | others kept | transfer rate | BLEU to input | fwd PPL |", "|---|---|---|---|---|---|---|"]
+    for r in edited:
+        scales = sorted((key for key in r["edit"] if key.replace(".", "", 1).isdigit()), key=float)
+        for key in scales:
+            e = r["edit"][key]
+            ppl = f"{e['lm_forward_ppl']:.2f}" if "lm_forward_ppl" in e else "-"
+            lines.append(f"| {r['row']} | {key} | {e['reached']:.3f} | {e['others_kept']:.3f} | {e['transfer_rate']:.3f} | "
+                         f"{e['bleu_to_input']:.1f} | {ppl} |")
+    return "\n".join(lines)
+
+
 def plot_operating_points(results: list[dict], path: str | Path, *, title: str = "") -> Path:
     """Four panels with the rate (test KL, nats per sentence, log scale) on the x axis, one point
     per row of an operating-points recipe: reconstruction and homotopy endpoint BLEU; forward and

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from seqvae.errors import SeqVAEError
-from seqvae.report import operating_points_table, plot_operating_points, record_operating_point
+from seqvae.report import edits_table, operating_points_table, plot_operating_points, record_operating_point
 
 
 def _record(row: str, **changes) -> dict:
@@ -53,3 +53,13 @@ def test_the_operating_points_figure_is_a_png_and_needs_a_judged_row(tmp_path):
     with pytest.raises(SeqVAEError, match="no row was judged"):
         plot_operating_points([unjudged], tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+def test_the_edits_table_lists_every_scale_under_its_ceiling():
+    edit = {"0": {"reached": 0.0, "others_kept": 1.0, "bleu_to_input": 70.0, "transfer_rate": 0.0, "lm_forward_ppl": 4.8},
+            "1.5": {"reached": 0.9, "others_kept": 0.92, "bleu_to_input": 25.0, "transfer_rate": 0.8, "lm_forward_ppl": 5.1},
+            "perfect": {"bleu_to_input": 47.7}, "inputs": {"lm_forward_ppl": 4.6}}
+    lines = edits_table([_record("vae"), _record("ae", edit=edit)]).splitlines()
+    assert lines[0] == "perfect edits: BLEU to the input 47.7; the inputs' forward PPL 4.60."
+    assert lines[4:] == ["| ae | 0 | 0.000 | 1.000 | 0.000 | 70.0 | 4.80 |", "| ae | 1.5 | 0.900 | 0.920 | 0.800 | 25.0 | 5.10 |"]
+    assert edits_table([_record("vae")]) == ""

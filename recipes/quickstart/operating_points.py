@@ -26,7 +26,7 @@ from seqvae import SeqVAEError, load_config, load_run, train
 from seqvae.allocator import keep_freed_memory
 from seqvae.attributes import judge_edits, transfer
 from seqvae.judge import load_judge
-from seqvae.report import operating_points_table, plot_operating_points, record_operating_point
+from seqvae.report import edits_table, operating_points_table, plot_operating_points, record_operating_point
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(operating_points_table(results))
+    print(edits_table(results))
     if results:
         figure = plot_operating_points(results, Path(args.output).with_suffix(".png"), title="embedded corpus (quickstart sizes), test split")
         print(f"figure: {figure}")
