@@ -291,6 +291,14 @@ def operating_points_table(results: list[dict]) -> str:
                 f"{r['homotopy_endpoint_bleu']:.1f} | {r['homotopy_path_lm_forward_ppl'] / r['homotopy_endpoint_lm_forward_ppl']:.2f} | "
                 f"{edit} |"
             )
+    reference = next((r for r in results if "lm_real_ppl" in r or "real_self_bleu" in r), None)
+    if reference is not None:
+        parts = []
+        if "lm_real_ppl" in reference:
+            parts.append(f"the judge's perplexity {reference['lm_real_ppl']:.2f}")
+        if "real_self_bleu" in reference:
+            parts.append(f"self-BLEU {reference['real_self_bleu']:.1f} (as many sentences as the prior samples)")
+        lines += ["", "Real test sentences: " + ", ".join(parts) + "."]
     return "\n".join(lines)
 
 

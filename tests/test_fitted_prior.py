@@ -9,7 +9,9 @@ from torch.distributions import Categorical, MixtureSameFamily, MultivariateNorm
 
 from seqvae.cli import main
 from seqvae.errors import SeqVAEError
+from seqvae.evaluation.split import spread_sample
 from seqvae.fitted_prior import GaussianMixture, StandardNormal, choose_mixture, fit_gaussian_mixture
+from seqvae.measures import distinct_n, self_bleu
 from seqvae.runs import load_run
 from seqvae.training import train
 
@@ -103,6 +105,11 @@ def test_a_finished_run_fits_its_prior_and_every_command_draws_from_it(tiny_corp
     assert "nll_iw_fitted" not in run.evaluate("valid", iw_samples=5, prior_samples=0, fitted_prior=False)
     assert 0 <= metrics["homotopy_endpoint_bleu"] <= 100 and 0 <= metrics["homotopy_falling_share"] <= 1
     assert metrics["homotopy_pairs"] == 50 and metrics["homotopy_steps"] == 7
+    # the reference for the prior samples' figures: as many real sentences, whatever their batches' order
+    valid = [run.tokenizer.decode(run.tokenizer.encode(line)) for line in tiny_corpus["valid"].read_text().splitlines()]
+    assert spread_sample(valid, 4) == spread_sample(list(reversed(valid)), 4) and len(set(spread_sample(valid, 4))) == 4
+    assert metrics["real_self_bleu"] == pytest.approx(self_bleu(spread_sample(valid, 4)))
+    assert metrics["real_distinct_1"] == pytest.approx(distinct_n(spread_sample(valid, 4), 1))
 
     run_dir = str(tmp_path / "run")
     assert main(["sample", run_dir, "-n", "2", "--prior", "fitted"]) == 0

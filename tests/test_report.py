@@ -30,6 +30,8 @@ def test_the_table_has_a_line_per_row_and_prior_and_the_edit_of_the_best_scale()
     assert lines[3].startswith("| vae | fitted | 4.50 |") and lines[3].endswith("| - | - | - |")
     # path / end = 5.5 / 5.0; the edit shown is scale 2, whose transfer rate is the highest
     assert lines[5].endswith("| 21.0 | 1.10 | 0.990 (x2) | 0.900 | 12.0 |")
+    lines = operating_points_table([_record("vae", lm_real_ppl=4.6, real_self_bleu=36.24)]).splitlines()
+    assert lines[-1] == "Real test sentences: the judge's perplexity 4.60, self-BLEU 36.2 (as many sentences as the prior samples)."
 
 
 def test_a_row_recorded_again_replaces_its_record_and_keeps_the_others_in_order(tmp_path):

@@ -69,6 +69,9 @@ def evaluate_split(
     - bleu: corpus BLEU of greedy decodes of the posterior means against the inputs
     - prior_distinct_1, prior_distinct_2, prior_self_bleu, prior_log_likelihood_per_token: of
       ``prior_samples`` sentences greedily decoded from z ~ N(0, I) (the notes, section 3.3)
+    - real_distinct_1, real_distinct_2, real_self_bleu: the same of as many of the split's own
+      sentences (:func:`spread_sample`), the reference the prior samples' figures are read against
+      (self-BLEU grows with the number of sentences, so only figures of equal counts compare)
     - mean_posterior_std and ``warnings``: the collapse / overload diagnostics of
       :func:`seqvae.measures.diagnose`, with the figures that triggered them
     - with ``fitted_prior`` (a density r(z) fitted after training, seqvae.fitted_prior):
@@ -199,6 +202,8 @@ def evaluate_split(
             fitted = _prior_sample_measures(model, tokenizer, prior_samples, prior_generator, fitted_prior)
             result.update({f"fitted_{key}": value for key, value in fitted.items()})
             result["fitted_prior"] = f"{fitted_prior.components} components, {fitted_prior.covariance} covariance"
+        real = spread_sample(references, prior_samples)
+        result.update(real_distinct_1=distinct_n(real, 1), real_distinct_2=distinct_n(real, 2), real_self_bleu=self_bleu(real))
     bar.update(1)
     bar.close()
     result["mean_posterior_std"] = float(aggregate.base.std.mean())
@@ -214,6 +219,16 @@ def evaluate_split(
 
 
 @torch.no_grad()
+def spread_sample(sentences: list[str], count: int) -> list[str]:
+    """``count`` of ``sentences`` spread evenly over their sorted order: a sample of the split that
+    does not depend on how batches ordered it (the first sentences of length-bucketed batches
+    would all be short ones)."""
+    ordered = sorted(sentences)
+    if count >= len(ordered):
+        return ordered
+    return [ordered[index * len(ordered) // count] for index in range(count)]
+
+
 def _prior_sample_measures(model: SeqVAE, tokenizer, count: int, generator: torch.Generator, density=None) -> dict[str, float]:
     """Distinct-n, self-BLEU and log p(x|z) per token of greedy decodes of ``count`` codes drawn
     from N(0, I), or from ``density`` (a fitted prior)."""
