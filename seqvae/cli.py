@@ -67,6 +67,9 @@ def _command_eval(args: argparse.Namespace) -> int:
     run = _load_run(args)
     if args.iw_samples < 0:
         raise SeqVAEError(f"--iw-samples {args.iw_samples}: use 0 to skip the bound, or a positive K")
+    from seqvae.fitted_prior import check_temperature
+
+    check_temperature(args.prior_temperature, "--prior-temperature")
     if args.prior_samples == 1 or args.prior_samples < 0:
         raise SeqVAEError(f"--prior-samples {args.prior_samples}: use 0 to skip, or at least 2 (self-BLEU compares samples)")
     judge, judge_options = None, None
@@ -91,12 +94,15 @@ def _command_eval(args: argparse.Namespace) -> int:
         progress=True,
         judge=judge,
         judge_options=judge_options,
+        prior_temperature=args.prior_temperature,
     )
     from seqvae.report import save_evaluation
 
     settings = {"iw_samples": args.iw_samples, "prior_samples": args.prior_samples, "seed": args.seed}
     if args.mi_group_size:
         settings["mi_group_size"] = args.mi_group_size
+    if args.prior_temperature != 1:
+        settings["prior_temperature"] = args.prior_temperature
     if judge is not None:
         settings.update(lm=str(judge.run_dir), **{f"lm_{key}": value for key, value in judge_options.items()})
     loaded = {
@@ -202,6 +208,9 @@ def _command_sample(args: argparse.Namespace) -> int:
 
     if args.num_samples < 1:
         raise SeqVAEError(f"-n {args.num_samples}: ask for at least one sample")
+    from seqvae.fitted_prior import check_temperature
+
+    check_temperature(args.prior_temperature, "--prior-temperature")
     decoding = _decoding(args)
     output = _check_output(args.output, args.overwrite, (".jsonl",)) if args.output else None
     run = _load_run(args)
@@ -211,7 +220,8 @@ def _command_sample(args: argparse.Namespace) -> int:
             "every time; --strategy sample draws different ones",
             file=sys.stderr,
         )
-    generated = run.generate(run.prior(args.num_samples, seed=args.seed, prior=args.prior), decoding=decoding, seed=args.seed)
+    codes = run.prior(args.num_samples, seed=args.seed, prior=args.prior, temperature=args.prior_temperature)
+    generated = run.generate(codes, decoding=decoding, seed=args.seed)
     for item in generated:
         print(f"{item.log_prob_per_token:8.3f}  {item.text}")
     if output is not None:
@@ -434,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--mi-group-size", type=int, default=None, help="aggregate posterior over groups of this size (He et al. 2019)"
     )
+    evaluate.add_argument(
+        "--prior-temperature", type=float, default=1.0, help="the fitted prior's temperature for its bound and samples (N(0, I) stays as it is)"
+    )
     judged = evaluate.add_argument_group("judging generated text with a language model (docs/measures.md)")
     judged.add_argument("--lm", metavar="LM_RUN", help="a language-model run (model.latent_dim = 0) on the same corpus")
     judged.add_argument("--lm-samples", type=int, default=1000, help="prior samples whose forward perplexity is taken")
@@ -471,6 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--prior", choices=("standard", "fitted"), default=None,
         help="draw z from N(0, I) or from the run's fitted prior (seqvae prior); default: the config's prior.default",
+    )
+    sample.add_argument(
+        "--prior-temperature", type=float, default=1.0,
+        help="scale the prior's spread: below 1, codes nearer its modes (more fluent, less varied); --temperature is the decoder's",
     )
     sample.add_argument("-n", "--num-samples", type=int, default=10)
     sample.add_argument("--output", help="also write the samples as JSON lines (text, tokens, log_prob_per_token)")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,12 @@ ROWS_PER_CHUNK = 4096
 """Codes whose products z z^T are formed at once when scoring (memory: rows x dimensions^2)."""
 
 
+def check_temperature(temperature: float, name: str = "temperature") -> None:
+    """A sampling temperature must be a positive finite number (``name``: what the error calls it)."""
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise SeqVAEError(f"{name} {temperature}: must be a positive number (1 draws from the prior as it is)")
+
+
 class StandardNormal:
     """N(0, I) in ``dim`` dimensions: the prior the model was trained with."""
 
@@ -55,6 +61,17 @@ class StandardNormal:
 
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(num_samples, self.dim, generator=generator)
+
+    def tempered(self, temperature: float) -> "StandardNormal | GaussianMixture":
+        """N(0, temperature^2 I): itself at temperature 1, else a one-component mixture."""
+        if temperature == 1:
+            return self
+        check_temperature(temperature)
+        return GaussianMixture(
+            weights=torch.ones(1, dtype=torch.float64), means=torch.zeros(1, self.dim, dtype=torch.float64),
+            scale=torch.full((1, self.dim), float(temperature), dtype=torch.float64), covariance="diagonal",
+            name=self.name, fit={"temperature": temperature},
+        )
 
 
 @dataclass
@@ -127,6 +144,17 @@ class GaussianMixture:
         else:
             z = self.means[chosen] + (self.scale[chosen] @ noise.unsqueeze(-1)).squeeze(-1)
         return z.float()
+
+    def tempered(self, temperature: float) -> "GaussianMixture":
+        """The mixture with every component's covariance times ``temperature``^2 (its weights and
+        means kept): the temperature of sampling from a density model (Kingma & Dhariwal 2018, Glow,
+        section 5). Below 1 the codes lie nearer the components' means, where the decoder has seen
+        most codes: samples more fluent and less varied. Still a normalised density, so the IW
+        bound under it is a valid bound of the decoder with it as its prior."""
+        if temperature == 1:
+            return self
+        check_temperature(temperature)
+        return replace(self, scale=self.scale * temperature, fit={**self.fit, "temperature": temperature})
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -139,17 +139,18 @@ def judged_measures(
     priors: tuple[str, ...] = ("standard",),
     seed: int = 0,
     progress: bool = False,
+    fitted_temperature: float = 1.0,
 ) -> dict[str, Any]:
     """The judge's figures for a run's split: its perplexity of the real sentences (the reference,
     ``lm_real_ppl``) and, for each prior (``standard``, ``fitted``), the forward perplexity of
     ``samples`` greedy decodes of prior codes and the reverse perplexity of ``reverse_samples``
-    (0 skips it), scored on the split's file."""
+    (0 skips it), scored on the split's file; the fitted prior at ``fitted_temperature``."""
     result: dict[str, Any] = {"lm_judge": str(judge.run_dir), "lm_real_ppl": forward_perplexity(judge, sentences)}
     real_file = getattr(run.config.data, split)
     for prior in priors:
         prefix = "prior" if prior == "standard" else f"{prior}_prior"
         count = max(samples, reverse_samples)
-        codes = run.prior(count, seed=seed, prior=prior)
+        codes = run.prior(count, seed=seed, prior=prior, temperature=fitted_temperature if prior == "fitted" else 1.0)
         decoded = [
             sentence
             for start in progress_bar(range(0, count, DECODE_CHUNK), desc=f"decoding {prior} prior samples", disable=not progress)

@@ -123,24 +123,26 @@ class Run:
         """Sentences decoded from codes z (N, Z); greedy unless ``decoding`` says otherwise."""
         return [g.text for g in self.generate(z, decoding=self._decoding(decoding, max_length), seed=seed)]
 
-    def prior(self, num_samples: int, *, seed: int = 0, prior: str | None = None) -> torch.Tensor:
+    def prior(self, num_samples: int, *, seed: int = 0, prior: str | None = None, temperature: float = 1.0) -> torch.Tensor:
         """Codes (N, Z) from a generator seeded with ``seed``, drawn from ``prior``: ``standard``
         (z ~ N(0, I)) or ``fitted`` (the run's fitted prior, :meth:`fit_prior`); by default the
-        config's ``prior.default``."""
+        config's ``prior.default``. ``temperature`` scales the prior's spread (below 1: nearer its
+        modes, see :meth:`GaussianMixture.tempered`)."""
         generator = torch.Generator().manual_seed(seed)
-        density = self.prior_density(prior)
+        density = self.prior_density(prior, temperature=temperature)
         if isinstance(density, StandardNormal):  # a language model's codes: (N, 0)
             return sample_prior(num_samples, self.model.latent_dim, generator=generator)
         return density.sample(num_samples, generator)
 
-    def prior_density(self, prior: str | None = None) -> StandardNormal | GaussianMixture:
+    def prior_density(self, prior: str | None = None, *, temperature: float = 1.0) -> StandardNormal | GaussianMixture:
         """The density ``prior`` names (default: the config's ``prior.default``): N(0, I), or the
-        run's fitted prior, which must have been fitted to the checkpoint this run loaded."""
+        run's fitted prior, which must have been fitted to the checkpoint this run loaded; at
+        ``temperature``, its covariances times temperature^2."""
         name = prior or self.config.prior.default
         if name not in ("standard", "fitted"):
             raise SeqVAEError(f"prior '{name}': choose standard or fitted")
         if name == "standard":
-            return StandardNormal(self.model.latent_dim)
+            return StandardNormal(self.model.latent_dim).tempered(temperature)
         self._needs_z("draw codes for")
         mixture = load_prior(self.run_dir)
         fitted_to = mixture.fit.get("checkpoint", {})
@@ -152,7 +154,7 @@ class Run:
             )
         if mixture.dim != self.model.latent_dim:
             raise SeqVAEError(f"{self.run_dir / PRIOR_FILE}: {mixture.dim} dimensions, the model has {self.model.latent_dim}")
-        return mixture
+        return mixture.tempered(temperature)
 
     def has_fitted_prior(self) -> bool:
         """Whether the run holds a fitted prior for the checkpoint it loaded."""
@@ -187,10 +189,13 @@ class Run:
         decoding: Decoding | None = None,
         max_length: int | None = None,
         prior: str | None = None,
+        temperature: float = 1.0,
     ) -> list[str]:
         """Decode codes from the prior (``prior``: standard or fitted, default the config's
-        ``prior.default``): sentences from the prior (``seed`` draws z and drives sampling)."""
-        return self.decode(self.prior(num_samples, seed=seed, prior=prior), decoding=decoding, seed=seed, max_length=max_length)
+        ``prior.default``, at ``temperature``): sentences from the prior (``seed`` draws z and
+        drives sampling)."""
+        codes = self.prior(num_samples, seed=seed, prior=prior, temperature=temperature)
+        return self.decode(codes, decoding=decoding, seed=seed, max_length=max_length)
 
     def reconstruct(
         self,
@@ -319,11 +324,13 @@ class Run:
         homotopy_pairs: int = 50,
         judge=None,
         judge_options: dict[str, int] | None = None,
+        prior_temperature: float = 1.0,
     ) -> dict[str, Any]:
         """Every measure of :func:`seqvae.evaluation.evaluate_split` on a split of the run's corpus.
 
         ``fitted_prior``: also the IW bound and the prior-sample measures under the run's fitted
         prior (``*_fitted``); by default when the run holds one for this checkpoint.
+        ``prior_temperature``: the fitted prior's, for both (N(0, I) stays the model's prior).
         ``homotopy_pairs``: pairs of the split's sentences for :meth:`homotopies` (0 skips them).
         ``judge`` (a language-model run) adds :func:`seqvae.judge.judged_measures` (its keywords
         from ``judge_options``) and the homotopies' path fluency.
@@ -340,7 +347,7 @@ class Run:
         shared = parallel and (self.model.is_language_model or self.model.posterior.flow is None)
         if fitted_prior is None:
             fitted_prior = not self.model.is_language_model and self.has_fitted_prior()
-        density = self.prior_density("fitted") if fitted_prior else None
+        density = self.prior_density("fitted", temperature=prior_temperature) if fitted_prior else None
 
         def measure():
             return evaluate_split(
@@ -359,6 +366,9 @@ class Run:
             )
 
         result = world.broadcast(measure() if world.main else None) if parallel and not shared else measure()
+        if density is not None and prior_temperature != 1:
+            result["fitted_prior"] += f", temperature {prior_temperature:g}"
+            result["fitted_prior_temperature"] = prior_temperature
         result["truncated"] = data.splits[split].truncated
         result["dropped"] = data.splits[split].dropped
         if homotopy_pairs and not self.model.is_language_model and len(corpus.splits[split]) >= 2:
@@ -366,7 +376,7 @@ class Run:
         if judge is not None and not self.model.is_language_model:
             priors = ("standard", "fitted") if fitted_prior else ("standard",)
             result.update(judged_measures(self, judge, split, corpus.splits[split], priors=priors, seed=seed,
-                                          progress=progress, **(judge_options or {})))
+                                          progress=progress, fitted_temperature=prior_temperature, **(judge_options or {})))
         labels = None if self.model.is_language_model else self.labels(split, len(corpus.splits[split]))
         if labels is not None:
             result.update(latent_probe(self.encode(corpus.splits[split]).mean, labels, seed=seed))

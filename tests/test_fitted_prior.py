@@ -43,6 +43,25 @@ def test_log_density_equals_torch_distributions_for_both_covariances():
     torch.testing.assert_close(standard.log_prob(z), reference.log_prob(z), rtol=0, atol=1e-10)
 
 
+def test_a_tempered_prior_is_the_same_family_with_covariances_times_t_squared():
+    full = _known_mixture()
+    diagonal = GaussianMixture(full.weights, full.means, torch.rand(3, 4, dtype=torch.float64) + 0.3, "diagonal")
+    z = torch.randn(7, 5, 4, dtype=torch.float64) * 3
+    for mixture in (full, diagonal):
+        covariances = mixture.scale.pow(2).diag_embed() if mixture.covariance == "diagonal" else mixture.scale @ mixture.scale.mT
+        reference = MixtureSameFamily(Categorical(mixture.weights), MultivariateNormal(mixture.means, 0.49 * covariances))
+        tempered = mixture.tempered(0.7)
+        torch.testing.assert_close(tempered.log_prob(z), reference.log_prob(z), rtol=0, atol=1e-9)
+        assert tempered.fit["temperature"] == 0.7 and mixture.tempered(1.0) is mixture
+    reference = MultivariateNormal(torch.zeros(4, dtype=torch.float64), 0.25 * torch.eye(4, dtype=torch.float64))
+    torch.testing.assert_close(StandardNormal(4).tempered(0.5).log_prob(z), reference.log_prob(z), rtol=0, atol=1e-10)
+    draws = StandardNormal(4).tempered(0.5).sample(20000, torch.Generator().manual_seed(0))
+    assert abs(float(draws.std()) - 0.5) < 0.01
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(SeqVAEError, match="must be a positive number"):
+            full.tempered(bad)
+
+
 def test_samples_follow_the_mixture():
     mixture = _known_mixture()
     draws = mixture.sample(200_000, torch.Generator().manual_seed(1)).double()
@@ -111,8 +130,20 @@ def test_a_finished_run_fits_its_prior_and_every_command_draws_from_it(tiny_corp
     assert metrics["real_self_bleu"] == pytest.approx(self_bleu(spread_sample(valid, 4)))
     assert metrics["real_distinct_1"] == pytest.approx(distinct_n(spread_sample(valid, 4), 1))
 
+    # a colder fitted prior: the same family narrowed, for its bound and its samples
+    cold = run.evaluate("valid", iw_samples=5, prior_samples=4, homotopy_pairs=0, prior_temperature=0.5)
+    assert cold["fitted_prior"].endswith("covariance, temperature 0.5") and cold["fitted_prior_temperature"] == 0.5
+    assert cold["nll_iw"] == pytest.approx(metrics["nll_iw"]) and cold["nll_iw_fitted"] != pytest.approx(metrics["nll_iw_fitted"])
+    narrow = run.prior(2000, seed=0, prior="fitted", temperature=0.5)
+    assert float(narrow.std(0).mean()) < 0.75 * float(fitted.std(0).mean())
+
     run_dir = str(tmp_path / "run")
     assert main(["sample", run_dir, "-n", "2", "--prior", "fitted"]) == 0
+    assert main(["sample", run_dir, "-n", "2", "--prior", "fitted", "--prior-temperature", "0.5"]) == 0
+    assert main(["sample", run_dir, "--prior-temperature", "0"]) == 2
+    assert "--prior-temperature 0.0: must be a positive number" in capsys.readouterr().err
+    assert main(["eval", run_dir, "--prior-temperature", "-1"]) == 2
+    assert "--prior-temperature -1.0: must be a positive number" in capsys.readouterr().err
     assert main(["interpolate", run_dir, "--prior", "fitted", "--steps", "3"]) == 0
     assert main(["interpolate", run_dir, "--prior", "--steps", "3"]) == 0  # the config's default: N(0, I)
     capsys.readouterr()
