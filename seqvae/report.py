@@ -354,10 +354,11 @@ def plot_operating_points(results: list[dict], path: str | Path, *, title: str =
         for key, name in series:
             points = [(x, r[key]) for x, r in zip(rate, rows) if r.get(key) is not None]
             axis.plot([x for x, _ in points], [y for _, y in points], "o", ms=6, alpha=0.8, label=name)
+        reference = "lm_real_ppl" if "PPL" in label else "real_self_bleu" if "self-BLEU" in label else None
+        real = [r[reference] for r in rows if reference in r]
+        if real:
+            axis.axhline(real[0], color="grey", ls="--", lw=1, label="the judge on real test text" if "PPL" in label else "real test text")
         if "PPL" in label:
-            real = [r["lm_real_ppl"] for r in rows if "lm_real_ppl" in r]
-            if real:
-                axis.axhline(real[0], color="grey", ls="--", lw=1, label="the judge on real test text")
             axis.set_yscale("log")
         axis.set_ylabel(label)
         axis.set_xscale("log")
