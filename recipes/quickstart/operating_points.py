@@ -43,11 +43,13 @@ ROWS = {
     "beta-0.3": ["annealing.beta=0.3", "train.best_metric=rec"],
     "beta-0.1": ["annealing.beta=0.1", "train.best_metric=rec"],
     "ae": ["annealing.schedule=constant", "annealing.beta=0", "train.best_metric=rec"],
+    "ae-30": ["annealing.schedule=constant", "annealing.beta=0", "train.best_metric=rec", "train.epochs=30"],
 }
 """Each row's overrides of the quickstart config: the quickstart's VAE (KL annealed to beta = 1, word
 dropout 0.6, no free bits), the minimum desired rate at 10, 20 and 40 nats (Pelsmaeker & Aziz
 2020; no annealing), beta-VAEs whose KL weight rises to 0.3 and 0.1 (Higgins et al. 2017; best
-checkpoint on reconstruction, as their bound is not the ELBO), and the autoencoder (beta = 0, z still sampled, best checkpoint on reconstruction)."""
+checkpoint on reconstruction, as their bound is not the ELBO), and the autoencoder (beta = 0, z
+still sampled, best checkpoint on reconstruction) trained for 10 epochs and for 30."""
 JUDGE = ["model.latent_dim=0", "objective.free_bits=none", "objective.word_dropout=0"]
 EDIT_SCALES = (1.0, 1.5, 2.0)
 
