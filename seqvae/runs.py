@@ -363,6 +363,7 @@ class Run:
                 words=data.splits[split].words,
                 world=world if shared else None,
                 fitted_prior=density,
+                real_reference=True,
             )
 
         result = world.broadcast(measure() if world.main else None) if parallel and not shared else measure()

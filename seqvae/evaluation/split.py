@@ -50,6 +50,7 @@ def evaluate_split(
     words: int | None = None,
     world=None,
     fitted_prior=None,
+    real_reference: bool = False,
 ) -> dict[str, Any]:
     """Every measure of a set, by the definitions of ../shared/METRICS.md:
 
@@ -69,7 +70,8 @@ def evaluate_split(
     - bleu: corpus BLEU of greedy decodes of the posterior means against the inputs
     - prior_distinct_1, prior_distinct_2, prior_self_bleu, prior_log_likelihood_per_token: of
       ``prior_samples`` sentences greedily decoded from z ~ N(0, I) (the notes, section 3.3)
-    - real_distinct_1, real_distinct_2, real_self_bleu: the same of as many of the split's own
+    - with ``real_reference`` (seqvae eval; not the per-epoch validation, where it would not change):
+      real_distinct_1, real_distinct_2, real_self_bleu: the same of as many of the split's own
       sentences (:func:`spread_sample`), the reference the prior samples' figures are read against
       (self-BLEU grows with the number of sentences, so only figures of equal counts compare)
     - mean_posterior_std and ``warnings``: the collapse / overload diagnostics of
@@ -202,6 +204,7 @@ def evaluate_split(
             fitted = _prior_sample_measures(model, tokenizer, prior_samples, prior_generator, fitted_prior)
             result.update({f"fitted_{key}": value for key, value in fitted.items()})
             result["fitted_prior"] = f"{fitted_prior.components} components, {fitted_prior.covariance} covariance"
+    if prior_samples and real_reference:
         real = spread_sample(references, prior_samples)
         result.update(real_distinct_1=distinct_n(real, 1), real_distinct_2=distinct_n(real, 2), real_self_bleu=self_bleu(real))
     bar.update(1)
