@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--rows", default=",".join(JUDGED), help=f"rows to train and evaluate, of {', '.join(JUDGED)}")
-    parser.add_argument("--output", default="recipes/ptb/results/operating-points.json",
+    parser.add_argument("--output", default="recipes/ptb/operating-points/results.json",
                         help="JSON list of rows: a row evaluated again replaces its record, the others are kept")
     parser.add_argument("--iw-samples", type=int, default=500)
     args = parser.parse_args(argv)
