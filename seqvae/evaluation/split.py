@@ -221,7 +221,6 @@ def evaluate_split(
     return result
 
 
-@torch.no_grad()
 def spread_sample(sentences: list[str], count: int) -> list[str]:
     """``count`` of ``sentences`` spread evenly over their sorted order: a sample of the split that
     does not depend on how batches ordered it (the first sentences of length-bucketed batches
@@ -232,6 +231,7 @@ def spread_sample(sentences: list[str], count: int) -> list[str]:
     return [ordered[index * len(ordered) // count] for index in range(count)]
 
 
+@torch.no_grad()
 def _prior_sample_measures(model: SeqVAE, tokenizer, count: int, generator: torch.Generator, density=None) -> dict[str, float]:
     """Distinct-n, self-BLEU and log p(x|z) per token of greedy decodes of ``count`` codes drawn
     from N(0, I), or from ``density`` (a fitted prior)."""
