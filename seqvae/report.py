@@ -277,8 +277,7 @@ def operating_points_table(results: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        # the edit's scales ("1", "1.5", ...) beside "0" (the unchanged codes) and reference entries
-        edits = {key: value for key, value in r.get("edit", {}).items() if key.replace(".", "", 1).isdigit() and float(key) > 0}
+        edits = {key: r["edit"][key] for key in _edit_scales(r.get("edit", {})) if float(key) > 0}
         scale = max(edits, key=lambda key: edits[key]["transfer_rate"]) if edits else None
         edit = (f"{edits[scale]['reached']:.3f} (x{scale}) | {edits[scale]['others_kept']:.3f} | {edits[scale]['bleu_to_input']:.1f}"
                 if scale else "- | - | -")
@@ -302,6 +301,12 @@ def operating_points_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _edit_scales(edit: dict) -> list[str]:
+    """The scales of a recorded edit ("0" for the unchanged codes, "1", "1.5", ...) in order,
+    without its reference entries ("perfect", "inputs")."""
+    return sorted((key for key in edit if key.replace(".", "", 1).isdigit()), key=float)
+
+
 def edits_table(results: list[dict]) -> str:
     """The Markdown table of each operating point's tense edits (embedded corpus): per row, the
     unchanged codes (scale 0) and every scale, with the share that reached the target, the other
@@ -319,8 +324,7 @@ def edits_table(results: list[dict]) -> str:
         lines += ["; ".join(part for part in reference if part) + ".", ""]
     lines += ["| row | scale | reached | others kept | transfer rate | BLEU to input | fwd PPL |", "|---|---|---|---|---|---|---|"]
     for r in edited:
-        scales = sorted((key for key in r["edit"] if key.replace(".", "", 1).isdigit()), key=float)
-        for key in scales:
+        for key in _edit_scales(r["edit"]):
             e = r["edit"][key]
             ppl = f"{e['lm_forward_ppl']:.2f}" if "lm_forward_ppl" in e else "-"
             lines.append(f"| {r['row']} | {key} | {e['reached']:.3f} | {e['others_kept']:.3f} | {e['transfer_rate']:.3f} | "
@@ -344,21 +348,22 @@ def plot_operating_points(results: list[dict], path: str | Path, *, title: str =
     rows.sort(key=lambda r: r["kl"])
     rate = [r["kl"] for r in rows]
     figure, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
-    panels = (
-        (axes[0][0], "BLEU to the input", (("bleu", "reconstruction"), ("homotopy_endpoint_bleu", "homotopy endpoints"))),
-        (axes[0][1], "forward PPL of prior samples", (("prior_lm_forward_ppl", "N(0, I)"), ("fitted_prior_lm_forward_ppl", "fitted prior"))),
-        (axes[1][0], "reverse PPL of prior samples", (("prior_lm_reverse_ppl", "N(0, I)"), ("fitted_prior_lm_reverse_ppl", "fitted prior"))),
-        (axes[1][1], "self-BLEU of prior samples", (("prior_self_bleu", "N(0, I)"), ("fitted_prior_self_bleu", "fitted prior"))),
+    priors = ("N(0, I)", "fitted prior")
+    judge_line, real_line = ("lm_real_ppl", "the judge on real test text"), ("real_self_bleu", "real test text")
+    panels = (  # axis, label, (key, name) of each series, the reference line (key, name) or None
+        (axes[0][0], "BLEU to the input", (("bleu", "reconstruction"), ("homotopy_endpoint_bleu", "homotopy endpoints")), None),
+        (axes[0][1], "forward PPL of prior samples", tuple(zip(("prior_lm_forward_ppl", "fitted_prior_lm_forward_ppl"), priors)), judge_line),
+        (axes[1][0], "reverse PPL of prior samples", tuple(zip(("prior_lm_reverse_ppl", "fitted_prior_lm_reverse_ppl"), priors)), judge_line),
+        (axes[1][1], "self-BLEU of prior samples", tuple(zip(("prior_self_bleu", "fitted_prior_self_bleu"), priors)), real_line),
     )
-    for axis, label, series in panels:
+    for axis, label, series, line in panels:
         for key, name in series:
             points = [(x, r[key]) for x, r in zip(rate, rows) if r.get(key) is not None]
             axis.plot([x for x, _ in points], [y for _, y in points], "o", ms=6, alpha=0.8, label=name)
-        reference = "lm_real_ppl" if "PPL" in label else "real_self_bleu" if "self-BLEU" in label else None
-        real = [r[reference] for r in rows if reference in r]
+        real = [r[line[0]] for r in rows if line and line[0] in r]
         if real:
-            axis.axhline(real[0], color="grey", ls="--", lw=1, label="the judge on real test text" if "PPL" in label else "real test text")
-        if "PPL" in label:
+            axis.axhline(real[0], color="grey", ls="--", lw=1, label=line[1])
+        if line is judge_line:
             axis.set_yscale("log")
         axis.set_ylabel(label)
         axis.set_xscale("log")

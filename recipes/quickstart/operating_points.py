@@ -11,9 +11,10 @@ KL, MI, AU, reconstruction BLEU, forward and reverse perplexity and self-BLEU of
 under both priors, homotopy endpoint BLEU and path fluency), then edited: the tense vector
 (future) applied to every non-future validation sentence at the scales of EDIT_SCALES, judged by
 the share that reached the future, the share of their other four attributes kept, and BLEU to
-the input, beside the BLEU of the perfect edits, and the judge's forward perplexity of the edits. The figures go to --output (JSON, one object
-per row; rows evaluated again replace theirs), the Markdown table is printed and the figure
-(rate against use) is written beside the JSON (same name, .png).
+the input, beside the BLEU of the perfect edits, and the judge's forward perplexity of the
+edits. The figures go to --output (JSON, one object per row; rows evaluated again replace
+theirs), the Markdown tables are printed and the figure (rate against use) is written beside
+the JSON (same name, .png).
 """
 
 from __future__ import annotations
