@@ -265,7 +265,15 @@ class TrainConfig:
     grad_clip: float = 5.0
     """Clip the global gradient norm to this value; 0 disables clipping."""
     lr_decay: str = "none"
-    """``none`` or ``plateau`` (multiply the rate by lr_decay_factor when validation stalls)."""
+    """``none``, ``plateau`` (multiply the rate by lr_decay_factor when validation stalls) or
+    ``wsd`` (warm-up, stable, decay: a pure function of the step for a run of known length,
+    train.max_steps; the rate rises linearly over lr_warmup_steps, stays at learning_rate, and
+    falls linearly to min_learning_rate over the last lr_decay_steps; Hu et al. 2024, MiniCPM)."""
+    lr_warmup_steps: int = 0
+    """``wsd``: steps of the linear rise from 0 to learning_rate."""
+    lr_decay_steps: int = 0
+    """``wsd``: the last steps before train.max_steps, over which the rate falls linearly to
+    min_learning_rate."""
     lr_decay_factor: float = 0.5
     """``plateau``: the factor the rate is multiplied by at each decay."""
     lr_patience: int = 2
@@ -274,7 +282,7 @@ class TrainConfig:
     seen (``torch.optim.lr_scheduler.ReduceLROnPlateau``'s patience, relative threshold 1e-4).
     The He et al. 2019 / Li et al. 2019 code decays after lr_patience such epochs: one sooner."""
     min_learning_rate: float = 1e-5
-    """``plateau``: the rate never decays below this."""
+    """``plateau``: the rate never decays below this; ``wsd``: the rate at the last step."""
     lr_decay_start: int = 0
     """``plateau``: epochs the rule ignores; it sees the validation figure from epoch
     lr_decay_start + 1 on, so with 15 and patience 2 the first decay can come at epoch 19 (He et
@@ -375,7 +383,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.flow": ("none", "iaf", "planar"),
     "objective.free_bits": FREE_BITS,
     "annealing.schedule": ("constant", "linear", "logistic", "cyclical"),
-    "train.lr_decay": ("none", "plateau"),
+    "train.lr_decay": ("none", "plateau", "wsd"),
     "train.optimizer": ("adam", "sgd"),
     "train.best_metric": ("elbo", "rec"),
     "train.validation": ("full", "elbo"),
@@ -500,6 +508,8 @@ def _check_ranges(config: Config) -> None:
         ("prior.covariance", len(config.prior.covariance) >= 1),
         ("train.max_steps", config.train.max_steps >= 0),
         ("train.lr_decay_start", config.train.lr_decay_start >= 0),
+        ("train.lr_warmup_steps", config.train.lr_warmup_steps >= 0),
+        ("train.lr_decay_steps", config.train.lr_decay_steps >= 0),
         ("train.stop_after_decays", config.train.stop_after_decays >= 0),
         ("train.max_minutes", config.train.max_minutes >= 0.0 and math.isfinite(config.train.max_minutes)),
         ("train.batch_size", config.train.batch_size >= 1),
@@ -573,6 +583,14 @@ def _check_methods(config: Config) -> None:
             "config key 'train.aggressive': it switches off on the validation MI, which a planar flow posterior "
             "cannot give (no tractable inverse); use model.flow=iaf"
         )
+    if config.train.lr_decay == "wsd":
+        if not config.train.max_steps:
+            raise SeqVAEError("config key 'train.lr_decay': wsd decays towards train.max_steps; set it (> 0)")
+        if config.train.lr_warmup_steps + config.train.lr_decay_steps > config.train.max_steps:
+            raise SeqVAEError(
+                f"config key 'train.lr_decay_steps': lr_warmup_steps {config.train.lr_warmup_steps} + lr_decay_steps "
+                f"{config.train.lr_decay_steps} exceed train.max_steps {config.train.max_steps}"
+            )
     if config.train.init_parts and len(set(config.train.init_parts)) != len(config.train.init_parts):
         raise SeqVAEError(f"config key 'train.init_parts': {list(config.train.init_parts)} names a part twice")
     if config.train.init_from and not config.train.init_parts:

@@ -9,14 +9,17 @@ One file per responsibility, in the order a step meets them:
 - ``trainer``: the state of a run and the operations the loop is written in;
 - ``step``: one update (forward, objective, backward, precision, clipping, the non-finite check,
   CUDA graphs): :func:`train_step`;
-- ``optimization``: the optimizer and the plateau learning-rate rule;
+- ``optimization``: the optimizer and the learning-rate rules (plateau; warm-up, stable, decay);
 - ``validation``: validation during training and the figure that picks best.pt;
 - ``checkpointing``: checkpoints and exact resume, every generator of every rank;
 - ``stopping``: budgets and signals;
 - ``metrics``: the metrics log and its windows;
 - ``run_files``: the checks before a run directory is written, and its settings files;
 - ``parts``: the methods that change the loop, one file each (aggressive training, the minimum
-  desired rate, the warm start, CUDA graphs, the data-parallel share), chosen in one place.
+  desired rate, the warm start, CUDA graphs, the data-parallel share, the step-wise learning
+  rate), chosen in one place;
+- ``probe``: the measured cost of a step and of the final evaluation, before a run is planned
+  (seqvae.planning, recipes/text/run.py).
 
 Data preparation lives in seqvae.data.preparation, loading a trained model in
 seqvae.run_directory, the rank share of a batch in seqvae.distributed; they are importable from

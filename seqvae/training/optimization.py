@@ -1,6 +1,7 @@
-"""Optimisation: the optimizer, and the learning-rate rule ``train.lr_decay = "plateau"`` (He et
+"""Optimisation: the optimizer, and the learning-rate rules: ``train.lr_decay = "plateau"`` (He et
 al. 2019 and Li et al. 2019 decay the rate when validation stalls, go back to the best weights,
-and stop after a number of decays)."""
+and stop after a number of decays) and ``"wsd"`` (a rate that is a function of the step alone, for
+a run whose length is planned, applied by seqvae.training.parts.step_schedule)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,27 @@ def build_optimizer(parameters, *, learning_rate: float, device: torch.device, k
     if kind == "sgd":
         return torch.optim.SGD(parameters, lr=learning_rate)
     return torch.optim.Adam(parameters, lr=learning_rate, fused=True if device.type in ("cpu", "cuda") else None)
+
+
+def wsd_learning_rate(step: int, config: TrainConfig) -> float:
+    """The rate of step ``step`` (0 for the first) under warm-up, stable, decay (Hu et al. 2024,
+    "MiniCPM", section 4): with peak eta = learning_rate, floor eta_min = min_learning_rate, W =
+    lr_warmup_steps, D = lr_decay_steps and T = max_steps,
+
+        eta(s) = eta (s + 1) / W                                  for s < W
+        eta(s) = eta                                              for W <= s < T - D
+        eta(s) = eta_min + (eta - eta_min) (T - s - 1) / D        for T - D <= s < T,
+
+    so the first step already moves, the last decay step runs at eta_min, and no state is kept
+    (a resumed run recomputes it from the step)."""
+    peak, floor = config.learning_rate, min(config.min_learning_rate, config.learning_rate)
+    warmup, decay, total = config.lr_warmup_steps, config.lr_decay_steps, config.max_steps
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    if decay and step >= total - decay:
+        remaining = max(total - step - 1, 0)
+        return floor + (peak - floor) * remaining / decay
+    return peak
 
 
 def build_optimization(config: Config, model, device: torch.device):

@@ -71,10 +71,12 @@ def choose_parts(config: Config, world: World, trainer) -> list[Part]:
     from seqvae.training.parts.cuda_graphs import CudaGraphs
     from seqvae.training.parts.data_parallel import DataParallel
     from seqvae.training.parts.rate_constraint import RateConstraint
+    from seqvae.training.parts.step_schedule import StepSchedule
     from seqvae.training.parts.warm_start import WarmStart
 
     chosen = [
         (config.train.cuda_graphs, CudaGraphs),
+        (config.train.lr_decay == "wsd", StepSchedule),
         (config.objective.free_bits == "mdr", RateConstraint),
         (config.train.aggressive, AggressiveTraining),
         (bool(config.train.init_from), WarmStart),

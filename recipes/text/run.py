@@ -1,0 +1,301 @@
+"""Any corpus in one command: read it, decide what a careful practitioner would, plan the run in a
+time budget, train the operating point asked for, and hand back a run ready to use.
+
+    python recipes/text/run.py --train FILE [--valid FILE] [--test FILE] --minutes 60
+                               [--goal likelihood|balanced|editable] [--run-dir DIR]
+                               [--resume | --overwrite] [section.key=value ...]
+    python recipes/text/run.py --hub NAME [--hub-config C] [--text-column text] --minutes 60 ...
+
+One sentence per line (a Hugging Face dataset by name where the machine is online). Every
+decision is printed with its reason (seqvae.planning): the tokens (words for tokenised text,
+SentencePiece for raw text), the vocabulary, the output layer, the length limit, a validation
+split carved from training when none is given, the model's sizes. A probe times the training
+step and the evaluation on this machine; the plan then lays the goal's stages out in the budget
+in steps, each with a learning rate that warms up, holds and decays (``train.lr_decay = "wsd"``),
+and keeps the final evaluation's cost inside the budget. Overrides on the command line come last
+and win over every decision.
+
+Everything is written under the run directory (default runs/text-NAME, NAME the training file's
+stem): ``data/`` (the splits used), ``decisions.json``, ``plan.json``, each stage's run (the last
+one, ``model/``, is the run to use: ``seqvae sample DIR/model``), ``evaluation.json``,
+``samples.txt``, ``interpolations.txt``, ``model/report/`` and ``SUMMARY.md`` with the commands to
+use it. ``--resume`` continues the plan where it stopped. recipes/text/README.md has the measured
+figures behind each goal's settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from seqvae import SeqVAEError, load_run, train
+from seqvae.allocator import keep_freed_memory
+from seqvae.config import load_layered_config
+from seqvae.data.batching import encode_split
+from seqvae.data.corpus import Corpus, load_hub_dataset, load_text_files
+from seqvae.data.preparation import prepare_data
+from seqvae.data.profile import carve_split, length_quantiles, profile_corpus
+from seqvae.data.tokenizers import build_tokenizer
+from seqvae.errors import TrainingInterrupted
+from seqvae.evaluation import format_metrics
+from seqvae.files import atomic_write_json, atomic_write_text
+from seqvae.planning import (GOALS, SPLIT_SEED, Decision, Plan, decide_length, decide_output_layer, decide_sizes,
+                             decide_tokenizer, plan_budget, validation_size)
+from seqvae.report import save_evaluation, write_report
+from seqvae.training.probe import probe
+
+SPLIT_FILES = ("train", "valid", "test")
+
+
+def read_corpus(args) -> tuple[dict[str, list[str]], str]:
+    """The given splits and a name for the corpus."""
+    if args.hub:
+        splits = load_hub_dataset(args.hub, config_name=args.hub_config, text_column=args.text_column,
+                                  split_names={"train": "train", "test": "test"}).splits
+        try:
+            splits.update(load_hub_dataset(args.hub, config_name=args.hub_config, text_column=args.text_column,
+                                           split_names={"valid": "validation"}).splits)
+        except SeqVAEError:
+            pass  # no validation split: one is carved from training
+        return splits, args.hub.rstrip("/").split("/")[-1]
+    if not args.train:
+        raise SeqVAEError("give --train FILE (or --hub NAME)")
+    paths = {"train": args.train, **({"valid": args.valid} if args.valid else {}), **({"test": args.test} if args.test else {})}
+    splits = {}
+    for split, path in paths.items():  # load_text_files wants a validation file: read each on its own
+        splits[split] = load_text_files({"train": path}).splits["train"]
+    return splits, Path(args.train).stem
+
+
+def decide(splits: dict[str, list[str]], say) -> tuple[list[Decision], dict[str, list[str]]]:
+    """Every decision about the corpus, printed as made; returns them and the splits to use."""
+    profile = profile_corpus(splits["train"])
+    say(f"corpus: {profile.sentences:,} training sentences, {profile.tokens:,} tokens, {profile.word_types:,} word forms; "
+        f"lengths median {profile.lengths['median']}, 99th percentile {profile.lengths['p99']}, longest {profile.lengths['max']}")
+    decisions = []
+    if "valid" not in splits:
+        count = validation_size(len(splits["train"]))
+        if count < 1:
+            raise SeqVAEError(f"{len(splits['train'])} training sentences: too few to carve a validation split; give --valid")
+        rest, held_out = carve_split(splits["train"], count, seed=SPLIT_SEED)
+        splits = {**splits, "train": rest, "valid": held_out}
+        decisions.append(Decision("validation", f"{count:,} sentences carved from training", (),
+                                  f"none given: 5% of training, at most 3,000, drawn with seed {SPLIT_SEED}; "
+                                  f"{len(rest):,} left to train on"))
+        profile = profile_corpus(rest)
+    tokens = decide_tokenizer(profile)
+    decisions.append(tokens)
+    if "tokenizer.kind=sentencepiece" in tokens.overrides:
+        config = load_layered_config([], list(tokens.overrides))
+        try:
+            tokenizer = build_tokenizer(config.tokenizer, splits["train"])
+        except SeqVAEError as error:  # a small corpus holds fewer pieces: take the most it can give
+            most = re.search(r"value <= (\d+)", str(error))
+            if most is None:
+                raise
+            size = int(most.group(1))
+            tokens = Decision(tokens.what, f"SentencePiece (unigram), {size} pieces",
+                              ("tokenizer.kind=sentencepiece", f"tokenizer.vocab_size={size}"),
+                              f"{tokens.why}; this corpus gives at most {size}")
+            decisions[-1] = tokens
+            config = load_layered_config([], list(tokens.overrides))
+            tokenizer = build_tokenizer(config.tokenizer, splits["train"])
+        lengths = length_quantiles(encode_split(tokenizer, splits["train"]).lengths)
+        vocab_size, unit = tokenizer.vocab_size, "pieces"
+    else:
+        cut = int(next(item for item in tokens.overrides if item.startswith("tokenizer.min_frequency=")).split("=")[1])
+        lengths, vocab_size, unit = profile.lengths, profile.vocabulary_at(cut)[0] + 4, "words"
+    decisions += [decide_output_layer(vocab_size), decide_length(lengths, unit), decide_sizes(profile.tokens)]
+    for decision in decisions:
+        say(f"  {decision.line()}")
+    return decisions, splits
+
+
+def stage_dirs(run_dir: Path, plan: Plan) -> list[Path]:
+    """Each stage's run directory; the last is ``model``."""
+    return [run_dir / (stage.name if index < len(plan.stages) - 1 else "model") for index, stage in enumerate(plan.stages)]
+
+
+def base_overrides(run_dir: Path, decisions: list[Decision], splits: dict[str, list[str]], seed: int) -> list[str]:
+    data = [f"data.{split}={run_dir / 'data' / f'{split}.txt'}" for split in SPLIT_FILES if split in splits]
+    return [*data, f"run.seed={seed}", "train.validation=elbo", "train.log_every=50",
+            *(item for decision in decisions for item in decision.overrides)]
+
+
+def make_plan(run_dir: Path, args, decisions, splits, started: float, say) -> Plan:
+    """Probe the first stage's config on this machine and lay the plan out in the budget."""
+    overrides = base_overrides(run_dir, decisions, splits, args.seed) + args.overrides
+    config = load_layered_config([], overrides)
+    tokenizer = build_tokenizer(config.tokenizer, splits["train"])
+    data = prepare_data(config, Corpus(splits=dict(splits)), tokenizer)
+    eval_splits = ("valid", "test") if "test" in splits else ("valid",)
+    say("measuring a training step and the evaluation on this machine ...")
+    measured = probe(config, data, eval_splits=eval_splits)
+    try:
+        return plan_budget(goal=args.goal, budget_seconds=60 * args.minutes, spent_seconds=time.perf_counter() - started,
+                           step_seconds=measured.step_seconds, steps_per_epoch=measured.steps_per_epoch,
+                           validation_seconds=measured.validation_seconds, eval_fixed_seconds=measured.eval_fixed_seconds,
+                           eval_seconds_per_sample=measured.eval_seconds_per_sample, latent_dim=config.model.latent_dim)
+    except ValueError as error:
+        raise SeqVAEError(f"--minutes {args.minutes:g}: {error}") from None
+
+
+def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *, resume: bool) -> Path:
+    """Train (or continue) each stage in turn; returns the last stage's run directory."""
+    dirs = stage_dirs(run_dir, plan)
+    for index, (stage, stage_dir) in enumerate(zip(plan.stages, dirs)):
+        warm = [f"train.init_from={dirs[index - 1]}"] if index else []
+        # a stage that runs past a quarter over its planned time stops there (a slower machine)
+        cap = [f"train.max_minutes={1.25 * stage.steps * plan.step_seconds / 60 + 0.5:.2f}"]
+        config = load_layered_config([], [*base, *stage.overrides, *warm, *cap, f"run.dir={stage_dir}", *user])
+        tqdm.write(f"stage {index + 1} of {len(plan.stages)}, {stage.name}: {stage_dir}")
+        begun = (stage_dir / "checkpoints" / "last.pt").is_file()
+        result = train(config, resume=resume and begun, overwrite=not begun, echo=tqdm.write)
+        if result.step < stage.steps:
+            tqdm.write(f"  stage {index + 1} stopped at step {result.step:,} of {stage.steps:,} (its time cap)")
+    return dirs[-1]
+
+
+def hand_back(run_dir: Path, model_dir: Path, plan: Plan, splits, say) -> None:
+    """Evaluate, sample, interpolate, report, and write the summary with the commands."""
+    run = load_run(model_dir)
+    if run.config.prior.fit and not run.has_fitted_prior():
+        say("fitting the prior to the training codes ...")
+        run.fit_prior(progress=True)
+        run = load_run(model_dir)
+    evaluation = {}
+    for split in ("valid", "test"):
+        if split not in splits:
+            continue
+        started = time.perf_counter()
+        metrics = run.evaluate(split, iw_samples=plan.iw_samples, progress=True)
+        settings = {"iw_samples": plan.iw_samples, "eval_seconds": round(time.perf_counter() - started, 1)}
+        save_evaluation(model_dir, split, "best", metrics, settings)
+        evaluation[split] = {**settings, **metrics}
+        say(f"{split} (best checkpoint, K = {plan.iw_samples}):")
+        for line in format_metrics(metrics):
+            say(f"  {line}")
+    atomic_write_json(run_dir / "evaluation.json", evaluation)
+    samples = run.sample(20, seed=0)
+    atomic_write_text(run_dir / "samples.txt", "".join(f"{s}\n" for s in samples))
+    source = splits.get("test", splits["valid"])
+    picks = [source[(i * 7919) % len(source)] for i in range(10)]
+    lines = []
+    for first, second in zip(picks[0::2], picks[1::2]):
+        lines += [f"{first}  ->  {second}", *(f"  {t:.2f}  {s}" for t, s in run.interpolate(first, second, steps=6)), ""]
+    atomic_write_text(run_dir / "interpolations.txt", "\n".join(lines))
+    report = write_report(model_dir)
+    prior = run.config.prior.default
+    model = shlex.quote(str(model_dir))
+    commands = [
+        f"seqvae sample {model} -n 10",
+        f"seqvae interpolate {model} {shlex.quote(picks[0])} {shlex.quote(picks[1])} --steps 6",
+        f"seqvae encode {model} --input SENTENCES.txt --output codes.jsonl",
+        f"seqvae attribute {model} --with HAVE_IT.txt --without LACK_IT.txt --apply SENTENCES.txt --scale 1 1.5 2",
+        f"seqvae eval {model} --split valid",
+    ]
+    summary = ["# What this run holds", "", *(f"- {line}" for line in plan.lines()), "",
+               f"Best checkpoint: `{model_dir}/checkpoints/best.pt`; report: `{report['markdown']}`.", "",
+               "## Samples (prior: " + prior + ")", "", *(f"- {s}" for s in samples[:5]), "", "## Commands", "",
+               "```", *commands, "```", ""]
+    atomic_write_text(run_dir / "SUMMARY.md", "\n".join(summary))
+    say("\nfive of the twenty samples in samples.txt:")
+    for sentence in samples[:5]:
+        say(f"  {sentence}")
+    say("\nto use it:")
+    for command in commands:
+        say(f"  {command}")
+    say(f"written under {run_dir}: SUMMARY.md, evaluation.json, samples.txt, interpolations.txt, model/report/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", help="section.key=value, applied after every decision")
+    parser.add_argument("--train", help="training file, one sentence per line")
+    parser.add_argument("--valid", help="validation file (default: carved from --train)")
+    parser.add_argument("--test", help="test file (optional)")
+    parser.add_argument("--hub", help="a Hugging Face dataset name instead of files (needs the network)")
+    parser.add_argument("--hub-config", default="")
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--minutes", type=float, required=True, help="the whole budget: reading, training, evaluation")
+    parser.add_argument("--goal", choices=GOALS, default="balanced",
+                        help="likelihood (best bound), balanced (default), editable (homotopies and edits)")
+    parser.add_argument("--run-dir", help="default runs/text-NAME")
+    parser.add_argument("--seed", type=int, default=0)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue the saved plan where it stopped")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    args = parser.parse_intermixed_args(argv)
+    keep_freed_memory()
+    started = time.perf_counter()
+    say = tqdm.write
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    try:
+        if args.minutes <= 0:
+            raise SeqVAEError(f"--minutes {args.minutes:g}: give a positive budget")
+        if args.resume:
+            if not args.run_dir:
+                raise SeqVAEError("--resume needs --run-dir (the run directory of the plan to continue)")
+            run_dir = Path(args.run_dir)
+            plan_file = run_dir / "plan.json"
+            if not plan_file.is_file():
+                raise SeqVAEError(f"{plan_file}: no plan to continue (start the run without --resume)")
+            saved = json.loads(plan_file.read_text(encoding="utf-8"))
+            plan = Plan.from_json(saved["plan"])
+            decisions = [Decision(d["what"], d["value"], tuple(d["overrides"]), d["why"]) for d in saved["decisions"]]
+            splits = {split: load_text_files({"train": str(run_dir / "data" / f"{split}.txt")}).splits["train"]
+                      for split in SPLIT_FILES if (run_dir / "data" / f"{split}.txt").is_file()}
+            args.overrides, args.seed = saved["overrides"], saved["seed"]
+            say(f"continuing the plan of {plan_file}")
+        else:
+            splits, name = read_corpus(args)
+            run_dir = Path(args.run_dir or f"runs/text-{name}")
+            if run_dir.exists() and any(run_dir.iterdir()):
+                if not args.overwrite:
+                    raise SeqVAEError(f"{run_dir}: exists; pass --resume to continue its plan or --overwrite to replace it")
+                if not (run_dir / "plan.json").is_file():
+                    raise SeqVAEError(f"{run_dir}: exists and holds no plan.json of this recipe; refusing to replace it")
+            decisions, splits = decide(splits, say)
+            plan = make_plan(run_dir, args, decisions, splits, started, say)
+            if run_dir.exists():
+                shutil.rmtree(run_dir)  # only now that the new plan stands
+            (run_dir / "data").mkdir(parents=True)
+            for split, sentences in splits.items():
+                atomic_write_text(run_dir / "data" / f"{split}.txt", "".join(f"{s}\n" for s in sentences))
+            atomic_write_json(run_dir / "plan.json", {
+                "plan": plan.to_json(), "decisions": [d.__dict__ for d in decisions], "overrides": args.overrides,
+                "seed": args.seed, "command": " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
+                "threads": torch.get_num_threads(),
+            })
+        for line in plan.lines():
+            say(line)
+        if args.overrides:
+            say(f"your overrides, applied last: {' '.join(args.overrides)}")
+        base = base_overrides(run_dir, decisions, splits, args.seed)
+        model_dir = train_stages(run_dir, plan, base, args.overrides, resume=args.resume)
+        hand_back(run_dir, model_dir, plan, splits, say)
+        say(f"\n{(time.perf_counter() - started) / 60:.1f} min in this sitting (budget {args.minutes:g} min)")
+    except TrainingInterrupted as error:
+        print(f"text: {error}; continue with: python recipes/text/run.py --resume --run-dir {run_dir} "
+              f"--minutes {args.minutes:g}", file=sys.stderr)
+        return error.exit_code
+    except SeqVAEError as error:
+        print(f"text: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("text: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

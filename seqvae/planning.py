@@ -1,0 +1,290 @@
+"""The choices recipes/text/run.py makes for a corpus it has never seen, and the plan that fits a
+run into a time budget. Every function here is pure: the corpus's figures
+(seqvae.data.profile.CorpusProfile), the measured step time and the budget go in; decisions, each
+with the config keys it sets and the reason printed beside it, come out.
+
+- :func:`decide_corpus`: word or SentencePiece tokens, the vocabulary and its frequency cut, the
+  output layer, the length limit, the validation split, the model's sizes.
+- :func:`plan_budget`: the stages of the chosen goal (``likelihood``, ``balanced``, ``editable``)
+  laid out in steps within the budget, with the learning-rate schedule in fractions of each
+  stage (warm-up, stable, decay: ``train.lr_decay = "wsd"``), the validations, and the final
+  evaluation, whose importance-weighted K is the largest that fits its share of the budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from seqvae.data.profile import CorpusProfile
+
+ADAPTIVE_FROM = 500
+"""Vocabulary size from which the adaptive softmax is chosen: benchmarks/output_layer.py measured
+its step at 0.60 of the full softmax's at 2,000 types and 0.80 at 500 (Li et al.'s sizes), and
+no faster at 100 to 350 types (0.92 to 1.09 at the quickstart's sizes), one thread, 2026-12-03."""
+WORD_VOCABULARY_CAP = 30_000
+"""A word vocabulary above this many types raises the frequency cut: the output layer and the
+embeddings of rare words cost more steps than they give."""
+SENTENCEPIECE_SIZES = (256, 500, 1000, 2000, 4000, 8000, 16000)
+"""SentencePiece vocabulary sizes the recipe chooses from: half the word forms (raw text has
+several forms of a word, "here" and "here."), rounded down to one of these. A small corpus may
+hold fewer pieces than that; recipes/text/run.py then takes the most SentencePiece can make."""
+VALID_SHARE, VALID_MAX, VALID_MIN = 0.05, 3000, 100
+"""A validation split carved from training: 5% of it, at most 3,000 and at least 100 sentences."""
+SPLIT_SEED = 0
+"""The seed of the carved validation split (reported, so the split can be made again)."""
+
+GOALS = ("likelihood", "balanced", "editable")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One choice: what it is, the value a user reads, the config overrides it sets, and why."""
+
+    what: str
+    value: str
+    overrides: tuple[str, ...]
+    why: str
+
+    def line(self) -> str:
+        return f"{self.what}: {self.value} ({self.why})"
+
+
+def decide_tokenizer(profile: CorpusProfile) -> Decision:
+    if not profile.tokenised:
+        size = max([s for s in SENTENCEPIECE_SIZES if s <= max(profile.word_types // 2, SENTENCEPIECE_SIZES[0])])
+        return Decision(
+            "tokens", f"SentencePiece (unigram), {size} pieces", ("tokenizer.kind=sentencepiece", f"tokenizer.vocab_size={size}"),
+            f"raw text: {100 * profile.glued_share:.1f}% of words carry punctuation or a clitic and "
+            f"{100 * profile.final_glued_share:.0f}% of sentences end in a word with its full stop attached; "
+            f"{size} pieces for its {profile.word_types:,} word forms",
+        )
+    if profile.has_unk:
+        cut, reason = 1, "the text already marks rare words as <unk>"
+    elif not profile.singleton_types:
+        cut, reason = 1, "every word is seen at least twice"
+    else:
+        cut = 2  # a word seen once is learned as <unk>, so that unknown words at test time are modelled
+        reason = f"{profile.singleton_types:,} words seen once become <unk>, so the model learns <unk>"
+    while profile.vocabulary_at(cut)[0] > WORD_VOCABULARY_CAP:
+        cut += 1
+        reason = f"the smallest cut that keeps at most {WORD_VOCABULARY_CAP:,} words"
+    kept, coverage = profile.vocabulary_at(cut)
+    return Decision(
+        "tokens", f"words, {kept:,} types seen at least {cut} time{'s' if cut > 1 else ''}, {100 * coverage:.1f}% of tokens",
+        ("tokenizer.kind=word", f"tokenizer.min_frequency={cut}"),
+        f"tokenised text, punctuation apart from the words in all but {100 * profile.glued_share:.2f}% of them; {reason}",
+    )
+
+
+def decide_output_layer(vocab_size: int) -> Decision:
+    if vocab_size >= ADAPTIVE_FROM:
+        cutoffs = (vocab_size // 5, 3 * vocab_size // 5)
+        return Decision(
+            "output layer", f"adaptive softmax, clusters at {cutoffs[0]:,} and {cutoffs[1]:,}",
+            ("model.output_layer=adaptive", f"model.adaptive_cutoffs={cutoffs[0]},{cutoffs[1]}"),
+            f"exact and faster from {ADAPTIVE_FROM} types on (benchmarks/output_layer.py); "
+            "cutoffs at the shares of PTB's [2000, 6000]",
+        )
+    return Decision("output layer", "full softmax", ("model.output_layer=softmax",),
+                    f"{vocab_size} types: the adaptive softmax gains nothing below {ADAPTIVE_FROM}")
+
+
+def decide_length(lengths: dict[str, int], unit: str) -> Decision:
+    """No limit when the longest sentence is within twice the 99th percentile and at most 128;
+    else the 99.9th percentile, longer sentences truncated."""
+    if lengths["max"] <= max(2 * lengths["p99"], 1) and lengths["max"] <= 128:
+        return Decision("length limit", "none", ("data.max_length=0",),
+                        f"the longest sentence has {lengths['max']} {unit}, the 99th percentile {lengths['p99']}")
+    limit = max(lengths["p99.9"], lengths["p99"], 1)
+    return Decision(
+        "length limit", f"{limit} {unit}, longer sentences truncated", (f"data.max_length={limit}", "data.length_policy=truncate"),
+        f"99.9% of sentences have at most {limit} {unit}; the longest has {lengths['max']} (median {lengths['median']})",
+    )
+
+
+def validation_size(train_sentences: int) -> int:
+    """Sentences to carve from a training split for validation."""
+    size = min(max(round(VALID_SHARE * train_sentences), VALID_MIN), VALID_MAX)
+    return min(size, train_sentences // 2)
+
+
+def decide_sizes(train_tokens: int) -> Decision:
+    """The model's sizes by the training split's size in tokens."""
+    if train_tokens < 300_000:
+        return Decision(
+            "model", "LSTM encoder, bidirectional, and decoder, embedding 64, hidden 192, latent 16",
+            ("model.embedding_dim=64", "model.hidden_dim=192", "model.latent_dim=16", "model.bidirectional=true",
+             "train.learning_rate=0.003"),
+            f"{train_tokens:,} training tokens: the quickstart's sizes and learning rate 3e-3, made for its 122k tokens",
+        )
+    if train_tokens < 5_000_000:
+        return Decision(
+            "model", "LSTM encoder and decoder, embedding 256, hidden 256, latent 32, dropout 0.5",
+            ("model.embedding_dim=256", "model.hidden_dim=256", "model.latent_dim=32", "model.dropout=0.5"),
+            f"{train_tokens:,} training tokens: Li et al. 2019's sizes for PTB (887k tokens)",
+        )
+    return Decision(
+        "model", "LSTM encoder and decoder, embedding 512, hidden 512, latent 32, dropout 0.3",
+        ("model.embedding_dim=512", "model.hidden_dim=512", "model.latent_dim=32", "model.dropout=0.3"),
+        f"{train_tokens:,} training tokens: wider, as He et al. 2019 for Yahoo and Yelp (about 10M tokens each)",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The goals and the budget plan
+# --------------------------------------------------------------------------------------------
+
+LR_WARMUP_SHARE, LR_DECAY_SHARE = 0.02, 0.25
+"""Each stage's learning rate: a linear warm-up over its first 2% of steps (at most 500), then
+constant, then a linear decay to 1e-5 over its last quarter."""
+KL_WARMUP_SHARE = 0.2
+"""A VAE stage raises the KL weight linearly from 0 to 1 over its first fifth."""
+AE_SHARE = 0.3
+"""``likelihood``: the autoencoder stage's share of the training steps (Li et al. 2019 train it to
+convergence; in a budget, a third leaves the VAE stage two thirds)."""
+EVAL_SHARE = 0.12
+"""The final evaluation's share of the budget at most."""
+IW_CHOICES = (500, 200, 100, 50, 20, 10)
+"""K of the final importance-weighted bound: the largest that fits EVAL_SHARE."""
+MARGIN_SHARE = 0.03
+"""Budget left unplanned for the noise of measured times."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training run of the plan."""
+
+    name: str
+    steps: int
+    overrides: tuple[str, ...]
+    why: str
+
+
+def goal_stages(goal: str, steps: int, latent_dim: int) -> list[Stage]:
+    """The stages of a goal over ``steps`` training steps in all (each stage's own schedule
+    overrides, to be completed by :func:`schedule_overrides`)."""
+    fitted = ("prior.fit=true", "prior.default=fitted")
+    if goal == "likelihood":
+        ae_steps = max(round(AE_SHARE * steps), 1)
+        vae_steps = max(steps - ae_steps, 1)
+        return [
+            Stage("autoencoder", ae_steps,
+                  ("annealing.schedule=constant", "annealing.beta=0", "objective.free_bits=none", "train.best_metric=rec",
+                   "prior.fit=false"),
+                  "Li et al. 2019, stage 1: beta = 0 with z sampled, to give the encoder codes worth keeping"),
+            Stage("vae", vae_steps,
+                  ("annealing.schedule=linear", "annealing.start=0", "annealing.beta=1",
+                   f"annealing.warmup_steps={max(round(KL_WARMUP_SHARE * vae_steps), 1)}",
+                   "objective.free_bits=per_example", "objective.free_bits_lambda=0.25", "train.best_metric=elbo",
+                   "train.init_parts=encoder,posterior"),
+                  f"stage 2: encoder and posterior from stage 1, decoder afresh, KL weight 0 to 1 over a fifth, "
+                  f"free bits 0.25 nats per dimension ({0.25 * latent_dim:g} in all) as their code applies them"),
+        ]
+    if goal == "balanced":
+        return [Stage("vae", steps,
+                      ("annealing.schedule=constant", "annealing.beta=0.1", "objective.free_bits=none", "train.best_metric=elbo",
+                       *fitted),
+                      "beta = 0.1 (Higgins et al. 2017): on the embedded corpus reconstruction BLEU 57.8 with a usable "
+                      "bound under the fitted prior (recipes/quickstart/OPERATING_POINTS.md)")]
+    if goal == "editable":
+        return [Stage("autoencoder", steps,
+                      ("annealing.schedule=constant", "annealing.beta=0", "objective.free_bits=none", "train.best_metric=rec",
+                       *fitted),
+                      "beta = 0 (an autoencoder, z sampled) sampled through its fitted prior: on the embedded corpus "
+                      "reconstruction BLEU 91.3, homotopy endpoints 87.9, content-keeping edits (OPERATING_POINTS.md)")]
+    raise ValueError(f"unknown goal '{goal}'; choose from {', '.join(GOALS)}")
+
+
+def schedule_overrides(steps: int) -> tuple[str, ...]:
+    """A stage of ``steps`` steps: warm-up, stable, decay, and a step budget in place of epochs."""
+    warmup = min(round(LR_WARMUP_SHARE * steps), 500)
+    decay = round(LR_DECAY_SHARE * steps)
+    return ("train.lr_decay=wsd", f"train.max_steps={steps}", f"train.lr_warmup_steps={warmup}",
+            f"train.lr_decay_steps={decay}", "train.min_learning_rate=1e-5", "train.epochs=100000")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where the budget goes. Seconds are estimates from the measured step and evaluation times."""
+
+    goal: str
+    budget_seconds: float
+    spent_seconds: float
+    """Before the plan: reading the corpus, the tokenizer, the probe."""
+    step_seconds: float
+    steps_per_epoch: int
+    validation_seconds: float
+    """One validation during training."""
+    iw_samples: int
+    eval_seconds: float
+    """The final evaluation, with iw_samples, and what follows it (prior, samples, report)."""
+    margin_seconds: float
+    stages: list[Stage] = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return sum(stage.steps for stage in self.stages)
+
+    @property
+    def training_seconds(self) -> float:
+        validations = sum(math.ceil(stage.steps / self.steps_per_epoch) for stage in self.stages)
+        return self.steps * self.step_seconds + validations * self.validation_seconds
+
+    def lines(self) -> list[str]:
+        """The plan as a user reads it before training."""
+        minutes = lambda seconds: f"{seconds / 60:.1f} min"  # noqa: E731
+        out = [f"budget {minutes(self.budget_seconds)}: {minutes(self.spent_seconds)} spent reading and measuring, "
+               f"{minutes(self.training_seconds)} training, {minutes(self.eval_seconds)} final evaluation (K = {self.iw_samples}), "
+               f"{minutes(self.margin_seconds)} margin",
+               f"measured: {1000 * self.step_seconds:.1f} ms a step, {self.steps_per_epoch} steps an epoch, "
+               f"{self.validation_seconds:.1f} s a validation"]
+        for index, stage in enumerate(self.stages, 1):
+            lr = dict(item.split("=", 1) for item in stage.overrides if item.startswith("train."))
+            out.append(f"stage {index}, {stage.name}: {stage.steps:,} steps ({stage.steps / self.steps_per_epoch:.1f} epochs, "
+                       f"{minutes(stage.steps * self.step_seconds)}); learning rate up over {lr.get('train.lr_warmup_steps', 0)} "
+                       f"steps, down over the last {lr.get('train.lr_decay_steps', 0)}; {stage.why}")
+        return out
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Plan:
+        stages = [Stage(s["name"], s["steps"], tuple(s["overrides"]), s["why"]) for s in data["stages"]]
+        return cls(**{**data, "stages": stages})
+
+
+def plan_budget(
+    *, goal: str, budget_seconds: float, spent_seconds: float, step_seconds: float, steps_per_epoch: int,
+    validation_seconds: float, eval_fixed_seconds: float, eval_seconds_per_sample: float, latent_dim: int,
+) -> Plan:
+    """Lay the goal's stages out in what is left of the budget.
+
+    The final evaluation gets the largest K of IW_CHOICES whose cost (``eval_fixed_seconds`` +
+    K x ``eval_seconds_per_sample``) fits EVAL_SHARE of the budget (the smallest K if none does);
+    MARGIN_SHARE is kept back; the rest trains, one validation per epoch and one at each stage's
+    end included: steps = rest / (step_seconds + validation_seconds / steps_per_epoch), less a
+    validation per stage. Raises ValueError when fewer than 10 steps a stage would remain."""
+    if goal not in GOALS:
+        raise ValueError(f"unknown goal '{goal}'; choose from {', '.join(GOALS)}")
+    eval_cap = EVAL_SHARE * budget_seconds
+    iw_samples = next((k for k in IW_CHOICES if eval_fixed_seconds + k * eval_seconds_per_sample <= eval_cap), IW_CHOICES[-1])
+    eval_seconds = eval_fixed_seconds + iw_samples * eval_seconds_per_sample
+    margin = MARGIN_SHARE * budget_seconds
+    stage_count = 2 if goal == "likelihood" else 1
+    rest = budget_seconds - spent_seconds - eval_seconds - margin - stage_count * validation_seconds
+    steps = int(rest / (step_seconds + validation_seconds / max(steps_per_epoch, 1))) if rest > 0 else 0
+    if steps < 10 * stage_count:
+        raise ValueError(
+            f"a budget of {budget_seconds / 60:.1f} min leaves {max(rest, 0) / 60:.1f} min to train after reading, "
+            f"measuring and the final evaluation ({eval_seconds / 60:.1f} min): fewer than {10 * stage_count} steps "
+            f"of {1000 * step_seconds:.0f} ms; give more minutes"
+        )
+    stages = [
+        Stage(stage.name, stage.steps, (*stage.overrides, *schedule_overrides(stage.steps)), stage.why)
+        for stage in goal_stages(goal, steps, latent_dim)
+    ]
+    return Plan(goal=goal, budget_seconds=budget_seconds, spent_seconds=spent_seconds, step_seconds=step_seconds,
+                steps_per_epoch=steps_per_epoch, validation_seconds=validation_seconds, iw_samples=iw_samples,
+                eval_seconds=eval_seconds, margin_seconds=margin, stages=stages)

@@ -1,0 +1,89 @@
+"""recipes/text/run.py as a user runs it: a corpus with no config, a budget, a run handed back
+ready to use, its plan continued by --resume, and bad input refused in one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from seqvae import load_run
+
+from conftest import THREADS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _recipe():
+    sys.path.insert(0, str(ROOT / "recipes" / "text"))
+    spec = importlib.util.spec_from_file_location("text_recipe", ROOT / "recipes" / "text" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY = [f"run.threads={THREADS}", "model.embedding_dim=16", "model.hidden_dim=24", "model.latent_dim=4", "train.batch_size=16"]
+"""A model the size of the other tests' (the overrides win over the recipe's size decision)."""
+
+
+def test_a_raw_corpus_goes_through_with_no_config_and_comes_back_ready_to_use(tiny_corpus, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("detokenize", ROOT / "recipes" / "text" / "detokenize.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    detokenize = module.detokenize
+    raw = tmp_path / "reviews.txt"
+    raw.write_text("".join(detokenize(line) + "\n" for line in tiny_corpus["train"].read_text().splitlines()))
+    run_dir = tmp_path / "out"
+    main = _recipe().main
+    assert main(["--train", str(raw), "--minutes", "0.5", "--goal", "editable", "--run-dir", str(run_dir), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "SentencePiece" in out and "raw text" in out  # decided, and said why
+    assert "validation: " in out and "carved from training" in out
+    for name in ("SUMMARY.md", "evaluation.json", "samples.txt", "interpolations.txt", "plan.json",
+                 "model/checkpoints/best.pt", "model/prior.json", "model/report/report.md", "data/valid.txt"):
+        assert (run_dir / name).is_file(), name
+    saved = json.loads((run_dir / "plan.json").read_text())
+    assert saved["plan"]["goal"] == "editable" and saved["overrides"] == TINY
+    assert len((run_dir / "samples.txt").read_text().splitlines()) == 20
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert set(evaluation) == {"valid"} and evaluation["valid"]["iw_samples"] == saved["plan"]["iw_samples"]
+    run = load_run(run_dir / "model")
+    assert run.config.prior.default == "fitted" and run.config.tokenizer.kind == "sentencepiece"
+    assert run.config.train.lr_decay == "wsd" and run.checkpoint.step <= saved["plan"]["stages"][0]["steps"]
+    assert "seqvae sample" in (run_dir / "SUMMARY.md").read_text()
+    # --resume: the finished plan is evaluated again, not retrained
+    assert main(["--resume", "--run-dir", str(run_dir), "--minutes", "0.5"]) == 0
+    assert "continuing the plan" in capsys.readouterr().out
+    assert load_run(run_dir / "model").checkpoint.step == run.checkpoint.step
+
+
+def test_the_likelihood_goal_trains_two_stages_the_second_warm_started(tiny_corpus, tmp_path, capsys):
+    run_dir = tmp_path / "lik"
+    main = _recipe().main
+    args = ["--train", str(tiny_corpus["train"]), "--valid", str(tiny_corpus["valid"]), "--test", str(tiny_corpus["test"]),
+            "--minutes", "0.6", "--goal", "likelihood", "--run-dir", str(run_dir), *TINY]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "stage 1 of 2, autoencoder" in out and "stage 2 of 2, vae" in out and "words," in out
+    assert (run_dir / "autoencoder" / "checkpoints" / "best.pt").is_file()
+    assert load_run(run_dir / "model").config.train.init_from == str((run_dir / "autoencoder").resolve())
+    assert set(json.loads((run_dir / "evaluation.json").read_text())) == {"valid", "test"}
+
+
+def test_bad_input_is_one_line_and_nothing_is_replaced(tiny_corpus, tmp_path, capsys):
+    main = _recipe().main
+    assert main(["--train", str(tmp_path / "missing.txt"), "--minutes", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.txt" in err[0]
+    existing = tmp_path / "taken"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    assert main(["--train", str(tiny_corpus["train"]), "--minutes", "1", "--run-dir", str(existing)]) == 2
+    assert "exists" in capsys.readouterr().err and (existing / "keep.txt").read_text() == "mine"
+    assert main(["--resume", "--run-dir", str(tmp_path / "nothing"), "--minutes", "1"]) == 2
+    assert "no plan to continue" in capsys.readouterr().err
+    assert main(["--train", str(tiny_corpus["train"]), "--minutes", "0.01", "--run-dir", str(tmp_path / "short"), *TINY]) == 2
+    assert "give more minutes" in capsys.readouterr().err
