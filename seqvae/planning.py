@@ -14,7 +14,7 @@ with the config keys it sets and the reason printed beside it, come out.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from seqvae.data.profile import CorpusProfile
 
@@ -47,7 +47,7 @@ class Decision:
     why: str
 
     def line(self) -> str:
-        return f"{self.what}: {self.value} ({self.why})"
+        return f"{self.what}: {self.value}. Why: {self.why}"
 
 
 def decide_tokenizer(profile: CorpusProfile) -> Decision:
@@ -83,7 +83,7 @@ def decide_output_layer(vocab_size: int) -> Decision:
         return Decision(
             "output layer", f"adaptive softmax, clusters at {cutoffs[0]:,} and {cutoffs[1]:,}",
             ("model.output_layer=adaptive", f"model.adaptive_cutoffs={cutoffs[0]},{cutoffs[1]}"),
-            f"exact and faster from {ADAPTIVE_FROM} types on (benchmarks/output_layer.py); "
+            f"exact, and faster from {ADAPTIVE_FROM} types on, as benchmarks/output_layer.py measured; "
             "cutoffs at the shares of PTB's [2000, 6000]",
         )
     return Decision("output layer", "full softmax", ("model.output_layer=softmax",),
@@ -122,12 +122,12 @@ def decide_sizes(train_tokens: int) -> Decision:
         return Decision(
             "model", "LSTM encoder and decoder, embedding 256, hidden 256, latent 32, dropout 0.5",
             ("model.embedding_dim=256", "model.hidden_dim=256", "model.latent_dim=32", "model.dropout=0.5"),
-            f"{train_tokens:,} training tokens: Li et al. 2019's sizes for PTB (887k tokens)",
+            f"{train_tokens:,} training tokens: Li et al. 2019's sizes for PTB, 887k tokens",
         )
     return Decision(
         "model", "LSTM encoder and decoder, embedding 512, hidden 512, latent 32, dropout 0.3",
         ("model.embedding_dim=512", "model.hidden_dim=512", "model.latent_dim=32", "model.dropout=0.3"),
-        f"{train_tokens:,} training tokens: wider, as He et al. 2019 for Yahoo and Yelp (about 10M tokens each)",
+        f"{train_tokens:,} training tokens: wider, as He et al. 2019 for Yahoo and Yelp, about 10M tokens each",
     )
 
 
@@ -161,12 +161,13 @@ class Stage:
     why: str
 
 
-def goal_stages(goal: str, steps: int, latent_dim: int) -> list[Stage]:
+def goal_stages(goal: str, steps: int, latent_dim: int, *, first_steps: int | None = None) -> list[Stage]:
     """The stages of a goal over ``steps`` training steps in all (each stage's own schedule
-    overrides, to be completed by :func:`schedule_overrides`)."""
+    overrides, to be completed by :func:`schedule_overrides`); ``first_steps``: the first stage's
+    steps of a two-stage goal when already fixed (trained), instead of its share."""
     fitted = ("prior.fit=true", "prior.default=fitted")
     if goal == "likelihood":
-        ae_steps = max(round(AE_SHARE * steps), 1)
+        ae_steps = first_steps if first_steps is not None else max(round(AE_SHARE * steps), 1)
         vae_steps = max(steps - ae_steps, 1)
         return [
             Stage("autoencoder", ae_steps,
@@ -185,14 +186,15 @@ def goal_stages(goal: str, steps: int, latent_dim: int) -> list[Stage]:
         return [Stage("vae", steps,
                       ("annealing.schedule=constant", "annealing.beta=0.1", "objective.free_bits=none", "train.best_metric=elbo",
                        *fitted),
-                      "beta = 0.1 (Higgins et al. 2017): on the embedded corpus reconstruction BLEU 57.8 with a usable "
-                      "bound under the fitted prior (recipes/quickstart/OPERATING_POINTS.md)")]
+                      "beta = 0.1 (Higgins et al. 2017), on the embedded corpus reconstruction BLEU 57.8 with a usable "
+                      "bound under the fitted prior, recipes/quickstart/OPERATING_POINTS.md")]
     if goal == "editable":
         return [Stage("autoencoder", steps,
                       ("annealing.schedule=constant", "annealing.beta=0", "objective.free_bits=none", "train.best_metric=rec",
                        *fitted),
-                      "beta = 0 (an autoencoder, z sampled) sampled through its fitted prior: on the embedded corpus "
-                      "reconstruction BLEU 91.3, homotopy endpoints 87.9, content-keeping edits (OPERATING_POINTS.md)")]
+                      "beta = 0, an autoencoder with z sampled, drawn from through its fitted prior; on the embedded "
+                      "corpus reconstruction BLEU 91.3, homotopy endpoints 87.9, edits that keep the content, "
+                      "recipes/quickstart/OPERATING_POINTS.md")]
     raise ValueError(f"unknown goal '{goal}'; choose from {', '.join(GOALS)}")
 
 
@@ -220,6 +222,7 @@ class Plan:
     eval_seconds: float
     """The final evaluation, with iw_samples, and what follows it (prior, samples, report)."""
     margin_seconds: float
+    latent_dim: int = 32
     stages: list[Stage] = field(default_factory=list)
 
     @property
@@ -287,4 +290,23 @@ def plan_budget(
     ]
     return Plan(goal=goal, budget_seconds=budget_seconds, spent_seconds=spent_seconds, step_seconds=step_seconds,
                 steps_per_epoch=steps_per_epoch, validation_seconds=validation_seconds, iw_samples=iw_samples,
-                eval_seconds=eval_seconds, margin_seconds=margin, stages=stages)
+                eval_seconds=eval_seconds, margin_seconds=margin, latent_dim=latent_dim, stages=stages)
+
+
+def replan_last_stage(plan: Plan, *, elapsed_seconds: float, step_seconds: float) -> Plan:
+    """The plan with its last stage resized to what is left of the budget once the earlier
+    stages took ``elapsed_seconds`` since the start, at the step time they ran at
+    (``step_seconds``): a machine slower or faster than the probe measured moves the last stage's
+    end, and with it the point where its learning rate decays, so the budget still holds. The
+    last stage keeps at least a tenth of its planned steps."""
+    if len(plan.stages) < 2:
+        return plan
+    earlier = sum(stage.steps for stage in plan.stages[:-1])
+    rest = plan.budget_seconds - elapsed_seconds - plan.eval_seconds - plan.margin_seconds - plan.validation_seconds
+    steps = int(rest / (step_seconds + plan.validation_seconds / max(plan.steps_per_epoch, 1))) if rest > 0 else 0
+    steps = max(steps, plan.stages[-1].steps // 10, 1)
+    stages = [
+        Stage(stage.name, stage.steps, (*stage.overrides, *schedule_overrides(stage.steps)), stage.why)
+        for stage in goal_stages(plan.goal, earlier + steps, plan.latent_dim, first_steps=plan.stages[0].steps)
+    ]
+    return replace(plan, stages=[*plan.stages[:-1], stages[-1]])

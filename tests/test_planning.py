@@ -14,7 +14,7 @@ from seqvae.config import load_layered_config
 from seqvae.data.profile import carve_split, profile_corpus, quantile
 from seqvae.errors import SeqVAEError
 from seqvae.planning import (ADAPTIVE_FROM, AE_SHARE, EVAL_SHARE, IW_CHOICES, MARGIN_SHARE, WORD_VOCABULARY_CAP, Plan,
-                             decide_length, decide_output_layer, decide_sizes, decide_tokenizer, plan_budget,
+                             decide_length, decide_output_layer, decide_sizes, decide_tokenizer, plan_budget, replan_last_stage,
                              validation_size)
 from seqvae.training import train
 from seqvae.training.optimization import wsd_learning_rate
@@ -120,6 +120,22 @@ def test_the_plan_fits_the_budget_and_every_stage_is_a_valid_config(goal):
         assert config.train.lr_decay_steps == round(0.25 * stage.steps)
     assert Plan.from_json(plan.to_json()) == plan
     assert any("stage 1" in line for line in plan.lines())
+
+
+def test_the_last_stage_is_resized_to_what_the_earlier_ones_left():
+    plan = plan_budget(goal="likelihood", budget_seconds=3600, **PROBE)
+    first, last = plan.stages
+    validations = math.ceil(first.steps / PROBE["steps_per_epoch"]) * PROBE["validation_seconds"]
+    on_time = replan_last_stage(plan, elapsed_seconds=plan.spent_seconds + first.steps * 0.1 + validations, step_seconds=0.1)
+    assert abs(on_time.stages[1].steps - last.steps) <= 55  # as planned, within a validation's time
+    slower = replan_last_stage(plan, elapsed_seconds=plan.spent_seconds + first.steps * 0.15, step_seconds=0.15)
+    assert slower.stages[0] == first and slower.stages[1].steps < 0.7 * last.steps
+    left = 3600 - (plan.spent_seconds + first.steps * 0.15) - plan.eval_seconds - plan.margin_seconds
+    assert slower.stages[1].steps * 0.15 <= left
+    config = load_layered_config([], list(slower.stages[1].overrides))
+    assert config.train.max_steps == slower.stages[1].steps
+    assert config.annealing.warmup_steps == round(0.2 * slower.stages[1].steps)
+    assert replan_last_stage(plan, elapsed_seconds=10_000, step_seconds=0.1).stages[1].steps == last.steps // 10
 
 
 def test_the_evaluation_shrinks_to_fit_a_short_budget_and_a_budget_too_short_is_refused():

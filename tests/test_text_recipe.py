@@ -38,7 +38,7 @@ def test_a_raw_corpus_goes_through_with_no_config_and_comes_back_ready_to_use(ti
     raw.write_text("".join(detokenize(line) + "\n" for line in tiny_corpus["train"].read_text().splitlines()))
     run_dir = tmp_path / "out"
     main = _recipe().main
-    assert main(["--train", str(raw), "--minutes", "0.5", "--goal", "editable", "--run-dir", str(run_dir), *TINY]) == 0
+    assert main(["--train", str(raw), "--minutes", "0.2", "--goal", "editable", "--run-dir", str(run_dir), *TINY]) == 0
     out = capsys.readouterr().out
     assert "SentencePiece" in out and "raw text" in out  # decided, and said why
     assert "validation: " in out and "carved from training" in out
@@ -55,7 +55,7 @@ def test_a_raw_corpus_goes_through_with_no_config_and_comes_back_ready_to_use(ti
     assert run.config.train.lr_decay == "wsd" and run.checkpoint.step <= saved["plan"]["stages"][0]["steps"]
     assert "seqvae sample" in (run_dir / "SUMMARY.md").read_text()
     # --resume: the finished plan is evaluated again, not retrained
-    assert main(["--resume", "--run-dir", str(run_dir), "--minutes", "0.5"]) == 0
+    assert main(["--resume", "--run-dir", str(run_dir)]) == 0
     assert "continuing the plan" in capsys.readouterr().out
     assert load_run(run_dir / "model").checkpoint.step == run.checkpoint.step
 
@@ -64,7 +64,7 @@ def test_the_likelihood_goal_trains_two_stages_the_second_warm_started(tiny_corp
     run_dir = tmp_path / "lik"
     main = _recipe().main
     args = ["--train", str(tiny_corpus["train"]), "--valid", str(tiny_corpus["valid"]), "--test", str(tiny_corpus["test"]),
-            "--minutes", "0.6", "--goal", "likelihood", "--run-dir", str(run_dir), *TINY]
+            "--minutes", "0.25", "--goal", "likelihood", "--run-dir", str(run_dir), *TINY]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "stage 1 of 2, autoencoder" in out and "stage 2 of 2, vae" in out and "words," in out
@@ -83,7 +83,26 @@ def test_bad_input_is_one_line_and_nothing_is_replaced(tiny_corpus, tmp_path, ca
     (existing / "keep.txt").write_text("mine")
     assert main(["--train", str(tiny_corpus["train"]), "--minutes", "1", "--run-dir", str(existing)]) == 2
     assert "exists" in capsys.readouterr().err and (existing / "keep.txt").read_text() == "mine"
-    assert main(["--resume", "--run-dir", str(tmp_path / "nothing"), "--minutes", "1"]) == 2
+    assert main(["--resume", "--run-dir", str(tmp_path / "nothing")]) == 2
     assert "no plan to continue" in capsys.readouterr().err
     assert main(["--train", str(tiny_corpus["train"]), "--minutes", "0.01", "--run-dir", str(tmp_path / "short"), *TINY]) == 2
     assert "give more minutes" in capsys.readouterr().err
+
+
+def test_a_hub_dataset_without_a_validation_split_is_read_and_one_is_carved(tiny_corpus, tmp_path):
+    """The hub path with its real loader, offline: a local dataset folder in the hub's layout
+    stands for the hub name, as in test_corpus.py."""
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    for split in ("train", "test"):
+        rows = tiny_corpus[split].read_text().splitlines()
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps({"sentence": row}) + "\n" for row in rows))
+    recipe = _recipe()
+    args = recipe.argparse.Namespace(hub=str(folder), hub_config="", text_column="sentence", train=None, valid=None, test=None)
+    splits, name = recipe.read_corpus(args)
+    assert name == "reviews" and set(splits) == {"train", "test"} and len(splits["train"]) == 300
+    said = []
+    decisions, used = recipe.decide(splits, said.append)
+    assert len(used["valid"]) == recipe.validation_size(300) == 100
+    assert sorted(used["train"] + used["valid"]) == sorted(splits["train"]) and used["test"] == splits["test"]
+    assert decisions[0].what == "validation" and any("carved from training" in line for line in said)

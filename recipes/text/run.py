@@ -3,8 +3,9 @@ time budget, train the operating point asked for, and hand back a run ready to u
 
     python recipes/text/run.py --train FILE [--valid FILE] [--test FILE] --minutes 60
                                [--goal likelihood|balanced|editable] [--run-dir DIR]
-                               [--resume | --overwrite] [section.key=value ...]
+                               [--overwrite] [section.key=value ...]
     python recipes/text/run.py --hub NAME [--hub-config C] [--text-column text] --minutes 60 ...
+    python recipes/text/run.py --resume --run-dir DIR
 
 One sentence per line (a Hugging Face dataset by name where the machine is online). Every
 decision is printed with its reason (seqvae.planning): the tokens (words for tokenised text,
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import shlex
 import shutil
@@ -49,7 +51,7 @@ from seqvae.errors import TrainingInterrupted
 from seqvae.evaluation import format_metrics
 from seqvae.files import atomic_write_json, atomic_write_text
 from seqvae.planning import (GOALS, SPLIT_SEED, Decision, Plan, decide_length, decide_output_layer, decide_sizes,
-                             decide_tokenizer, plan_budget, validation_size)
+                             decide_tokenizer, plan_budget, replan_last_stage, validation_size)
 from seqvae.report import save_evaluation, write_report
 from seqvae.training.probe import probe
 
@@ -131,6 +133,13 @@ def base_overrides(run_dir: Path, decisions: list[Decision], splits: dict[str, l
             *(item for decision in decisions for item in decision.overrides)]
 
 
+def handback_seconds(train_sentences: int) -> float:
+    """After the evaluation: the prior fitted to the training codes (an encoder pass and EM;
+    measured 9.7 s for 10,000 sentences at one thread beside other work, so 1 ms a sentence),
+    the report's plots, samples and interpolations (about 5 s)."""
+    return 5.0 + 1e-3 * train_sentences
+
+
 def make_plan(run_dir: Path, args, decisions, splits, started: float, say) -> Plan:
     """Probe the first stage's config on this machine and lay the plan out in the budget."""
     overrides = base_overrides(run_dir, decisions, splits, args.seed) + args.overrides
@@ -143,23 +152,40 @@ def make_plan(run_dir: Path, args, decisions, splits, started: float, say) -> Pl
     try:
         return plan_budget(goal=args.goal, budget_seconds=60 * args.minutes, spent_seconds=time.perf_counter() - started,
                            step_seconds=measured.step_seconds, steps_per_epoch=measured.steps_per_epoch,
-                           validation_seconds=measured.validation_seconds, eval_fixed_seconds=measured.eval_fixed_seconds,
+                           validation_seconds=measured.validation_seconds,
+                           eval_fixed_seconds=measured.eval_fixed_seconds + handback_seconds(len(splits["train"])),
                            eval_seconds_per_sample=measured.eval_seconds_per_sample, latent_dim=config.model.latent_dim)
     except ValueError as error:
         raise SeqVAEError(f"--minutes {args.minutes:g}: {error}") from None
 
 
 def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *, resume: bool) -> Path:
-    """Train (or continue) each stage in turn; returns the last stage's run directory."""
+    """Train (or continue) each stage in turn; returns the last stage's run directory. Before the
+    last stage begins, it is resized to what the earlier ones left of the budget
+    (seqvae.planning.replan_last_stage), and plan.json records the change."""
     dirs = stage_dirs(run_dir, plan)
-    for index, (stage, stage_dir) in enumerate(zip(plan.stages, dirs)):
+    trained_seconds, step_estimate = 0.0, plan.step_seconds
+    for index, stage_dir in enumerate(dirs):
+        stage = plan.stages[index]
+        begun = (stage_dir / "checkpoints" / "last.pt").is_file()
+        if index == len(dirs) - 1 and index > 0 and not begun:
+            steps_before = sum(s.steps for s in plan.stages[:-1])
+            validations = sum(math.ceil(s.steps / plan.steps_per_epoch) for s in plan.stages[:-1])
+            ran_at = max(trained_seconds - validations * plan.validation_seconds, 0.0) / max(steps_before, 1)
+            resized = replan_last_stage(plan, elapsed_seconds=plan.spent_seconds + trained_seconds, step_seconds=ran_at)
+            if resized.stages[-1].steps != stage.steps:
+                tqdm.write(f"the earlier stages ran at {1000 * ran_at:.1f} ms a step (planned {1000 * plan.step_seconds:.1f}): "
+                           f"stage {index + 1} resized from {stage.steps:,} to {resized.stages[-1].steps:,} steps")
+                plan, stage, step_estimate = resized, resized.stages[-1], max(ran_at, plan.step_seconds)
+                saved = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+                atomic_write_json(run_dir / "plan.json", {**saved, "plan": plan.to_json()})
         warm = [f"train.init_from={dirs[index - 1]}"] if index else []
         # a stage that runs past a quarter over its planned time stops there (a slower machine)
-        cap = [f"train.max_minutes={1.25 * stage.steps * plan.step_seconds / 60 + 0.5:.2f}"]
+        cap = [f"train.max_minutes={1.25 * stage.steps * step_estimate / 60 + 0.5:.2f}"]
         config = load_layered_config([], [*base, *stage.overrides, *warm, *cap, f"run.dir={stage_dir}", *user])
         tqdm.write(f"stage {index + 1} of {len(plan.stages)}, {stage.name}: {stage_dir}")
-        begun = (stage_dir / "checkpoints" / "last.pt").is_file()
         result = train(config, resume=resume and begun, overwrite=not begun, echo=tqdm.write)
+        trained_seconds += result.train_seconds
         if result.step < stage.steps:
             tqdm.write(f"  stage {index + 1} stopped at step {result.step:,} of {stage.steps:,} (its time cap)")
     return dirs[-1]
@@ -226,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hub", help="a Hugging Face dataset name instead of files (needs the network)")
     parser.add_argument("--hub-config", default="")
     parser.add_argument("--text-column", default="text")
-    parser.add_argument("--minutes", type=float, required=True, help="the whole budget: reading, training, evaluation")
+    parser.add_argument("--minutes", type=float, help="the whole budget: reading, training, evaluation (--resume: the saved plan's)")
     parser.add_argument("--goal", choices=GOALS, default="balanced",
                         help="likelihood (best bound), balanced (default), editable (homotopies and edits)")
     parser.add_argument("--run-dir", help="default runs/text-NAME")
@@ -240,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     say = tqdm.write
     run_dir = Path(args.run_dir) if args.run_dir else None
     try:
-        if args.minutes <= 0:
+        if args.minutes is None and not args.resume:
+            raise SeqVAEError("give --minutes, the budget of the whole run")
+        if args.minutes is not None and args.minutes <= 0:
             raise SeqVAEError(f"--minutes {args.minutes:g}: give a positive budget")
         if args.resume:
             if not args.run_dir:
@@ -255,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             splits = {split: load_text_files({"train": str(run_dir / "data" / f"{split}.txt")}).splits["train"]
                       for split in SPLIT_FILES if (run_dir / "data" / f"{split}.txt").is_file()}
             args.overrides, args.seed = saved["overrides"], saved["seed"]
-            say(f"continuing the plan of {plan_file}")
+            args.minutes = plan.budget_seconds / 60
+            say(f"continuing the plan of {plan_file} (a budget of {args.minutes:g} min)")
         else:
             splits, name = read_corpus(args)
             run_dir = Path(args.run_dir or f"runs/text-{name}")
@@ -285,14 +314,13 @@ def main(argv: list[str] | None = None) -> int:
         hand_back(run_dir, model_dir, plan, splits, say)
         say(f"\n{(time.perf_counter() - started) / 60:.1f} min in this sitting (budget {args.minutes:g} min)")
     except TrainingInterrupted as error:
-        print(f"text: {error}; continue with: python recipes/text/run.py --resume --run-dir {run_dir} "
-              f"--minutes {args.minutes:g}", file=sys.stderr)
+        print(f"text: {error}; continue with: python recipes/text/run.py --resume --run-dir {run_dir}", file=sys.stderr)
         return error.exit_code
     except SeqVAEError as error:
         print(f"text: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("text: interrupted; continue with --resume", file=sys.stderr)
+        print(f"text: interrupted; continue with: python recipes/text/run.py --resume --run-dir {run_dir}", file=sys.stderr)
         return 130
     return 0
 

@@ -226,7 +226,8 @@ class Trainer:
         valid = state.valid if state.valid_step == state.step else self.validate(stopped_by=key)
         self.keep_if_best(valid)
         self.save(self.last_path)
+        planned = key == "train.max_steps" and train.lr_decay == "wsd"  # the schedule's own end
         self.say(
             f"stopped at {key}={limit} (step {state.step}{spent}): valid {summary(valid)}; "
-            f"continue with --resume and a larger {key}"
+            + ("the end the learning-rate schedule was laid out for" if planned else f"continue with --resume and a larger {key}")
         )
