@@ -382,3 +382,21 @@ def test_sgd_optimizer_takes_plain_gradient_steps(tiny_corpus, tmp_path):
     train(config, progress=False)
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["optimizer"]
     assert state["param_groups"][0]["momentum"] == 0 and not any("exp_avg" in entry for entry in state["state"].values())
+
+
+def test_an_autoencoders_near_deterministic_codes_are_a_note_not_a_warning(tiny_corpus, tmp_path, monkeypatch):
+    """beta = 0 leaves nothing to keep the posteriors wide: the overload diagnosis is expected and
+    said so; a VAE's is a warning. The diagnosis's threshold is raised so that a tiny run meets it."""
+    from seqvae.measures import diagnose
+    from seqvae.training import validation
+
+    monkeypatch.setattr(validation, "diagnose", lambda **figures: diagnose(**figures, overload_std=10.0))
+    messages = {}
+    for name, annealing in (("ae", {"schedule": "constant", "beta": 0.0}), ("vae", {})):
+        messages[name] = []
+        config = tiny_config(tiny_corpus, tmp_path / name, annealing=annealing, train={"epochs": 1, "validation": "elbo"})
+        train(config, progress=False, echo=messages[name].append)
+    assert any(m.startswith("note (epoch 1): information overload") and "expected of an autoencoder" in m for m in messages["ae"])
+    assert not any(m.startswith("WARNING") for m in messages["ae"])
+    assert any(m.startswith("WARNING (epoch 1): information overload") for m in messages["vae"])
+    assert _metrics(tmp_path / "ae")[-1]["warnings"]  # the metrics keep the diagnosis as it is
