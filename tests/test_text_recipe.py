@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -71,6 +72,16 @@ def test_the_likelihood_goal_trains_two_stages_the_second_warm_started(tiny_corp
     assert (run_dir / "autoencoder" / "checkpoints" / "best.pt").is_file()
     assert load_run(run_dir / "model").config.train.init_from == str((run_dir / "autoencoder").resolve())
     assert set(json.loads((run_dir / "evaluation.json").read_text())) == {"valid", "test"}
+    # stopped before its second stage began (its directory gone): --resume keeps the first and
+    # trains the second, resized to what is left of the budget
+    first = (run_dir / "autoencoder" / "checkpoints" / "best.pt").read_bytes()
+    shutil.rmtree(run_dir / "model")
+    assert main(["--resume", "--run-dir", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "stage 2 of 2, vae" in out and (run_dir / "model" / "checkpoints" / "best.pt").is_file()
+    assert (run_dir / "autoencoder" / "checkpoints" / "best.pt").read_bytes() == first
+    steps = json.loads((run_dir / "plan.json").read_text())["plan"]["stages"][1]["steps"]
+    assert load_run(run_dir / "model").config.train.max_steps == steps
 
 
 def test_bad_input_is_one_line_and_nothing_is_replaced(tiny_corpus, tmp_path, capsys):
