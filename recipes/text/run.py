@@ -229,7 +229,15 @@ def hand_back(run_dir: Path, model_dir: Path, plan: Plan, splits, say) -> None:
         f"seqvae attribute {model} --with HAVE_IT.txt --without LACK_IT.txt --apply SENTENCES.txt --scale 1 1.5 2",
         f"seqvae eval {model} --split valid",
     ]
-    summary = ["# What this run holds", "", *(f"- {line}" for line in plan.lines()), "",
+    figures = [("IW-PPL", "ppl_iw"), ("IW-PPL, fitted prior", "ppl_iw_fitted"), ("KL", "kl"), ("MI", "mi"),
+               ("active units", "active_units"), ("reconstruction BLEU", "bleu"), ("prior self-BLEU", "prior_self_bleu"),
+               ("homotopy end BLEU", "homotopy_endpoint_bleu")]
+    table = ["| split | K | " + " | ".join(name for name, _ in figures) + " |", "|---" * (len(figures) + 2) + "|"]
+    for split, metrics in evaluation.items():
+        cells = [f"{metrics[key]:.2f}" if isinstance(metrics.get(key), float) else str(metrics.get(key, "-")) for _, key in figures]
+        table.append(f"| {split} | {metrics['iw_samples']} | " + " | ".join(cells) + " |")
+    summary = ["# What this run holds", "", *(f"- {line}" for line in plan.lines()), "", "## Evaluation (best checkpoint)",
+               "", *table, "", "Every measure: `evaluation.json`; definitions: docs/measures.md in seqvae.", "",
                f"Best checkpoint: `{model_dir}/checkpoints/best.pt`; report: `{report['markdown']}`.", "",
                "## Samples (prior: " + prior + ")", "", *(f"- {s}" for s in samples[:5]), "", "## Commands", "",
                "```", *commands, "```", ""]
