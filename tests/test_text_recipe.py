@@ -9,7 +9,6 @@ import shutil
 import sys
 from pathlib import Path
 
-
 from seqvae import load_run
 
 from conftest import THREADS
