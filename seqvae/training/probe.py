@@ -42,9 +42,9 @@ def _timed(function) -> float:
 
 def probe(config: Config, data: PreparedData, *, eval_splits: tuple[str, ...], steps: int = 30, warmup: int = 5,
           device: torch.device | None = None) -> Probe:
-    """Time ``steps`` training steps (after ``warmup``) of ``config``'s model, and the evaluation
-    of a subset of the first of ``eval_splits`` at K = 1 and K = 33, scaled to the tokens of all
-    of ``eval_splits``."""
+    """Time ``steps`` training steps of ``config``'s model (run once untimed after ``warmup``
+    steps, then timed), and the evaluation of a subset of the first of ``eval_splits`` at K = 1
+    and K = 33, scaled to the tokens of all of ``eval_splits``."""
     device = device or torch.device("cpu")
     torch.manual_seed(config.run.seed)
     tokenizer = data.tokenizer
@@ -63,8 +63,10 @@ def probe(config: Config, data: PreparedData, *, eval_splits: tuple[str, ...], s
             train_step(model, optimizer, batch, kl_weight=1.0, objective=config.objective, grad_clip=config.train.grad_clip,
                        precision=precision)
 
-    run(batches[:warmup])
+    # the timed batches are run once untimed first: the first step of a new sentence length builds
+    # kernels for its shapes, a cost a training pays once per length, not at every step
     timed = batches[warmup:] or batches
+    run(batches[:warmup] + timed)
     step_seconds = _timed(lambda: run(timed)) / len(timed)
 
     # the evaluation: a subset of about a tenth of the first split (at least 64 sentences), whose
