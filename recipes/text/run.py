@@ -46,7 +46,7 @@ from seqvae.data.batching import encode_split
 from seqvae.data.corpus import Corpus, load_hub_dataset, load_text_files
 from seqvae.data.preparation import prepare_data
 from seqvae.data.profile import carve_split, length_quantiles, profile_corpus
-from seqvae.data.tokenizers import build_tokenizer
+from seqvae.data.tokenizers import SPECIALS, build_tokenizer
 from seqvae.errors import TrainingInterrupted
 from seqvae.evaluation import format_metrics
 from seqvae.files import atomic_write_json, atomic_write_text
@@ -78,6 +78,22 @@ def read_corpus(args) -> tuple[dict[str, list[str]], str]:
     return splits, Path(args.train).stem
 
 
+def train_sentencepiece(tokens: Decision, sentences: list[str]):
+    """The tokenizer the decision names, trained on the training split; a small corpus holds fewer
+    pieces than decided, and then gets the most SentencePiece can make (the decision says so)."""
+    try:
+        return tokens, build_tokenizer(load_layered_config([], list(tokens.overrides)).tokenizer, sentences)
+    except SeqVAEError as error:
+        most = re.search(r"value <= (\d+)", str(error))
+        if most is None:
+            raise
+    size = int(most.group(1))
+    tokens = Decision(tokens.what, f"SentencePiece (unigram), {size} pieces",
+                      ("tokenizer.kind=sentencepiece", f"tokenizer.vocab_size={size}"),
+                      f"{tokens.why}; this corpus gives at most {size}")
+    return tokens, build_tokenizer(load_layered_config([], list(tokens.overrides)).tokenizer, sentences)
+
+
 def decide(splits: dict[str, list[str]], say) -> tuple[list[Decision], dict[str, list[str]]]:
     """Every decision about the corpus, printed as made; returns them and the splits to use."""
     profile = profile_corpus(splits["train"])
@@ -97,25 +113,15 @@ def decide(splits: dict[str, list[str]], say) -> tuple[list[Decision], dict[str,
     tokens = decide_tokenizer(profile)
     decisions.append(tokens)
     if "tokenizer.kind=sentencepiece" in tokens.overrides:
-        config = load_layered_config([], list(tokens.overrides))
-        try:
-            tokenizer = build_tokenizer(config.tokenizer, splits["train"])
-        except SeqVAEError as error:  # a small corpus holds fewer pieces: take the most it can give
-            most = re.search(r"value <= (\d+)", str(error))
-            if most is None:
-                raise
-            size = int(most.group(1))
-            tokens = Decision(tokens.what, f"SentencePiece (unigram), {size} pieces",
-                              ("tokenizer.kind=sentencepiece", f"tokenizer.vocab_size={size}"),
-                              f"{tokens.why}; this corpus gives at most {size}")
-            decisions[-1] = tokens
-            config = load_layered_config([], list(tokens.overrides))
-            tokenizer = build_tokenizer(config.tokenizer, splits["train"])
+        tokens, tokenizer = train_sentencepiece(tokens, splits["train"])
+        decisions[-1] = tokens
         lengths = length_quantiles(encode_split(tokenizer, splits["train"]).lengths)
         vocab_size, unit = tokenizer.vocab_size, "pieces"
     else:
         cut = int(next(item for item in tokens.overrides if item.startswith("tokenizer.min_frequency=")).split("=")[1])
-        lengths, vocab_size, unit = profile.lengths, profile.vocabulary_at(cut)[0] + 4, "words"
+        # the kept words and the specials; an <unk> already in the text is the specials' own
+        specials = len(SPECIALS) - (1 if profile.has_unk else 0)
+        lengths, vocab_size, unit = profile.lengths, profile.vocabulary_at(cut)[0] + specials, "words"
     decisions += [decide_output_layer(vocab_size), decide_length(lengths, unit), decide_sizes(profile.tokens)]
     for decision in decisions:
         say(f"  {decision.line()}")
@@ -191,13 +197,9 @@ def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *,
     return dirs[-1]
 
 
-def hand_back(run_dir: Path, model_dir: Path, plan: Plan, splits, say) -> None:
-    """Evaluate, sample, interpolate, report, and write the summary with the commands."""
-    run = load_run(model_dir)
-    if run.config.prior.fit and not run.has_fitted_prior():
-        say("fitting the prior to the training codes ...")
-        run.fit_prior(progress=True)
-        run = load_run(model_dir)
+def evaluate_splits(run, model_dir: Path, plan: Plan, splits, say) -> dict[str, dict]:
+    """Every measure of ``seqvae eval`` on validation and test (where given) at the planned K,
+    saved with the run as ``seqvae eval`` saves them."""
     evaluation = {}
     for split in ("valid", "test"):
         if split not in splits:
@@ -210,6 +212,39 @@ def hand_back(run_dir: Path, model_dir: Path, plan: Plan, splits, say) -> None:
         say(f"{split} (best checkpoint, K = {plan.iw_samples}):")
         for line in format_metrics(metrics):
             say(f"  {line}")
+    return evaluation
+
+
+SUMMARY_FIGURES = (("IW-PPL", "ppl_iw"), ("IW-PPL, fitted prior", "ppl_iw_fitted"), ("KL", "kl"), ("MI", "mi"),
+                   ("active units", "active_units"), ("reconstruction BLEU", "bleu"),
+                   ("prior self-BLEU", "prior_self_bleu"), ("homotopy end BLEU", "homotopy_endpoint_bleu"))
+
+
+def summary_markdown(plan: Plan, evaluation: dict, model_dir: Path, report: Path, prior: str, samples: list[str],
+                     commands: list[str]) -> str:
+    """SUMMARY.md: the plan, the main figures per split, samples and the commands."""
+    table = ["| split | K | " + " | ".join(name for name, _ in SUMMARY_FIGURES) + " |", "|---" * (len(SUMMARY_FIGURES) + 2) + "|"]
+    for split, metrics in evaluation.items():
+        cells = [f"{metrics[key]:.2f}" if isinstance(metrics.get(key), float) else str(metrics.get(key, "-"))
+                 for _, key in SUMMARY_FIGURES]
+        table.append(f"| {split} | {metrics['iw_samples']} | " + " | ".join(cells) + " |")
+    return "\n".join([
+        "# What this run holds", "", *(f"- {line}" for line in plan.lines()), "", "## Evaluation (best checkpoint)", "",
+        *table, "", "Every measure: `evaluation.json`; definitions: docs/measures.md in seqvae.", "",
+        f"Best checkpoint: `{model_dir}/checkpoints/best.pt`; report: `{report}`.", "",
+        f"## Samples (prior: {prior})", "", *(f"- {s}" for s in samples[:5]), "", "## Commands", "",
+        "```", *commands, "```", "",
+    ])
+
+
+def hand_back(run_dir: Path, model_dir: Path, plan: Plan, splits, say) -> None:
+    """Evaluate, sample, interpolate, report, and write the summary with the commands."""
+    run = load_run(model_dir)
+    if run.config.prior.fit and not run.has_fitted_prior():
+        say("fitting the prior to the training codes ...")
+        run.fit_prior(progress=True)
+        run = load_run(model_dir)
+    evaluation = evaluate_splits(run, model_dir, plan, splits, say)
     atomic_write_json(run_dir / "evaluation.json", evaluation)
     samples = run.sample(20, seed=0)
     atomic_write_text(run_dir / "samples.txt", "".join(f"{s}\n" for s in samples))
@@ -220,7 +255,6 @@ def hand_back(run_dir: Path, model_dir: Path, plan: Plan, splits, say) -> None:
         lines += [f"{first}  ->  {second}", *(f"  {t:.2f}  {s}" for t, s in run.interpolate(first, second, steps=6)), ""]
     atomic_write_text(run_dir / "interpolations.txt", "\n".join(lines))
     report = write_report(model_dir)
-    prior = run.config.prior.default
     model = shlex.quote(str(model_dir))
     commands = [
         f"seqvae sample {model} -n 10",
@@ -229,19 +263,8 @@ def hand_back(run_dir: Path, model_dir: Path, plan: Plan, splits, say) -> None:
         f"seqvae attribute {model} --with HAVE_IT.txt --without LACK_IT.txt --apply SENTENCES.txt --scale 1 1.5 2",
         f"seqvae eval {model} --split valid",
     ]
-    figures = [("IW-PPL", "ppl_iw"), ("IW-PPL, fitted prior", "ppl_iw_fitted"), ("KL", "kl"), ("MI", "mi"),
-               ("active units", "active_units"), ("reconstruction BLEU", "bleu"), ("prior self-BLEU", "prior_self_bleu"),
-               ("homotopy end BLEU", "homotopy_endpoint_bleu")]
-    table = ["| split | K | " + " | ".join(name for name, _ in figures) + " |", "|---" * (len(figures) + 2) + "|"]
-    for split, metrics in evaluation.items():
-        cells = [f"{metrics[key]:.2f}" if isinstance(metrics.get(key), float) else str(metrics.get(key, "-")) for _, key in figures]
-        table.append(f"| {split} | {metrics['iw_samples']} | " + " | ".join(cells) + " |")
-    summary = ["# What this run holds", "", *(f"- {line}" for line in plan.lines()), "", "## Evaluation (best checkpoint)",
-               "", *table, "", "Every measure: `evaluation.json`; definitions: docs/measures.md in seqvae.", "",
-               f"Best checkpoint: `{model_dir}/checkpoints/best.pt`; report: `{report['markdown']}`.", "",
-               "## Samples (prior: " + prior + ")", "", *(f"- {s}" for s in samples[:5]), "", "## Commands", "",
-               "```", *commands, "```", ""]
-    atomic_write_text(run_dir / "SUMMARY.md", "\n".join(summary))
+    atomic_write_text(run_dir / "SUMMARY.md", summary_markdown(plan, evaluation, model_dir, report["markdown"],
+                                                               run.config.prior.default, samples, commands))
     say("\nfive of the twenty samples in samples.txt:")
     for sentence in samples[:5]:
         say(f"  {sentence}")
@@ -249,6 +272,51 @@ def hand_back(run_dir: Path, model_dir: Path, plan: Plan, splits, say) -> None:
     for command in commands:
         say(f"  {command}")
     say(f"written under {run_dir}: SUMMARY.md, evaluation.json, samples.txt, interpolations.txt, model/report/")
+
+
+def continue_plan(args, say) -> tuple[Path, Plan, list[Decision], dict[str, list[str]]]:
+    """--resume: the saved plan, decisions and splits of ``--run-dir``; the saved overrides, seed
+    and budget replace the command line's."""
+    if not args.run_dir:
+        raise SeqVAEError("--resume needs --run-dir (the run directory of the plan to continue)")
+    run_dir = Path(args.run_dir)
+    plan_file = run_dir / "plan.json"
+    if not plan_file.is_file():
+        raise SeqVAEError(f"{plan_file}: no plan to continue (start the run without --resume)")
+    saved = json.loads(plan_file.read_text(encoding="utf-8"))
+    plan = Plan.from_json(saved["plan"])
+    decisions = [Decision(d["what"], d["value"], tuple(d["overrides"]), d["why"]) for d in saved["decisions"]]
+    splits = {split: load_text_files({"train": str(run_dir / "data" / f"{split}.txt")}).splits["train"]
+              for split in SPLIT_FILES if (run_dir / "data" / f"{split}.txt").is_file()}
+    args.overrides, args.seed = saved["overrides"], saved["seed"]
+    args.minutes = plan.budget_seconds / 60
+    say(f"continuing the plan of {plan_file} (a budget of {args.minutes:g} min)")
+    return run_dir, plan, decisions, splits
+
+
+def new_plan(args, argv, started: float, say) -> tuple[Path, Plan, list[Decision], dict[str, list[str]]]:
+    """Read the corpus, decide, measure and plan; only then replace an earlier run of this recipe
+    and write the splits used and plan.json."""
+    splits, name = read_corpus(args)
+    run_dir = Path(args.run_dir or f"runs/text-{name}")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not args.overwrite:
+            raise SeqVAEError(f"{run_dir}: exists; pass --resume to continue its plan or --overwrite to replace it")
+        if not (run_dir / "plan.json").is_file():
+            raise SeqVAEError(f"{run_dir}: exists and holds no plan.json of this recipe; refusing to replace it")
+    decisions, splits = decide(splits, say)
+    plan = make_plan(run_dir, args, decisions, splits, started, say)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # only now that the new plan stands
+    (run_dir / "data").mkdir(parents=True)
+    for split, sentences in splits.items():
+        atomic_write_text(run_dir / "data" / f"{split}.txt", "".join(f"{s}\n" for s in sentences))
+    atomic_write_json(run_dir / "plan.json", {
+        "plan": plan.to_json(), "decisions": [d.__dict__ for d in decisions], "overrides": args.overrides,
+        "seed": args.seed, "command": " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
+        "threads": torch.get_num_threads(),
+    })
+    return run_dir, plan, decisions, splits
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,40 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.minutes is not None and args.minutes <= 0:
             raise SeqVAEError(f"--minutes {args.minutes:g}: give a positive budget")
         if args.resume:
-            if not args.run_dir:
-                raise SeqVAEError("--resume needs --run-dir (the run directory of the plan to continue)")
-            run_dir = Path(args.run_dir)
-            plan_file = run_dir / "plan.json"
-            if not plan_file.is_file():
-                raise SeqVAEError(f"{plan_file}: no plan to continue (start the run without --resume)")
-            saved = json.loads(plan_file.read_text(encoding="utf-8"))
-            plan = Plan.from_json(saved["plan"])
-            decisions = [Decision(d["what"], d["value"], tuple(d["overrides"]), d["why"]) for d in saved["decisions"]]
-            splits = {split: load_text_files({"train": str(run_dir / "data" / f"{split}.txt")}).splits["train"]
-                      for split in SPLIT_FILES if (run_dir / "data" / f"{split}.txt").is_file()}
-            args.overrides, args.seed = saved["overrides"], saved["seed"]
-            args.minutes = plan.budget_seconds / 60
-            say(f"continuing the plan of {plan_file} (a budget of {args.minutes:g} min)")
+            run_dir, plan, decisions, splits = continue_plan(args, say)
         else:
-            splits, name = read_corpus(args)
-            run_dir = Path(args.run_dir or f"runs/text-{name}")
-            if run_dir.exists() and any(run_dir.iterdir()):
-                if not args.overwrite:
-                    raise SeqVAEError(f"{run_dir}: exists; pass --resume to continue its plan or --overwrite to replace it")
-                if not (run_dir / "plan.json").is_file():
-                    raise SeqVAEError(f"{run_dir}: exists and holds no plan.json of this recipe; refusing to replace it")
-            decisions, splits = decide(splits, say)
-            plan = make_plan(run_dir, args, decisions, splits, started, say)
-            if run_dir.exists():
-                shutil.rmtree(run_dir)  # only now that the new plan stands
-            (run_dir / "data").mkdir(parents=True)
-            for split, sentences in splits.items():
-                atomic_write_text(run_dir / "data" / f"{split}.txt", "".join(f"{s}\n" for s in sentences))
-            atomic_write_json(run_dir / "plan.json", {
-                "plan": plan.to_json(), "decisions": [d.__dict__ for d in decisions], "overrides": args.overrides,
-                "seed": args.seed, "command": " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
-                "threads": torch.get_num_threads(),
-            })
+            run_dir, plan, decisions, splits = new_plan(args, argv, started, say)
         for line in plan.lines():
             say(line)
         if args.overrides:
