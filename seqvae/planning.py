@@ -3,12 +3,14 @@ run into a time budget. Every function here is pure: the corpus's figures
 (seqvae.data.profile.CorpusProfile), the measured step time and the budget go in; decisions, each
 with the config keys it sets and the reason printed beside it, come out.
 
-- :func:`decide_corpus`: word or SentencePiece tokens, the vocabulary and its frequency cut, the
-  output layer, the length limit, the validation split, the model's sizes.
+- :func:`decide_tokenizer`, :func:`decide_output_layer`, :func:`decide_length`,
+  :func:`validation_size`, :func:`decide_sizes`: word or SentencePiece tokens, the vocabulary and
+  its frequency cut, the output layer, the length limit, the validation split, the model's sizes.
 - :func:`plan_budget`: the stages of the chosen goal (``likelihood``, ``balanced``, ``editable``)
   laid out in steps within the budget, with the learning-rate schedule in fractions of each
   stage (warm-up, stable, decay: ``train.lr_decay = "wsd"``), the validations, and the final
-  evaluation, whose importance-weighted K is the largest that fits its share of the budget.
+  evaluation, whose importance-weighted K is the largest that fits its share of the budget;
+  :func:`replan_last_stage` resizes a later stage to what the earlier ones left.
 """
 
 from __future__ import annotations
