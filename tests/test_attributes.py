@@ -13,24 +13,27 @@ from conftest import tiny_config
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
-    """A small LSTM VAE trained long enough (14 epochs of 3,000 sentences, about a minute on two
-    CPU cores) that its codes carry tense and its decodes keep most other attributes."""
+    """A small LSTM VAE whose codes carry tense and whose decodes keep most other attributes: at a
+    constant beta of 0.2 with word dropout 0.3, five epochs of 3,000 sentences are enough (about 10 s
+    on one core; with beta annealed to 1 and word dropout 0.6 it took 14 epochs)."""
     folder = tmp_path_factory.mktemp("attributes")
     corpus = write_corpus(folder / "corpus", seed=1, sizes={"train": 3000, "valid": 300, "test": 20})
     config = tiny_config(
         corpus, folder / "run",
         model={"embedding_dim": 64, "hidden_dim": 128, "latent_dim": 16, "bidirectional": True},
-        objective={"word_dropout": 0.6},
-        annealing={"schedule": "linear", "warmup_steps": 600},
-        train={"epochs": 14, "batch_size": 32, "learning_rate": 3e-3, "validation": "elbo"},
+        objective={"word_dropout": 0.3},
+        annealing={"schedule": "constant", "beta": 0.2},
+        train={"epochs": 5, "batch_size": 32, "learning_rate": 3e-3, "validation": "elbo"},
     )
     train(config, progress=False)
     return load_run(folder / "run", device="cpu")
 
 
 def test_tense_vector_transfers_more_often_than_the_unchanged_codes(small_run):
-    # Measured on the project's CPU machine: transfer rate 0.071 (14 of the 198 non-future
-    # validation sentences), unchanged codes 0.000; the quickstart model reaches 0.39 (README).
+    # Measured on the project's CPU machine: transfer rate 0.086 (17 of the 198 non-future
+    # validation sentences read future with every other attribute kept), unchanged codes 0.000;
+    # 198 of the 198 decodes read future with the vector, 4 without it. The quickstart model
+    # reaches 0.39 (README).
     result = transfer(small_run, "tense", "future", limit=300)  # every non-future validation sentence
     print(f"transfer rate {result.rate:.3f}, unchanged codes {result.baseline_rate:.3f}, {result.sets}")
     assert 150 < result.sets["apply"] < 300 and result.sets["with"] + result.sets["without"] == 3000
@@ -40,6 +43,7 @@ def test_tense_vector_transfers_more_often_than_the_unchanged_codes(small_run):
 
     future = lambda sentences: sum(read_attributes(s)["tense"] == "future" for s in sentences)  # noqa: E731
     assert future(result.transformed) > future(result.unchanged)
+    assert future(result.transformed) > len(result.transformed) / 2
 
 
 def test_attribute_scoring_refuses_a_run_not_trained_on_the_embedded_corpus(tiny_corpus, tmp_path):

@@ -225,16 +225,24 @@ def _run(args, cwd, timeout=600):
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_quickstart_recipe_end_to_end(tmp_path):
-    result = _run(
-        [
-            str(REPO / "recipes/quickstart/run.py"),
-            "--corpus-size", "200",
-            "train.epochs=1",
-            "model.hidden_dim=16",
-            "model.embedding_dim=8",
-        ],
-        cwd=tmp_path,
+def _recipe(path: Path, argv: list[str], cwd: Path, monkeypatch, capsys):
+    """A recipe's main(argv) run in this test process from ``cwd`` (the README walk runs the
+    quickstart recipe as its own process): (exit code, stdout, stderr)."""
+    spec = importlib.util.spec_from_file_location(f"recipe_{path.parent.name}", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    code = recipe.main(argv)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, out, err)
+
+
+def test_quickstart_recipe_end_to_end(tmp_path, monkeypatch, capsys):
+    result = _recipe(
+        REPO / "recipes/quickstart/run.py",
+        ["--corpus-size", "200", "train.epochs=1", "model.hidden_dim=16", "model.embedding_dim=8"],
+        tmp_path, monkeypatch, capsys,
     )
     assert result.returncode == 0, result.stderr
     assert "validation, best checkpoint:" in result.stdout
@@ -269,17 +277,18 @@ def test_quickstart_ctrl_c_after_training_ends_quietly(tmp_path, monkeypatch, ca
     [[], ["model.encoder=transformer", "model.decoder=transformer", "model.injection=memory", "model.num_heads=2"]],
     ids=["lstm", "transformer"],
 )
-def test_ptb_recipe_end_to_end_on_a_tiny_stand_in(tiny_corpus, tmp_path, pairing):
+def test_ptb_recipe_end_to_end_on_a_tiny_stand_in(tiny_corpus, tmp_path, pairing, monkeypatch, capsys):
     data = tmp_path / "ptb"
     data.mkdir()
     for split in ("train", "valid", "test"):
         lines = tiny_corpus[split].read_text().splitlines()[:40]
         # PTB style: a leading and trailing space and <unk> for rare words
         (data / f"ptb.{split}.txt").write_text("".join(f" {line.replace('coach', '<unk>')} \n" for line in lines))
-    result = _run(
-        [str(REPO / "recipes/ptb/run.py"), "--data-dir", str(data), "--iw-samples", "20", "train.epochs=1", "model.hidden_dim=16",
-         "model.embedding_dim=8", "model.latent_dim=4", "model.adaptive_cutoffs=40,100", *pairing, "--results", "row.json"],
-        cwd=tmp_path,
+    result = _recipe(
+        REPO / "recipes/ptb/run.py",
+        ["--data-dir", str(data), "--iw-samples", "20", "train.epochs=1", "model.hidden_dim=16", "model.embedding_dim=8",
+         "model.latent_dim=4", "model.adaptive_cutoffs=40,100", *pairing, "--results", "row.json"],
+        tmp_path, monkeypatch, capsys,
     )
     assert result.returncode == 0, result.stderr
     assert "test (best checkpoint):" in result.stdout and "ppl_elbo" in result.stdout and "ppl_iw" in result.stdout

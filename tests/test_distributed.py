@@ -84,6 +84,16 @@ def _train(
     return results
 
 
+def _train_here(config_path: Path, run_dir: Path, overrides: list[str] = ()) -> Path:
+    """A run trained in this test process, not under torchrun (whose single process draws its
+    noise as the ranks do, seqvae.distributed); returns its run directory."""
+    from seqvae.config import load_config
+    from seqvae.training import train
+
+    train(load_config(config_path, [*overrides, f"run.dir={run_dir}"]), progress=False)
+    return run_dir
+
+
 def _weights(run_dir: Path, name: str = "last.pt") -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / name, weights_only=False)["model"]
 
@@ -111,48 +121,67 @@ from seqvae.config import load_config
 from seqvae.distributed import leave
 from seqvae.training import train
 
-folder, overrides = Path(sys.argv[1]), sys.argv[2:]
-for path in sorted(folder.glob("*.toml")):
+configs = [Path(argument) for argument in sys.argv[1:] if argument.endswith(".toml")]
+overrides = [argument for argument in sys.argv[1:] if not argument.endswith(".toml")]
+for path in configs:
     train(load_config(path, [*overrides, f"run.dir=run-{path.stem}"]), progress=False)
 leave()
 """
-"""Each rank trains every method of a folder of configs in turn: one process (and one torch
-import, one process group) per rank for all of them, instead of one per method."""
+"""Each rank trains the configs it is given in turn (with the overrides given beside them): one process (and one torch import, one
+process group) per rank for all of them, instead of one per method."""
 
 
 def _one_update_config(tiny_corpus, method: str):
-    sections = {"annealing": {"schedule": "constant", "beta": 1.0}, "train": {"optimizer": "sgd", "learning_rate": 0.5}}
+    sections = {
+        "annealing": {"schedule": "constant", "beta": 1.0},
+        "train": {"optimizer": "sgd", "learning_rate": 0.5, "max_steps": 1, "validation": "elbo"},
+    }
     for name, values in METHODS[method].items():
         sections[name] = {**sections.get(name, {}), **values}
     return tiny_config(tiny_corpus, Path("run"), **sections)
 
 
+OTHER_RUNS = {
+    "bn-vae": {  # one update: BN-VAE's step is not that of one process (its own test below)
+        "model": {"posterior": "batchnorm", "posterior_gamma": 0.7},
+        "train": {"optimizer": "sgd", "learning_rate": 0.5, "validation": "elbo", "max_steps": 1},
+    },
+    "aggressive": {  # a whole epoch whose last batch has one sentence, with aggressive training
+        "train": {"optimizer": "sgd", "learning_rate": 0.2, "batch_size": 23, "epochs": 1, "aggressive": True,
+                  "aggressive_max_inner_steps": 6, "aggressive_check_every": 3, "validation": "elbo"},
+    },
+}
+"""Runs by 1 and 2 ranks beside the methods' one update, in the same rank processes."""
+
+
 @pytest.fixture(scope="module")
-def one_update(tiny_corpus, tmp_path_factory):
-    """One update of every method by 1, 2 and 3 ranks: ({world size: {method: weights}}, the tokenizer)."""
-    folder = tmp_path_factory.mktemp("one-update")
-    names = {f"m{index}": method for index, method in enumerate(METHODS)}
-    for name, method in names.items():
-        _write_config(_one_update_config(tiny_corpus, method), folder / f"{name}.toml")
+def rank_runs(tiny_corpus, tmp_path_factory):
+    """Every method of METHODS trained for one update by 1, 2 and 3 ranks, and the OTHER_RUNS by 1
+    and 2 ranks (torchrun's environment, one process per rank, however many ranks): ({world size:
+    {name: run directory of rank 0}}, the tokenizer)."""
+    folder = tmp_path_factory.mktemp("rank-runs")
+    configs = {method: _one_update_config(tiny_corpus, method) for method in METHODS}
+    configs.update({name: tiny_config(tiny_corpus, Path("run"), **sections) for name, sections in OTHER_RUNS.items()})
+    paths = {name: _write_config(config, folder / f"c{index}.toml") for index, (name, config) in enumerate(configs.items())}
     script = folder / "every_method.py"
     script.write_text(EVERY_METHOD)
-    step = ["train.max_steps=1", "train.validation=elbo"]
     runs = {}
     for world_size in (1, 2, 3):
+        names = list(configs) if world_size < 3 else list(METHODS)
         cwds = [folder / f"w{world_size}-rank{rank}" for rank in range(world_size)]
-        _train(world_size, None, step, cwds, command=[sys.executable, str(script), str(folder)])
-        runs[world_size] = {method: _weights(cwds[0] / f"run-{name}") for name, method in names.items()}
-    return runs, load_tokenizer(folder / "w1-rank0" / "run-m0")
+        _train(world_size, None, [], cwds, command=[sys.executable, str(script), *(str(paths[name]) for name in names)])
+        runs[world_size] = {name: cwds[0] / f"run-{paths[name].stem}" for name in names}
+    return runs, load_tokenizer(runs[1][next(iter(METHODS))])
 
 
 @pytest.mark.parametrize("method", list(METHODS), ids=list(METHODS))
-def test_one_update_of_two_and_three_ranks_equals_one_process_with_the_whole_batch(tiny_corpus, one_update, method):
+def test_one_update_of_two_and_three_ranks_equals_one_process_with_the_whole_batch(tiny_corpus, rank_runs, method):
     """The same global batch of 16 sentences split over 2 ranks (8 + 8) and 3 ranks (6 + 5 + 5)
     gives the parameters of one process after one update (plain SGD at a large rate, so the
     update is large and any difference in the gradient shows)."""
     config = _one_update_config(tiny_corpus, method)
-    updated, tokenizer = one_update
-    runs = {world_size: updated[world_size][method] for world_size in (1, 2, 3)}
+    trained, tokenizer = rank_runs
+    runs = {world_size: _weights(trained[world_size][method]) for world_size in (1, 2, 3)}
     torch.manual_seed(config.run.seed)
     initial = build_model(config.model, vocab_size=tokenizer.vocab_size).state_dict()
     assert _largest_difference(runs[1], initial) > 1e-2  # the update moved the weights
@@ -160,22 +189,11 @@ def test_one_update_of_two_and_three_ranks_equals_one_process_with_the_whole_bat
     assert _largest_difference(runs[3], runs[1]) < 1e-6
 
 
-def test_an_epoch_with_a_one_sentence_batch_and_aggressive_training_matches_one_process(tiny_corpus, tmp_path):
+def test_an_epoch_with_a_one_sentence_batch_and_aggressive_training_matches_one_process(rank_runs):
     """300 sentences in batches of 23 leave one batch of a single sentence: the second rank runs
     a stand-in row at weight 0. Aggressive training's inner loop decides on the global loss, so
     every rank takes the same number of encoder steps."""
-    config = tiny_config(
-        tiny_corpus,
-        Path("run"),
-        train={"optimizer": "sgd", "learning_rate": 0.2, "batch_size": 23, "epochs": 1, "aggressive": True,
-               "aggressive_max_inner_steps": 6, "aggressive_check_every": 3, "validation": "elbo"},
-    )
-    config_path = _write_config(config, tmp_path / "config.toml")
-    runs = {}
-    for world_size in (1, 2):
-        cwds = [tmp_path / f"w{world_size}-rank{rank}" for rank in range(world_size)]
-        _train(world_size, config_path, [], cwds)
-        runs[world_size] = cwds[0] / "run"
+    runs = {world_size: rank_runs[0][world_size]["aggressive"] for world_size in (1, 2)}
     assert _largest_difference(_weights(runs[2]), _weights(runs[1])) < 1e-5
     one, two = ([json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (runs[1], runs[2]))
     assert [record["step"] for record in one] == [record["step"] for record in two]
@@ -247,7 +265,7 @@ def test_an_error_on_rank_zero_stops_every_rank_with_one_message(tiny_corpus, tm
     config = tiny_config(tiny_corpus, Path("run"), train={"epochs": 1, "validation": "elbo"})
     config_path = _write_config(config, tmp_path / "config.toml")
     cwds = [tmp_path / "rank0", tmp_path / "rank1"]
-    _train(2, config_path, ["train.max_steps=2"], cwds)
+    _train_here(config_path, cwds[0] / "run", ["train.max_steps=2"])  # the run directory rank 0 finds
     results = _finish(_start(2, config_path, [], cwds))
     assert [code for code, _, _ in results] == [2, 2]
     assert results[0][2].strip().splitlines() == [
@@ -256,19 +274,10 @@ def test_an_error_on_rank_zero_stops_every_rank_with_one_message(tiny_corpus, tm
     assert results[1][2] == ""
 
 
-def test_bn_vae_trains_on_two_ranks_with_each_ranks_statistics(tiny_corpus, tmp_path):
+def test_bn_vae_trains_on_two_ranks_with_each_ranks_statistics(rank_runs):
     """BN-VAE on the CPU normalises each rank's rows with their own statistics (SyncBatchNorm needs
     CUDA): it trains, and its step differs from one process's, unlike every method above."""
-    config = tiny_config(
-        tiny_corpus, Path("run"), model={"posterior": "batchnorm", "posterior_gamma": 0.7},
-        train={"optimizer": "sgd", "learning_rate": 0.5, "validation": "elbo"},
-    )
-    config_path = _write_config(config, tmp_path / "config.toml")
-    runs = {}
-    for world_size in (1, 2):
-        cwds = [tmp_path / f"w{world_size}-rank{rank}" for rank in range(world_size)]
-        _train(world_size, config_path, ["train.max_steps=1"], cwds)
-        runs[world_size] = _weights(cwds[0] / "run")
+    runs = {world_size: _weights(rank_runs[0][world_size]["bn-vae"]) for world_size in (1, 2)}
     assert all(bool(torch.isfinite(tensor).all()) for tensor in runs[2].values() if tensor.is_floating_point())
     assert _largest_difference(runs[2], runs[1]) > 1e-4
 

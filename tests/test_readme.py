@@ -53,7 +53,7 @@ def readme_examples(text: str) -> list[tuple[str, str]]:
     return examples
 
 
-SECOND_CHAIN_CORPUS = 2000
+SECOND_CHAIN_CORPUS = 1000
 """Training sentences of the corpus the second chain's examples train on (the quickstart's --corpus-size)."""
 OWN_RUNS = ("seqvae train", "torchrun", "runs/mine")
 """A bash example with one of these trains (or uses) a run of its own; so does every python block."""
