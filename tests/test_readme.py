@@ -10,8 +10,8 @@ which the tests never depend on.
 The walk runs as two chains, each in the README's order, so that two test processes share it:
 the quickstart and every example that uses its run (``runs/quickstart``), and the examples that
 train runs of their own, which need only the corpus the quickstart writes (written here by the
-quickstart's own function first, at a fifth of its default size: these examples are asserted to
-run, and they run the same code on 2,000 training sentences as on 10,000, in a fifth of the time).
+quickstart's own function first, at a tenth of its default size: these examples are asserted to
+run, and they run the same code on 1,000 training sentences (and 100 held out) as on 10,000).
 Every example runs in exactly one chain.
 """
 
