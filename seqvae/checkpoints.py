@@ -20,7 +20,9 @@ FORMAT = "seqvae-checkpoint-1"
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Serialise straight into a temporary file, then rename it over ``path`` (no copy of the
     checkpoint in memory: with the optimizer state it is several times the model's size)."""
-    atomic_write_with(path, lambda handle: torch.save({"format": FORMAT, **payload}, handle))
+    from seqvae import __version__
+
+    atomic_write_with(path, lambda handle: torch.save({"format": FORMAT, "seqvae_version": __version__, **payload}, handle))
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -41,9 +43,26 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         raise SeqVAEError(f"{path}: truncated or corrupt checkpoint (it cannot be read)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError):
         raise SeqVAEError(f"{path}: truncated or corrupt checkpoint (it cannot be read)") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or not str(payload.get("format", "")).startswith("seqvae-checkpoint-"):
         raise SeqVAEError(f"{path}: not a seqvae checkpoint")
+    if payload["format"] != FORMAT:
+        raise SeqVAEError(f"{path}: {_written_by(payload)} in {payload['format']}; {_this_release()}")
     return payload
+
+
+def _written_by(payload: dict[str, Any]) -> str:
+    return f"written by seqvae {payload.get('seqvae_version', 'before 0.1.0')}"
+
+
+def _this_release() -> str:
+    from seqvae import __version__
+
+    return f"this seqvae {__version__} reads {FORMAT}"
+
+
+def missing_entry(path: str | Path, payload: dict[str, Any], key: str) -> SeqVAEError:
+    """The error for a checkpoint that lacks an entry this release needs (a KeyError otherwise)."""
+    return SeqVAEError(f"{path}: the checkpoint has no {key!r} entry ({_written_by(payload)}; {_this_release()})")
 
 
 def check_vocabulary(path: str | Path, payload: dict[str, Any], tokenizer) -> None:

@@ -112,12 +112,20 @@ def _command_eval(args: argparse.Namespace) -> int:
         "eval_seconds": round(time.perf_counter() - started, 1),
         "threads": torch.get_num_threads(),
     }
-    saved = save_evaluation(args.run_dir, args.split, args.checkpoint, metrics, {**settings, **loaded})
+    from seqvae.files import StorageError
+
+    try:
+        saved, unsaved = save_evaluation(args.run_dir, args.split, args.checkpoint, metrics, {**settings, **loaded}), None
+    except StorageError as error:  # a read-only or full run directory: the figures are shown all the same
+        saved, unsaved = None, error
     if args.json:
         print(json.dumps({"split": args.split, **loaded, **metrics}))
     else:
         _print_metrics(f"{args.split} ({args.checkpoint} checkpoint of {args.run_dir}):", metrics)
-        print(f"saved to {saved}")
+        if saved is not None:
+            print(f"saved to {saved}")
+    if unsaved is not None:
+        print(f"note: the figures were not kept for the report: {unsaved}", file=sys.stderr)
     return 0
 
 
@@ -251,6 +259,7 @@ def _command_reconstruct(args: argparse.Namespace) -> int:
 def _command_encode(args: argparse.Namespace) -> int:
     import torch
 
+    from seqvae.files import atomic_write_with
 
     output = _check_output(args.output, args.overwrite, (".npz", ".pt"))
     sentences = _read_sentences(args.input)
@@ -258,14 +267,12 @@ def _command_encode(args: argparse.Namespace) -> int:
     _note_input(run, sentences)
     posterior = run.encode(sentences)
     mean, std = posterior.mean.cpu(), posterior.std.cpu()
-    temporary = output.with_name(f".{output.name}.tmp{output.suffix}")
     if output.suffix == ".npz":
         import numpy
 
-        numpy.savez(temporary, mean=mean.numpy(), std=std.numpy())
+        atomic_write_with(output, lambda handle: numpy.savez(handle, mean=mean.numpy(), std=std.numpy()))
     else:
-        torch.save({"mean": mean, "std": std}, temporary)
-    temporary.replace(output)
+        atomic_write_with(output, lambda handle: torch.save({"mean": mean, "std": std}, handle))
     print(f"{len(sentences)} sentences -> {output} (mean and std, {len(sentences)} x {mean.shape[1]})")
     return 0
 
@@ -631,6 +638,10 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush stays quiet
         return 0
+    except OSError as error:  # the system refused a read or write that no writer above named itself
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"seqvae: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -415,6 +415,8 @@ def _coerce(key: str, value: Any, expected: Any) -> Any:
             return value
     elif expected is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # nan or inf: no setting means it, and nan slips past every range check
+                raise SeqVAEError(f"config key '{key}': value {value} is not a finite number")
             return float(value)
     elif expected is str:
         if isinstance(value, str):

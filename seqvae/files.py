@@ -11,6 +11,42 @@ from typing import Any, BinaryIO
 from seqvae.errors import SeqVAEError
 
 
+class StorageError(SeqVAEError):
+    """A file could not be written: the disk is full, the folder is read-only or gone. The machine,
+    not the input, is at fault, so the command exits with 1; the file it would have replaced is
+    kept whole (every writer here goes through a temporary file)."""
+
+    exit_code = 1
+
+
+def cannot_write(path: str | Path, error: OSError, kept: str = "nothing was replaced") -> StorageError:
+    """The one-line error for ``error`` met while writing ``path``: the file, the reason, what is kept."""
+    reason = error.strerror or str(error)
+    folder = Path(path).parent
+    if isinstance(error, FileNotFoundError) and not folder.is_dir():
+        reason = f"its folder {folder} does not exist"
+    return StorageError(f"{path}: could not write it ({reason}); {kept}")
+
+
+class _Recorded:
+    """A binary handle that keeps the first OSError one of its writes met: a writer such as
+    torch.save may report a failed write as an error of its own (a RuntimeError), and the error the
+    user needs is the operating system's (disk full, file too large)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self.handle, name)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write through a temporary file in the same folder and rename it over ``path``, so a reader
     (or a crash half-way) never leaves half a file behind."""
@@ -19,18 +55,27 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_with(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """``write(handle)`` into a temporary file in the same folder, then rename it over ``path``:
-    for writers that stream (a checkpoint), so the file's bytes are never held in memory at once."""
+    for writers that stream (a checkpoint), so the file's bytes are never held in memory at once.
+    A write the system refuses (disk full, read-only folder) raises :class:`StorageError` naming
+    ``path``, with the temporary file removed and ``path`` as it was."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp")
+    handle = None
     try:
-        with open(temporary, "wb") as handle:
+        with open(temporary, "wb") as raw:
+            handle = _Recorded(raw)
             write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise cannot_write(path, error) from None
     except BaseException:
         temporary.unlink(missing_ok=True)
+        if handle is not None and handle.error is not None:
+            raise cannot_write(path, handle.error) from None
         raise
-    os.replace(temporary, path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -40,8 +40,13 @@ def run_directory_lock(run_dir: str | Path):
         yield
         return
     path = lock_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+", encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+", encoding="utf-8")
+    except OSError as error:  # a read-only folder: no training can write there
+        from seqvae.files import cannot_write
+
+        raise cannot_write(path, error, kept="the run directory is untouched") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

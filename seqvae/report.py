@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from seqvae.errors import SeqVAEError
-from seqvae.files import atomic_write_json, atomic_write_text
+from seqvae.files import atomic_write_json, atomic_write_text, atomic_write_with, cannot_write
+from seqvae.run_directory import read_metric_records
 
 EVAL_DIR = "eval"
 REPORT_DIR = "report"
@@ -35,14 +36,8 @@ def read_history(run_dir: str | Path) -> TrainingHistory:
     if not path.is_file():
         raise SeqVAEError(f"{path}: no training log (is {run_dir} a run directory written by 'seqvae train'?)")
     by_key: dict[tuple[str, int], dict[str, Any]] = {}
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            by_key[(record["split"], int(record["step"]))] = record
-        except (ValueError, KeyError, TypeError):
-            raise SeqVAEError(f"{path}:{line_number}: not a metrics record") from None
+    for _, record in read_metric_records(path):
+        by_key[(record["split"], record["step"])] = record
     records = sorted(by_key.values(), key=lambda record: record["step"])
     return TrainingHistory(
         train=[r for r in records if r["split"] == "train"], valid=[r for r in records if r["split"] == "valid"]
@@ -95,18 +90,21 @@ def _save_png(figure, path: str | Path) -> Path:
 
     figure.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    figure.savefig(temporary, format="png", dpi=100)
-    plt.close(figure)
-    temporary.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_with(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
+    finally:
+        plt.close(figure)
     return path
 
 
 def save_evaluation(run_dir: str | Path, split: str, checkpoint: str, metrics: dict[str, Any], settings: dict) -> Path:
     """Keep a ``seqvae eval`` result in ``RUN/eval/<split>-<checkpoint>.json`` for the report."""
     path = Path(run_dir) / EVAL_DIR / f"{split}-{checkpoint}.json"
-    path.parent.mkdir(exist_ok=True)
+    try:
+        path.parent.mkdir(exist_ok=True)
+    except OSError as error:
+        raise cannot_write(path.parent, error) from None
     atomic_write_json(path, {"split": split, "checkpoint": checkpoint, "settings": settings, "metrics": metrics})
     return path
 

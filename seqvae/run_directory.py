@@ -33,6 +33,31 @@ LAST = "last.pt"
 BEST = "best.pt"
 
 
+def read_metric_records(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """(line, record) for each record of a ``metrics.jsonl``, in order. A last line cut short (no
+    newline, not JSON: the process died, or the disk filled, while appending it) is left out, as
+    if never written; any other line that is not a record is a one-line SeqVAEError naming it."""
+    import json
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("split"), str) or not isinstance(record.get("step"), int):
+                raise ValueError
+        except ValueError:
+            if number == len(lines):  # torn: the file does not end with a newline after it
+                break
+            raise SeqVAEError(f"{path}:{number}: not a metrics record") from None
+        records.append((line, record))
+    return records
+
+
 def load_run_config(run_dir: str | Path) -> Config:
     """The resolved config saved in a run directory."""
     run_dir = Path(run_dir)

@@ -26,7 +26,7 @@ from seqvae.data.corpus import load_corpus
 from seqvae.errors import SeqVAEError
 from seqvae.data.synthetic import labels_path, read_labels
 from seqvae.evaluation import evaluate_split, free_bits_target, latent_probe
-from seqvae.files import atomic_write_with
+from seqvae.files import StorageError, atomic_write_with
 from seqvae.fitted_prior import PRIOR_FILE, GaussianMixture, StandardNormal, fit_to_run, load_prior
 from seqvae.homotopies import homotopy_measures
 from seqvae.judge import judged_measures
@@ -274,8 +274,11 @@ class Run:
         bar = progress_bar(chunks, desc="encoding", unit="chunk", disable=not progress or len(chunks) < 2)
         means = torch.cat([self.encode(sentences[start : start + CODE_CHUNK]).mean for start in bar])
         if path is not None:
-            path.parent.mkdir(exist_ok=True)
-            atomic_write_with(path, lambda handle: torch.save(means.cpu(), handle))
+            try:
+                path.parent.mkdir(exist_ok=True)
+                atomic_write_with(path, lambda handle: torch.save(means.cpu(), handle))
+            except (OSError, StorageError):  # a read-only or full run directory: the codes, just not cached
+                pass
         return means
 
     def _cache_key(self, sentences: list[str]) -> str:

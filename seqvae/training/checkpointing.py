@@ -15,12 +15,13 @@ from typing import Any
 
 import torch
 
-from seqvae.checkpoints import check_vocabulary, load_checkpoint, load_model_state, save_checkpoint
+from seqvae.checkpoints import check_vocabulary, load_checkpoint, load_model_state, missing_entry, save_checkpoint
 from seqvae.config import config_to_dict
 from seqvae.distributed import World, agreement, from_bytes, to_bytes
 from seqvae.errors import SeqVAEError
-from seqvae.run_directory import LAST
+from seqvae.run_directory import CONFIG_FILE, LAST
 from seqvae.training.metrics import MetricWindow
+from seqvae.training.run_files import check_resumable_dicts
 
 PART_ENTRIES = {"rate_constraint": {}, "aggressive": {}}
 """Entries of the checkpoint format that parts fill (seqvae.training.parts); empty when the part
@@ -103,6 +104,21 @@ def save(trainer, path: Path) -> None:
 def restore(trainer, path: Path) -> None:
     """Continue from a checkpoint: weights, optimizer, scheduler, position, parts and generators."""
     payload = read_checkpoint(trainer.world, path)
+    try:
+        _restore(trainer, path, payload)
+    except KeyError as error:
+        raise missing_entry(path, payload, error.args[0]) from None
+
+
+CORPUS_PATHS = {("data", "train"), ("data", "valid"), ("data", "test")}
+"""Besides RESUMABLE_CHANGES, what config.toml may say otherwise than the checkpoint: where the
+corpus now lies (a corpus moved with its run; the tokenizer's fingerprint still has to match)."""
+
+
+def _restore(trainer, path: Path, payload: dict[str, Any]) -> None:
+    if "config" in payload:  # the config it was trained with: a config.toml edited since is checked too
+        check_resumable_dicts(path, payload["config"], config_to_dict(trainer.config), trainer.run_dir / CONFIG_FILE,
+                              also=CORPUS_PATHS)
     check_vocabulary(path, payload, trainer.tokenizer)
     load_model_state(path, trainer.model, payload["model"])
     trainer.optimizer.load_state_dict(payload["optimizer"])

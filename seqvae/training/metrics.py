@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from seqvae.files import atomic_write_text
+from seqvae.files import atomic_write_text, cannot_write
+from seqvae.run_directory import read_metric_records
 from seqvae.losses import LossTerms
 
 
@@ -48,11 +49,7 @@ def read_metrics(path: Path, up_to_step: int) -> list[str]:
     """The metric lines a checkpoint at ``up_to_step`` had seen; later ones are recomputed."""
     if not path.is_file():
         return []
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip() and json.loads(line)["step"] <= up_to_step:
-            kept.append(line)
-    return kept
+    return [line for line, record in read_metric_records(path) if record["step"] <= up_to_step]
 
 
 class NoMetrics:
@@ -71,8 +68,11 @@ class MetricsLog:
         atomic_write_text(path, "".join(line + "\n" for line in lines))
 
     def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as error:  # a torn last line, if any, is dropped when the run resumes
+            raise cannot_write(self.path, error, kept="the lines before this record are kept") from None
 
 
 def progress_figures(terms: LossTerms, beta: float, extra: dict[str, float], *, language_model: bool) -> dict[str, str]:

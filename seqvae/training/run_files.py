@@ -11,7 +11,7 @@ from typing import Any
 from seqvae.config import Config, config_to_dict, config_to_toml, load_config
 from seqvae.errors import SeqVAEError
 from seqvae.files import atomic_write_json, atomic_write_text
-from seqvae.run_directory import CHECKPOINT_DIR, CONFIG_FILE, DATA_FILE, LAST
+from seqvae.run_directory import BEST, CHECKPOINT_DIR, CONFIG_FILE, DATA_FILE, LAST
 
 RESUMABLE_CHANGES = {
     ("train", "epochs"),
@@ -45,7 +45,9 @@ def check_run_dir(config: Config, run_dir: Path, *, resume: bool, overwrite: boo
         raise SeqVAEError(f"{run_dir}: run directory path is a file")
     if resume:
         if not (run_dir / CHECKPOINT_DIR / LAST).is_file():
-            raise SeqVAEError(f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/{LAST})")
+            best = run_dir / CHECKPOINT_DIR / BEST
+            also = f"; {best} is there: train a new run from its weights with train.init_from={run_dir}" if best.is_file() else ""
+            raise SeqVAEError(f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/{LAST}){also}")
         check_resumable(run_dir, load_config(run_dir / CONFIG_FILE), config)
     elif run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
@@ -56,15 +58,22 @@ def check_run_dir(config: Config, run_dir: Path, *, resume: bool, overwrite: boo
 
 def check_resumable(run_dir: Path, saved: Config, given: Config) -> None:
     """A resumed run may change only :data:`RESUMABLE_CHANGES`."""
-    saved_dict, given_dict = config_to_dict(saved), config_to_dict(given)
-    for section, values in saved_dict.items():
+    check_resumable_dicts(run_dir / CONFIG_FILE, config_to_dict(saved), config_to_dict(given), run_dir / CONFIG_FILE)
+
+
+def check_resumable_dicts(source: Path, saved: dict, given: dict, config_file: Path, also: set = frozenset()) -> None:
+    """Refuse, naming the key, a ``given`` config (as a dict) that differs from the ``saved`` one
+    (the run's config.toml, or the config a checkpoint was trained with) outside
+    :data:`RESUMABLE_CHANGES` and ``also``. Keys a release no longer has are passed over."""
+    for section, values in saved.items():
         for key, value in values.items():
-            if (section, key) in RESUMABLE_CHANGES:
+            if (section, key) in RESUMABLE_CHANGES or (section, key) in also or key not in given.get(section, {}):
                 continue
-            if given_dict[section][key] != value:
+            if given[section][key] != value:
+                started = "the run was started with" if source == config_file else f"{source} was trained with"
                 raise SeqVAEError(
-                    f"{run_dir / CONFIG_FILE}: cannot resume with {section}.{key}={given_dict[section][key]!r}; "
-                    f"the run was started with {value!r} (only {_resumable()} may change)"
+                    f"{config_file}: cannot resume with {section}.{key}={given[section][key]!r}; "
+                    f"{started} {value!r} (only {_resumable()} may change)"
                 )
 
 

@@ -19,6 +19,8 @@ from seqvae.data.preparation import PreparedData, note_data, prepare_data
 from seqvae.data.tokenizers import build_tokenizer, load_tokenizer, tokenizer_from_files
 from seqvae.devices import resolve_device
 from seqvae.distributed import World, agreement, join, launched
+from seqvae.files import StorageError
+from seqvae.training.memory import check_memory
 from seqvae.errors import SeqVAEError
 from seqvae.locks import run_directory_lock
 from seqvae.run_directory import CONFIG_FILE, METRICS_FILE
@@ -91,12 +93,16 @@ def _sitting(config: Config, *, resume: bool, overwrite: bool, progress: bool, e
     started = time.perf_counter()
     say = echo or (lambda message: None)
     config = _with_threads(config, resume=resume, overwrite=overwrite, world=world)
-    data = _prepare(config, resume=resume, world=world, say=say)
+    data = _prepare(config, resume=resume, world=world, say=say, device=device)
     trainer = Trainer(config, data, device, say, progress=progress, world=world)
     _start(trainer, resume=resume)
     resumed_from = trainer.state.step if resume else None
-    with stop_on_signals(trainer.stops):
-        run_loop(trainer)
+    try:
+        with stop_on_signals(trainer.stops):
+            run_loop(trainer)
+    except StorageError as error:  # disk full or read-only: the last checkpoint written is whole
+        raise StorageError(f"{error}; training stopped at step {trainer.state.step}: make room, then continue with "
+                           "--resume from the last checkpoint") from None
     state = trainer.state
     finished = state.epoch >= config.train.epochs or trainer.plateau.done()
     if finished and config.prior.fit and config.model.latent_dim > 0 and world.main:
@@ -144,7 +150,7 @@ def _fit_prior(run_dir: Path, device: torch.device, say) -> None:
     )
 
 
-def _prepare(config: Config, *, resume: bool, world: World, say) -> PreparedData:
+def _prepare(config: Config, *, resume: bool, world: World, say, device: torch.device) -> PreparedData:
     """The corpus under the run's tokenizer: rank 0 builds it (or loads the run's) and sends it to
     the others."""
     run_dir = Path(config.run.dir)
@@ -163,6 +169,10 @@ def _prepare(config: Config, *, resume: bool, world: World, say) -> PreparedData
             tokenizer = tokenizer_from_files(tokenizer_files, run_dir)
     data = prepare_data(config, corpus, tokenizer)
     note_data(config, data, new_tokenizer=not resume and not config.tokenizer.from_run, say=say)
+    with agreement(world):  # before any model or batch is allocated
+        if world.main:
+            longest = {split: counts["longest_tokens"] for split, counts in data.summary.items()}
+            check_memory(config, tokenizer.vocab_size, longest, device)
     return data
 
 
