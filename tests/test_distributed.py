@@ -211,8 +211,8 @@ def _steps_logged(run_dir: Path) -> int:
 
 def test_a_two_rank_run_stopped_by_sigterm_and_resumed_ends_bit_identical(tiny_corpus, tmp_path):
     """SIGTERM reaches both ranks (as torchrun forwards it); they agree on a step, rank 0 saves it,
-    both exit with 130; resumed, the run ends with the weights of an uninterrupted one, bit for
-    bit. Only rank 0 writes: rank 1 runs in a folder of its own, which stays empty."""
+    both exit with 130; resumed, and resumed again after one rank was killed, the run ends with the
+    weights of an uninterrupted one, bit for bit. Only rank 0 writes: rank 1 runs in a folder of its own, which stays empty."""
     config = tiny_config(
         tiny_corpus,
         Path("run"),
@@ -237,6 +237,18 @@ def test_a_two_rank_run_stopped_by_sigterm_and_resumed_ends_bit_identical(tiny_c
     stopped = torch.load(cut[0] / "run" / "checkpoints" / "last.pt", weights_only=False)
     total = 2 * 19  # 300 sentences in batches of 16, two epochs
     assert 5 <= stopped["step"] < total and stopped["world_size"] == 2 and len(stopped["rng_ranks"]) == 2
+
+    # resumed, then one rank killed mid-epoch: the other stops within seconds with one line, not a
+    # hang on a collective or a traceback, and the run resumes all the same
+    processes = _start(2, config_path, [], cut, "--resume")
+    while _steps_logged(cut[0] / "run") < stopped["step"] + 3 and time.monotonic() < deadline and processes[0].poll() is None:
+        time.sleep(0.01)
+    processes[1].kill()
+    killed = time.monotonic()
+    (code, _, err), _ = _finish(processes)
+    assert time.monotonic() - killed < 60
+    assert code == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("seqvae: error: ") and "lost another process of the training" in err
 
     _train(2, config_path, [], cut, "--resume")
     assert torch.load(cut[0] / "run" / "checkpoints" / "last.pt", weights_only=False)["step"] == total

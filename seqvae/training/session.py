@@ -85,7 +85,24 @@ def train(
                 held.enter_context(run_directory_lock(config.run.dir))
         if not world.main:
             progress, echo = False, None
-        return _sitting(config, resume=resume, overwrite=overwrite, progress=progress, echo=echo, world=world, device=device)
+        try:
+            return _sitting(config, resume=resume, overwrite=overwrite, progress=progress, echo=echo, world=world, device=device)
+        except RuntimeError as error:
+            if world.parallel and _lost_a_peer(error):
+                raise SeqVAEError(
+                    f"{config.run.dir}: rank {world.rank} lost another process of the training "
+                    f"({str(error).splitlines()[0][-120:].strip()}); rerun the same torchrun command with --resume "
+                    "to continue from the last checkpoint"
+                ) from None
+            raise
+
+
+def _lost_a_peer(error: RuntimeError) -> bool:
+    """A collective that failed because another rank died (gloo or NCCL report it as a RuntimeError:
+    a connection reset or closed by the peer)."""
+    text = str(error)
+    backend_error = getattr(torch.distributed, "DistBackendError", ())
+    return isinstance(error, backend_error) or any(mark in text for mark in ("Connection reset", "Connection closed", "gloo", "NCCL"))
 
 
 def _sitting(config: Config, *, resume: bool, overwrite: bool, progress: bool, echo, world: World, device: torch.device) -> TrainResult:
