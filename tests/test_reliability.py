@@ -246,3 +246,23 @@ def test_readers_beside_a_training_do_not_take_its_lock(run, capsys):
         assert main(["report", str(run)]) == 0
         assert lock_path(run).read_text() == held
     assert "another training" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["sample", "encode"])
+def test_an_interrupt_while_writing_an_output_leaves_no_file(run, tmp_path, capsys, command):
+    """A real SIGINT half a second into a long sample or encode: exit 130, and no output file (nor a
+    temporary one) that could pass for a complete one."""
+    many = tmp_path / "many.txt"
+    many.write_text((run / "config.toml").read_text().replace("=", " ") * 400)
+    output = tmp_path / ("out.jsonl" if command == "sample" else "out.npz")
+    argv = (["sample", str(run), "-n", "200000", "--strategy", "sample", "--output", str(output)] if command == "sample"
+            else ["encode", str(run), "--input", str(many), "--output", str(output)])
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    previous = signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        assert main(argv) == 130
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "seqvae: interrupted"
+    assert not output.exists() and not list(tmp_path.glob(".out*"))
