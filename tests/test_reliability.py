@@ -226,7 +226,13 @@ def test_a_line_too_long_for_memory_is_refused_before_allocating(tiny_corpus, tm
         memory.check_memory(tiny_config(tiny_corpus, tmp_path / "r"), 2_000_000, {"train": 20}, torch.device("cpu"))
 
 
-def test_control_characters_one_sentence_and_a_batch_larger_than_the_split(tiny_corpus, tmp_path):
+def test_control_characters_one_sentence_and_a_batch_larger_than_the_split(tiny_corpus, tmp_path, capsys):
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"the bell rings .\nthe \x00 nul .\n")
+    config = tmp_path / "binary.toml"
+    config.write_text(config_to_toml(tiny_config({**tiny_corpus, "train": binary}, tmp_path / "refused")))
+    _one_line_error(capsys, 2, ["train", str(config), "--no-progress"], "binary.txt: not UTF-8 text (it contains NUL bytes")
+    assert not (tmp_path / "refused").exists()
     train = tmp_path / "train.txt"
     train.write_text("the bell \x07 rings \x1b[31m red \x0c here .\n", encoding="utf-8")
     config = tmp_path / "config.toml"
