@@ -17,6 +17,7 @@ from seqvae.runs import Generated, Run, load_run
 from seqvae.training import TrainResult, train
 
 __version__ = "0.1.0"
+"""The release, written here only: pyproject.toml reads it, checkpoints record it, ``seqvae --version`` prints it."""
 
 __all__ = [
     "Config",

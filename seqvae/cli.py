@@ -420,7 +420,10 @@ def _command_corpus(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from seqvae import __version__
+
     parser = argparse.ArgumentParser(prog="seqvae", description="Sentence variational autoencoders.")
+    parser.add_argument("--version", action="version", version=f"seqvae {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def run_arguments(command: argparse.ArgumentParser) -> None:

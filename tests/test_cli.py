@@ -434,3 +434,17 @@ def test_a_run_without_best_checkpoint_is_loaded_from_last_and_says_so(tiny_corp
     assert main(["sample", str(tmp_path / "run"), "-n", "1"]) == 0
     err = capsys.readouterr().err
     assert "last.pt (step 5, 0 epochs finished): the run has no best.pt yet" in err
+
+
+def test_the_version_is_written_once_and_printed(capsys):
+    import importlib.metadata
+    import tomllib
+
+    import seqvae
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0 and capsys.readouterr().out.strip() == f"seqvae {seqvae.__version__}"
+    assert importlib.metadata.version("seqvae") == seqvae.__version__  # the installed metadata reads it
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
