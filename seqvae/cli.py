@@ -129,6 +129,17 @@ def _command_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_export(args: argparse.Namespace) -> int:
+    from seqvae.export import export_run
+
+    out = export_run(args.run_dir, args.out_dir, checkpoint=args.checkpoint, dtype=args.dtype, overwrite=args.overwrite)
+    files = sorted(path for path in out.iterdir() if path.is_file())
+    size = sum(path.stat().st_size for path in files)
+    print(f"exported {args.run_dir} ({args.checkpoint} checkpoint, {args.dtype}) to {out}: "
+          f"{', '.join(path.name for path in files)} ({size / 2**20:.1f} MiB)")
+    return 0
+
+
 def _command_report(args: argparse.Namespace) -> int:
     from seqvae.report import write_report
 
@@ -463,6 +474,16 @@ def build_parser() -> argparse.ArgumentParser:
     judged.add_argument("--reverse-samples", type=int, default=10000, help="prior samples the reverse LM is trained on (0 skips it)")
     judged.add_argument("--reverse-epochs", type=int, default=5, help="epochs of the reverse LM")
     evaluate.set_defaults(handler=_command_eval)
+
+    export = commands.add_parser("export", help="write a run's model as a folder to share: safetensors weights, config, "
+                                 "tokenizer, prior and a model card")
+    export.add_argument("run_dir", help="a run directory written by 'seqvae train'")
+    export.add_argument("out_dir", help="the folder to write (load it with load_run or any command that reads a run)")
+    export.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    export.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                        help="the weights' type in the file (loaded back into float32)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing folder's files")
+    export.set_defaults(handler=_command_export)
 
     report = commands.add_parser("report", help="plot the training curves and write a Markdown summary of a run")
     run_arguments(report)

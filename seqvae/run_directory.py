@@ -78,7 +78,7 @@ class CheckpointInfo:
     @property
     def fallback(self) -> bool:
         """best.pt was asked for and the run has none (it stopped before its first validation)."""
-        return self.asked == "best" and self.path.name != BEST
+        return self.asked == "best" and self.path.name == LAST
 
     def __str__(self) -> str:
         where = f"{self.path} (step {self.step}, {self.epoch} epochs finished)"
@@ -91,6 +91,10 @@ def load_checkpointed_model(
     """Rebuild the model of a run from its config, tokenizer and a checkpoint (``best``, falling
     back to ``last`` when the run has no best yet, or ``last``), and say which checkpoint it was."""
     run_dir = Path(run_dir)
+    from seqvae.export import is_exported, load_exported
+
+    if is_exported(run_dir):  # a folder of `seqvae export`: its one set of weights, from safetensors
+        return load_exported(run_dir, device=device)
     config = load_run_config(run_dir)
     tokenizer = load_tokenizer(run_dir)
     name = {"best": BEST, "last": LAST}.get(checkpoint)
