@@ -70,8 +70,11 @@ def test_eval_saves_its_result_and_report_writes_the_plot_and_summary(trained_ru
     assert "report.md" in capsys.readouterr().out
     assert (tmp_path / "r" / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = (tmp_path / "r" / "report.md").read_text()
-    for section in ("## Data", "## Training", "## Final metrics", "## Samples from the prior", "## Reconstructions", "## Interpolation"):
+    for section in ("## Data", "## Training", "## Final metrics", "## Samples from the prior", "## Latent space",
+                    "## Reconstructions", "## Interpolation"):
         assert section in summary
+    assert (tmp_path / "r" / "latent.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](latent.png)" in summary
+    assert "and by each attribute" in summary  # the tiny corpus is the embedded one, with its labels
     assert f"| nll_iw | {saved['metrics']['nll_iw']:.4g} |" in summary  # the saved evaluation, not a new one
     assert summary.count("| 0.50 |") == 1  # three interpolation steps: 0, 0.5, 1
     samples = [line for line in summary.splitlines() if line[:3] in ("1. ", "2. ", "3. ")]
