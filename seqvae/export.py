@@ -68,7 +68,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, checkpoint: str = "b
     prior = _prior_of(run_dir / PRIOR_FILE, info)
     if prior is not None:  # fitted to the exported checkpoint: it now belongs to model.safetensors
         atomic_write_text(out_dir / PRIOR_FILE, json.dumps(prior, indent=1) + "\n")
-    evaluations = _evaluations(run_dir)
+    from seqvae.report import saved_evaluations
+
+    evaluations = saved_evaluations(run_dir)
     atomic_write_text(out_dir / "README.md", model_card(run_dir, out_dir, config, info, tensors, dtype, evaluations))
     return out_dir
 
@@ -113,18 +115,6 @@ def _prior_of(path: Path, info) -> dict[str, Any] | None:
         return None
     prior["fit"]["checkpoint"] = {**fitted_to, "file": WEIGHTS_FILE}
     return prior
-
-
-def _evaluations(run_dir: Path) -> list[dict[str, Any]]:
-    from seqvae.report import EVAL_DIR
-
-    found = []
-    for path in sorted((run_dir / EVAL_DIR).glob("*.json")):
-        try:
-            found.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            continue
-    return found
 
 
 CARD_FIGURES = ("ppl_iw", "nll_iw", "ppl_iw_fitted", "elbo", "rec", "kl", "mi", "active_units", "bleu")

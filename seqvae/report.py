@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from seqvae.errors import SeqVAEError
 from seqvae.files import atomic_write_json, atomic_write_text, atomic_write_with, cannot_write
 from seqvae.run_directory import read_metric_records
@@ -83,10 +81,10 @@ def plot_training(history: TrainingHistory, path: str | Path, *, title: str = ""
         import textwrap
 
         figure.suptitle(textwrap.fill(title, 90), fontsize=10)
-    return _save_png(figure, path)
+    return save_png(figure, path)
 
 
-def _save_png(figure, path: str | Path) -> Path:
+def save_png(figure, path: str | Path) -> Path:
     """Write ``figure`` to ``path`` whole or not at all (a temporary file renamed), and close it."""
     import matplotlib.pyplot as plt
 
@@ -100,71 +98,6 @@ def _save_png(figure, path: str | Path) -> Path:
     return path
 
 
-LATENT_MAP_SENTENCES = 2000
-"""Validation sentences drawn in the latent map (the first ones: enough to see structure, few
-enough to encode in seconds)."""
-
-
-def plot_latent_map(run, sentences: list[str], path: str | Path, *, labels: list[dict] | None = None,
-                    seed: int = 0) -> Path:
-    """The posterior means of ``sentences`` projected on their first two principal components
-    (PCA by the SVD of the centred means), one panel coloured by sentence length and, with
-    ``labels`` (the embedded corpus), one per attribute; codes drawn from N(0, I) and, where the
-    run has one, from its fitted prior, projected the same way, drawn over them; and beside it the
-    KL of each latent dimension, KL_i = E_x[0.5 (mu_i^2 + sigma_i^2 - 1 - log sigma_i^2)], sorted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    posterior = run.encode(sentences)
-    means, std = posterior.mean.double().cpu(), posterior.std.double().cpu()
-    centre = means.mean(dim=0)
-    _, singular, basis = torch.linalg.svd(means - centre, full_matrices=False)
-    share = (singular**2 / (singular**2).sum()).tolist()
-    project = lambda codes: ((codes.double().cpu() - centre) @ basis[:2].T).numpy()  # noqa: E731
-    points = project(means)
-    generator = torch.Generator().manual_seed(seed)
-    overlays = [("z ~ N(0, I)", project(torch.randn(len(sentences) // 4 or 1, means.shape[1], generator=generator)), "0.55")]
-    if run.has_fitted_prior():
-        overlays.append(("fitted prior", project(run.prior_density("fitted").sample(len(sentences) // 4 or 1, generator)), "black"))
-    lengths = [len(sentence.split()) for sentence in sentences]
-    panels = [("length (words)", lengths)]
-    for name in ("topic", "sentiment", "tense", "number") if labels else ():
-        panels.append((name, [label.get(name) for label in labels]))
-    kl = (0.5 * (means**2 + std**2 - 1 - torch.log(std**2))).mean(dim=0)
-    columns = min(3, len(panels) + 1)
-    rows = -(-(len(panels) + 1) // columns)
-    figure, grid = plt.subplots(rows, columns, figsize=(4.4 * columns, 4.2 * rows), squeeze=False)
-    axes = list(grid.flat)
-    for axis in axes[len(panels) + 1:]:
-        axis.set_visible(False)
-    for axis, (name, values) in zip(axes, panels):
-        if name.startswith("length"):
-            shown = axis.scatter(points[:, 0], points[:, 1], c=values, s=5, cmap="viridis", alpha=0.7)
-            figure.colorbar(shown, ax=axis, fraction=0.046)
-        else:
-            for index, value in enumerate(sorted({v for v in values if v is not None}, key=str)):
-                chosen = [i for i, v in enumerate(values) if v == value]
-                axis.scatter(points[chosen, 0], points[chosen, 1], s=5, alpha=0.7, color=f"C{index}", label=str(value))
-            axis.legend(fontsize=7, markerscale=2, loc="best")
-        for label, drawn, colour in overlays:
-            axis.scatter(drawn[:, 0], drawn[:, 1], s=4, marker="x", color=colour, alpha=0.5, label=label if name.startswith("length") else None)
-        if name.startswith("length"):
-            axis.legend(fontsize=7, markerscale=2, loc="best")
-        axis.set_title(f"codes by {name}", fontsize=9)
-        axis.set_xlabel(f"PC 1 ({share[0]:.0%} of the variance)", fontsize=8)
-        axis.set_ylabel(f"PC 2 ({share[1]:.0%})" if len(share) > 1 else "PC 2", fontsize=8)
-    order = torch.argsort(kl, descending=True)
-    bars = axes[len(panels)]
-    bars.bar(range(len(order)), kl[order].numpy(), color="C0")
-    bars.set_xticks(range(len(order)), [str(int(i)) for i in order], fontsize=6, rotation=90)
-    bars.set_title(f"KL per latent dimension (total {float(kl.sum()):.2f} nats)", fontsize=9)
-    bars.set_xlabel("dimension, by KL", fontsize=8)
-    bars.set_ylabel("nats", fontsize=8)
-    return _save_png(figure, path)
-
-
 def save_evaluation(run_dir: str | Path, split: str, checkpoint: str, metrics: dict[str, Any], settings: dict) -> Path:
     """Keep a ``seqvae eval`` result in ``RUN/eval/<split>-<checkpoint>.json`` for the report."""
     path = Path(run_dir) / EVAL_DIR / f"{split}-{checkpoint}.json"
@@ -176,7 +109,8 @@ def save_evaluation(run_dir: str | Path, split: str, checkpoint: str, metrics: d
     return path
 
 
-def _saved_evaluations(run_dir: Path) -> list[dict[str, Any]]:
+def saved_evaluations(run_dir: Path) -> list[dict[str, Any]]:
+    """The results ``seqvae eval`` kept in ``RUN/eval/``, by file name."""
     saved = []
     for path in sorted((run_dir / EVAL_DIR).glob("*.json")):
         try:
@@ -226,6 +160,7 @@ def write_report(
     default the first two validation sentences; the reconstructions are the first validation
     sentences. Both use the checkpoint ``checkpoint``."""
     from seqvae.data.corpus import load_corpus
+    from seqvae.latent_map import LATENT_MAP_SENTENCES, plot_latent_map
     from seqvae.runs import load_run
 
     run_dir = Path(run_dir)
@@ -258,7 +193,7 @@ def write_report(
         lines += ["Validation after each epoch:", "", *_table(["epoch", "step", *keys, "warnings"], rows), ""]
 
     lines += ["## Final metrics", ""]
-    saved = _saved_evaluations(run_dir)
+    saved = saved_evaluations(run_dir)
     if saved:
         for evaluation in saved:
             settings = ", ".join(f"{key} {value}" for key, value in evaluation.get("settings", {}).items())
@@ -450,4 +385,4 @@ def plot_operating_points(results: list[dict], path: str | Path, *, title: str =
         axis.set_xlabel("rate: KL(q(z|x) || N(0, I)), nats per sentence")
     if title:
         figure.suptitle(title, fontsize=10)
-    return _save_png(figure, path)
+    return save_png(figure, path)

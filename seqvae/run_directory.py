@@ -13,6 +13,7 @@ them for the commands and for :class:`seqvae.runs.Run`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,8 @@ def read_metric_records(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     """(line, record) for each record of a ``metrics.jsonl``, in order. A last line cut short (no
     newline, not JSON: the process died, or the disk filled, while appending it) is left out, as
     if never written; any other line that is not a record is a one-line SeqVAEError naming it."""
-    import json
-
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
+    lines = path.read_text(encoding="utf-8").split("\n")
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

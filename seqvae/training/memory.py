@@ -7,11 +7,11 @@ The estimate is deliberately coarse, and errs low so that it refuses only what c
     bytes ~ 16 P  +  batch_size x T_train x a  +  eval_batch_size x T_valid x a / 3
 
 with P the model's parameters (counted on the meta device, nothing allocated; a posterior flow's
-few are left out), 16 bytes each for
-the weights, their gradients and Adam's two moments in fp32; T the longest sentence of a split in
+few are left out), 16 bytes each for the weights, their gradients and Adam's two moments in fp32;
+T the longest sentence of a split in
 tokens (a length-bucketed batch is padded to it); and a = 4 (3 S + 16 H + 2 E) bytes of
 activations per token position, S the output layer's scores per position (V for the full
-softmax), H the hidden size and E the embedding size. Validation keeps no gradients (a third)."""
+softmax), H the hidden size (a Transformer's feed-forward size if larger) and E the embedding size. Validation keeps no gradients (a third)."""
 
 from __future__ import annotations
 
@@ -54,9 +54,11 @@ def training_bytes(config: Config, vocab_size: int, longest: dict[str, int]) -> 
         model = build_model(dataclasses.replace(config.model, flow="none"), vocab_size=vocab_size)
     parameters = sum(parameter.numel() for parameter in model.parameters())
     scores = model.decoder.output.scores_per_position
-    model_config = config.model
-    per_token = 4 * (3 * scores + 16 * max(model_config.hidden_dim, model_config.ff_dim if "transformer" in
-                                           (model_config.encoder, model_config.decoder) else 0) + 2 * model_config.embedding_dim)
+    sizes = config.model
+    hidden = sizes.hidden_dim
+    if "transformer" in (sizes.encoder, sizes.decoder):  # its feed-forward layer is the widest activation
+        hidden = max(hidden, sizes.ff_dim)
+    per_token = 4 * (3 * scores + 16 * hidden + 2 * sizes.embedding_dim)
     batches = config.train.batch_size * longest.get("train", 0) * per_token
     batches += config.train.eval_batch_size * max((length for split, length in longest.items() if split != "train"), default=0) * per_token // 3
     return 16 * parameters + batches, 16 * parameters, batches

@@ -19,13 +19,13 @@ from seqvae.data.preparation import PreparedData, note_data, prepare_data
 from seqvae.data.tokenizers import build_tokenizer, load_tokenizer, tokenizer_from_files
 from seqvae.devices import resolve_device
 from seqvae.distributed import World, agreement, join, launched
-from seqvae.files import StorageError
-from seqvae.training.memory import check_memory
 from seqvae.errors import SeqVAEError
+from seqvae.files import StorageError
 from seqvae.locks import run_directory_lock
 from seqvae.run_directory import CONFIG_FILE, METRICS_FILE
 from seqvae.threads import use_threads
 from seqvae.training.loop import run_loop
+from seqvae.training.memory import check_memory
 from seqvae.training.metrics import MetricsLog, read_metrics
 from seqvae.training.run_files import check_run_dir, create_run_dir, save_run_settings
 from seqvae.training.stopping import stop_on_signals
