@@ -41,6 +41,10 @@ class RunConfig:
     (seqvae.threads: two processes with a thread per core each slow each other down threefold).
     The count a training used is saved in its config (results can differ in the last bits
     between counts), and resuming or evaluating the run uses it again. Under torchrun, per rank."""
+    tensorboard: bool = False
+    """Write live curves to ``RUN/tensorboard/`` (seqvae.training.watching; needs the
+    ``tensorboard`` extra): each logged window's terms, the gradient norm and tokens per second,
+    each validation's figures, the per-dimension KL and a few decodes. Rank 0 writes them."""
     distributed_backend: str = "auto"
     """Under torchrun (data-parallel training, seqvae.distributed): the process-group backend,
     ``auto`` (nccl on CUDA, gloo on the CPU), ``gloo`` or ``nccl``. Without torchrun, unused."""

@@ -98,6 +98,8 @@ class LossTerms:
     """The minimum-desired-rate multiplier |lambda| of this step, when the objective has one."""
     kl_std: float | None = None
     """With a flow posterior: the batch standard deviation of the Monte-Carlo KL estimate."""
+    grad_norm: float | None = None
+    """The gradient norm of the update, before clipping (set by the training step)."""
 
 
 @dataclass

@@ -212,7 +212,9 @@ def _steps_logged(run_dir: Path) -> int:
 def test_a_two_rank_run_stopped_by_sigterm_and_resumed_ends_bit_identical(tiny_corpus, tmp_path):
     """SIGTERM reaches both ranks (as torchrun forwards it); they agree on a step, rank 0 saves it,
     both exit with 130; resumed, and resumed again after one rank was killed, the run ends with the
-    weights of an uninterrupted one, bit for bit. Only rank 0 writes: rank 1 runs in a folder of its own, which stays empty."""
+    weights of an uninterrupted one, bit for bit. Only rank 0 writes: rank 1 runs in a folder of its own, which stays empty.
+    The interrupted run also writes TensorBoard curves (which must not change its weights): each
+    logged step shows once, though two sittings logged steps past their last checkpoint."""
     config = tiny_config(
         tiny_corpus,
         Path("run"),
@@ -224,7 +226,8 @@ def test_a_two_rank_run_stopped_by_sigterm_and_resumed_ends_bit_identical(tiny_c
     _train(2, config_path, [], whole)
 
     cut = [tmp_path / "cut-rank0", tmp_path / "cut-rank1"]
-    processes = _start(2, config_path, [], cut)
+    watched = ["run.tensorboard=true"]
+    processes = _start(2, config_path, watched, cut)
     deadline = time.monotonic() + LIMIT
     while _steps_logged(cut[0] / "run") < 5 and time.monotonic() < deadline and processes[0].poll() is None:
         time.sleep(0.01)
@@ -240,7 +243,7 @@ def test_a_two_rank_run_stopped_by_sigterm_and_resumed_ends_bit_identical(tiny_c
 
     # resumed, then one rank killed mid-epoch: the other stops within seconds with one line, not a
     # hang on a collective or a traceback, and the run resumes all the same
-    processes = _start(2, config_path, [], cut, "--resume")
+    processes = _start(2, config_path, watched, cut, "--resume")
     while _steps_logged(cut[0] / "run") < stopped["step"] + 3 and time.monotonic() < deadline and processes[0].poll() is None:
         time.sleep(0.01)
     processes[1].kill()
@@ -250,13 +253,18 @@ def test_a_two_rank_run_stopped_by_sigterm_and_resumed_ends_bit_identical(tiny_c
     assert code == 2 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("seqvae: error: ") and "lost another process of the training" in err
 
-    _train(2, config_path, [], cut, "--resume")
+    _train(2, config_path, watched, cut, "--resume")
     assert torch.load(cut[0] / "run" / "checkpoints" / "last.pt", weights_only=False)["step"] == total
     for name in ("last.pt", "best.pt"):
         assert _largest_difference(_weights(cut[0] / "run", name), _weights(whole[0] / "run", name)) == 0.0
     assert list(cut[1].iterdir()) == [] and list(whole[1].iterdir()) == []  # rank 1 wrote nothing
     written = {path.name for path in (cut[0] / "run").iterdir()}
     assert {"config.toml", "tokenizer.json", "metrics.jsonl", "data.json", "checkpoints"} <= written
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(cut[0] / "run" / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [event.step for event in events.Scalars("train/loss")] == list(range(1, total + 1))  # log_every 1
 
 
 def test_a_two_rank_checkpoint_resumes_in_one_process_and_says_it_is_not_bit_exact(tiny_corpus, tmp_path):

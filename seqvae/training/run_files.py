@@ -24,6 +24,7 @@ RESUMABLE_CHANGES = {
     ("run", "device"),
     ("run", "threads"),
     ("run", "distributed_backend"),
+    ("run", "tensorboard"),
     ("prior", "fit"),
     ("prior", "default"),
     ("prior", "components"),

@@ -120,6 +120,9 @@ def _sitting(config: Config, *, resume: bool, overwrite: bool, progress: bool, e
     except StorageError as error:  # disk full or read-only: the last checkpoint written is whole
         raise StorageError(f"{error}; training stopped at step {trainer.state.step}: make room, then continue with "
                            "--resume from the last checkpoint") from None
+    finally:
+        if trainer.watch is not None:
+            trainer.watch.close()
     state = trainer.state
     finished = state.epoch >= config.train.epochs or trainer.plateau.done()
     if finished and config.prior.fit and config.model.latent_dim > 0 and world.main:
@@ -216,3 +219,7 @@ def _start(trainer: Trainer, *, resume: bool) -> None:
     if world.main:
         save_run_settings(run_dir, config, trainer.data.summary)
         trainer.metrics = MetricsLog(run_dir / METRICS_FILE, read_metrics(run_dir / METRICS_FILE, trainer.state.step))
+        if config.run.tensorboard:
+            from seqvae.training.watching import TensorBoardLog
+
+            trainer.watch = TensorBoardLog(trainer, resumed_at=trainer.state.step if resume else None)

@@ -101,6 +101,7 @@ def train_step(
     spread = [goal.kl_std] if goal.kl_std is not None else []
     *values, norm_value = torch.cat([figures, *spread, norm.detach().double().reshape(1)]).tolist()
     terms = goal.terms(values)
+    terms.grad_norm = norm_value
     # with fp16, an overflowing gradient is the scaler's to skip; a loss that is not finite is divergence
     if not (math.isfinite(terms.loss) and (scaler is not None or math.isfinite(norm_value))):  # nothing is updated
         optimizer.zero_grad(set_to_none=True)

@@ -76,6 +76,7 @@ class Trainer:
         self.stops = Stops(config.train, launched=world.launched)
         self.state = TrainingState()
         self.metrics = NoMetrics()
+        self.watch = None  # rank 0's TensorBoardLog when run.tensorboard (seqvae.training.watching)
         self.parts = choose_parts(config, world, self)
 
     # the steps
@@ -107,16 +108,21 @@ class Trainer:
     def outer_step(self, indices: list[int], batches: list[list[int]], beta: float) -> tuple[LossTerms, dict[str, float]]:
         """One step of the loop: what the parts do first, then the update (of the parameters a
         part may restrict it to); returns its figures and the parts' figures."""
+        started = time.perf_counter()
         extra: dict[str, float] = {}
         for part in self.parts:
             extra.update(part.before_update(self, indices, batches, beta))
         batch, share = self.take(indices)
         scope = next((scope for part in self.parts if (scope := part.outer_scope()) is not None), None)
         if scope is None:
-            return self.update(batch, beta, share, outer=True), extra
-        updated, held = scope
-        with frozen(held):
-            return self.update(batch, beta, share, only=updated, outer=True), extra
+            terms = self.update(batch, beta, share, outer=True)
+        else:
+            updated, held = scope
+            with frozen(held):
+                terms = self.update(batch, beta, share, only=updated, outer=True)
+        if self.watch is not None:
+            self.watch.ended_step(started, indices, terms.grad_norm)
+        return terms, extra
 
     def update(self, batch, beta: float, share, *, only=None, outer: bool = False) -> LossTerms:
         """One optimizer step of the configured objective, on all parameters or ``only`` these;
@@ -148,7 +154,10 @@ class Trainer:
         """Write the metric window's means and start a new window."""
         record = {"split": "train", "step": self.state.step, "epoch": self.state.epoch + 1}
         means = self.state.window.means(language_model=self.model.is_language_model)
-        self.metrics.write({**record, **means, "beta": round_figure(beta), "lr": self.optimizer.param_groups[0]["lr"]})
+        record = {**record, **means, "beta": round_figure(beta), "lr": self.optimizer.param_groups[0]["lr"]}
+        self.metrics.write(record)
+        if self.watch is not None:
+            self.watch.window(record)
         self.state.window = MetricWindow()
 
     # validation and the choices made on it

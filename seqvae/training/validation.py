@@ -62,7 +62,10 @@ def validate(trainer, *, epoch_end: bool = False, stopped_by: str | None = None)
         record["stopped_by"] = stopped_by
     for part in trainer.parts:
         part.after_validation(trainer, valid, record, epoch_end=epoch_end)
-    trainer.metrics.write({**record, **{key: round_figure(value) for key, value in valid.items()}, "warnings": warnings})
+    record = {**record, **{key: round_figure(value) for key, value in valid.items()}, "warnings": warnings}
+    trainer.metrics.write(record)
+    if trainer.watch is not None:
+        trainer.watch.validation(record)
     return valid
 
 
