@@ -140,6 +140,15 @@ def _command_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_push(args: argparse.Namespace) -> int:
+    from seqvae.hub import push
+
+    url = push(args.folder, args.repo_id, private=args.private, revision=args.revision, message=args.message)
+    print(f"pushed {args.folder} to {args.repo_id}: {url}")
+    print(f'load it with: seqvae sample hf://{args.repo_id}{"@" + args.revision if args.revision else ""} -n 5')
+    return 0
+
+
 def _command_report(args: argparse.Namespace) -> int:
     from seqvae.report import write_report
 
@@ -438,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def run_arguments(command: argparse.ArgumentParser) -> None:
-        command.add_argument("run_dir", help="a run directory written by 'seqvae train'")
+        command.add_argument("run_dir", help="a run directory written by 'seqvae train', a folder written by 'seqvae export', "
+                             "or hf://OWNER/NAME[@REVISION] on the hub")
         command.add_argument("--checkpoint", choices=("best", "last"), default="best")
         command.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
         command.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
@@ -484,6 +494,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the weights' type in the file (loaded back into float32)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing folder's files")
     export.set_defaults(handler=_command_export)
+
+    push = commands.add_parser("push", help="upload an exported model folder to the Hugging Face hub (the hub extra)")
+    push.add_argument("folder", help="a folder written by 'seqvae export'")
+    push.add_argument("repo_id", help="OWNER/NAME of the model repository (created if it does not exist)")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--revision", help="a branch to push to (created from main if it does not exist)")
+    push.add_argument("--message", help="the commit message")
+    push.set_defaults(handler=_command_push)
 
     report = commands.add_parser("report", help="plot the training curves and write a Markdown summary of a run")
     run_arguments(report)
@@ -644,6 +662,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"seqvae {args.command}: only train runs under torchrun (WORLD_SIZE={process_count()}); "
                 f"run {args.command} as one process"
             )
+        from seqvae.hub import fetch, is_hub_address
+
+        if is_hub_address(getattr(args, "run_dir", None)):  # every command that reads a run: its working folder
+            address, args.run_dir = args.run_dir, str(fetch(args.run_dir))
+            print(f"{address}: {args.run_dir}", file=sys.stderr)
         if args.command != "train":  # train takes run.threads from its config
             _use_threads(args)
         return args.handler(args)

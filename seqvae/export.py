@@ -130,6 +130,14 @@ def model_card(run_dir: Path, out_dir: Path, config, info, tensors: dict[str, to
     parameters = sum(tensor.numel() for tensor in tensors.values())
     size = sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())
     lines = [
+        "---",  # the hub's model-card metadata
+        "library_name: seqvae",
+        "tags:",
+        "- seqvae",
+        "- variational-autoencoder",
+        "- text-generation",
+        "---",
+        "",
         f"# {out_dir.name}: a seqvae sentence VAE",
         "",
         f"Exported by seqvae {__version__} from `{run_dir}`, checkpoint `{info.path.name}` (step {info.step}, "
@@ -172,6 +180,9 @@ def model_card(run_dir: Path, out_dir: Path, config, info, tensors: dict[str, to
         "",
         f"or `seqvae sample {out_dir.name} -n 5`, `seqvae interpolate {out_dir.name} \"A\" \"B\"`. The weights load without "
         "unpickling anything (safetensors).",
+        "",
+        f"Shared on the Hugging Face hub (`seqvae push {out_dir.name} OWNER/NAME`, with `pip install 'seqvae[hub]'`), it loads "
+        'as `load_run("hf://OWNER/NAME")`, and every command takes `hf://OWNER/NAME` in place of the folder.',
         "",
     ]
     return "\n".join(lines)

@@ -409,7 +409,12 @@ class Run:
 
 
 def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> Run:
-    """Load a run directory written by :func:`seqvae.training.train`."""
+    """Load a run directory written by :func:`seqvae.training.train`, a model folder written by
+    ``seqvae export``, or such a folder on the Hugging Face hub, ``"hf://OWNER/NAME[@REVISION]"``
+    (seqvae.hub: fetched into a working folder, which becomes ``run_dir``)."""
+    from seqvae.hub import local_run
+
+    run_dir = local_run(run_dir)
     resolved = resolve_device(device)
     model, tokenizer, config, info = load_checkpointed_model(run_dir, checkpoint=checkpoint, device=resolved)
     return Run(model=model, tokenizer=tokenizer, config=config, run_dir=Path(run_dir), device=resolved, checkpoint=info)

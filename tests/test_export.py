@@ -60,3 +60,97 @@ def test_half_precision_weights_change_the_bound_by_less_than_a_hundredth_of_a_n
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "float16"), str(tmp_path / "again")]) == 2
     assert "already an exported model folder" in capsys.readouterr().err
+
+
+class FakeHub:
+    """The hub, offline: HfApi's repository and upload calls write the hub client's own cache
+    layout (models--OWNER--NAME/snapshots/COMMIT, refs/REVISION), which the real
+    snapshot_download then resolves with HF_HUB_OFFLINE set, as it would a downloaded model."""
+
+    def __init__(self, cache, monkeypatch):
+        import huggingface_hub
+        from huggingface_hub import constants
+
+        self.cache, self.calls = cache, []
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+        for name in ("create_repo", "create_branch", "upload_folder"):
+            monkeypatch.setattr(huggingface_hub.HfApi, name, getattr(self, name))
+
+    def create_repo(self, repo_id, **options):
+        self.calls.append(("create_repo", repo_id, options))
+
+    def create_branch(self, repo_id, **options):
+        self.calls.append(("create_branch", repo_id, options))
+
+    def upload_folder(self, *, folder_path, repo_id, allow_patterns, revision=None, **options):
+        import fnmatch
+        import hashlib
+        import shutil
+        from pathlib import Path
+        from types import SimpleNamespace
+
+        self.calls.append(("upload_folder", repo_id, {"allow_patterns": allow_patterns, **options}))
+        files = sorted(path for path in Path(folder_path).rglob("*")
+                       if path.is_file() and any(fnmatch.fnmatch(path.name, pattern) for pattern in allow_patterns))
+        commit = hashlib.sha1(b"".join(path.read_bytes() for path in files)).hexdigest()
+        repo = self.cache / f"models--{repo_id.replace('/', '--')}"
+        (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+        for path in files:
+            shutil.copyfile(path, repo / "snapshots" / commit / path.name)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / (revision or "main")).write_text(commit)
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/{commit}")
+
+
+def test_push_and_load_from_the_hub_through_the_real_client_offline(run, tmp_path, capsys, monkeypatch):
+    hub = FakeHub(tmp_path / "hf-cache", monkeypatch)
+    monkeypatch.setenv("SEQVAE_HOME", str(tmp_path / "home"))
+    out = tmp_path / "model"
+    assert main(["export", str(run), str(out)]) == 0
+    (out / "eval-valid-best.json").write_text("{}")  # what using the folder adds is not pushed
+    capsys.readouterr()
+    assert main(["push", str(out), "me/tiny-vae", "--private"]) == 0
+    printed = capsys.readouterr().out
+    assert "https://huggingface.co/me/tiny-vae/commit/" in printed and "seqvae sample hf://me/tiny-vae" in printed
+    assert hub.calls[0] == ("create_repo", "me/tiny-vae", {"repo_type": "model", "private": True, "exist_ok": True})
+    pushed = set(hub.calls[-1][2]["allow_patterns"])
+    assert pushed == {"model.safetensors", "config.toml", "tokenizer.json", "prior.json", "data.json", "README.md"}
+
+    local, fetched = load_run(out, device="cpu"), load_run("hf://me/tiny-vae", device="cpu")
+    assert fetched.sample(4, seed=2) == local.sample(4, seed=2)
+    assert fetched.run_dir.parent == tmp_path / "home" / "hub" / "me--tiny-vae"
+    assert main(["sample", str(out), "-n", "3", "--seed", "2"]) == 0
+    from_folder = capsys.readouterr().out
+    assert main(["sample", "hf://me/tiny-vae", "-n", "3", "--seed", "2"]) == 0
+    assert capsys.readouterr().out == from_folder
+    # a command that writes into the run writes into the working folder, never the client's cache
+    snapshot = next((tmp_path / "hf-cache").rglob("snapshots/*"))
+    before = sorted(path.name for path in snapshot.iterdir())
+    assert main(["eval", "hf://me/tiny-vae", "--split", "valid", "--iw-samples", "3", "--prior-samples", "0"]) == 0
+    assert sorted(path.name for path in snapshot.iterdir()) == before
+    assert any(path.name.startswith("eval") for path in fetched.run_dir.iterdir())
+
+    assert main(["push", str(out), "me/tiny-vae", "--revision", "dev"]) == 0
+    assert hub.calls[-2] == ("create_branch", "me/tiny-vae", {"branch": "dev", "repo_type": "model", "exist_ok": True})
+    assert load_run("hf://me/tiny-vae@dev", device="cpu").sample(2, seed=2) == local.sample(2, seed=2)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sample", "hf://me/not-pushed"], "hf://me/not-pushed: the hub cannot be reached and this revision is not in the local cache"),
+        (["sample", "hf://just-a-name"], "hf://just-a-name: not a hub address; write hf://OWNER/NAME"),
+        (["push", "RUN", "me/x"], "a run directory; export it first: seqvae export"),
+        (["push", "EMPTY", "me/x"], "holds no model.safetensors; push takes a folder written by seqvae export"),
+        (["push", "EMPTY", "not an id"], "not an id: not a hub repository id; write OWNER/NAME"),
+    ],
+)
+def test_hub_mistakes_are_one_line_errors(run, tmp_path, capsys, monkeypatch, argv, message):
+    FakeHub(tmp_path / "hf-cache", monkeypatch)
+    monkeypatch.setenv("SEQVAE_HOME", str(tmp_path / "home"))
+    (tmp_path / "empty").mkdir()
+    argv = [{"RUN": str(run), "EMPTY": str(tmp_path / "empty")}.get(item, item) for item in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err

@@ -4,8 +4,9 @@ user would type them after the quickstart.
 Each ```bash block is run line by line (a line ending in a backslash continues); each ```python
 block is run as one script. Left out, each for a stated reason: the installs of the two
 commands (this suite runs inside that install; their last step, the quickstart, is run), the
-test command (this suite), and commands that need the Penn Treebank files (``--data-dir``),
-which the tests never depend on.
+test command (this suite), commands that need the Penn Treebank files (``--data-dir``),
+which the tests never depend on, and the two that reach the Hugging Face hub (``seqvae push``,
+``hf://``), which test_export.py runs against an offline stand-in for it.
 
 The walk runs as two chains, each in the README's order, so that two test processes share it:
 the quickstart and every example that uses its run (``runs/quickstart``), and the examples that
@@ -30,6 +31,8 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 LEFT_OUT = {
     "python -m pytest": "the test command: this suite",
     "--data-dir": "needs the Penn Treebank files, which tests never depend on",
+    "seqvae push": "uploads to the Hugging Face hub; test_export.py pushes to an offline stand-in for it",
+    "hf://": "downloads from the Hugging Face hub; test_export.py loads from an offline stand-in for it",
 }
 
 
