@@ -265,6 +265,7 @@ def test_a_two_rank_run_stopped_by_sigterm_and_resumed_ends_bit_identical(tiny_c
     events = EventAccumulator(str(cut[0] / "run" / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()
     assert [event.step for event in events.Scalars("train/loss")] == list(range(1, total + 1))  # log_every 1
+    assert not (whole[0] / "run" / "tensorboard").exists()  # the key's default writes nothing
 
 
 def test_a_two_rank_checkpoint_resumes_in_one_process_and_says_it_is_not_bit_exact(tiny_corpus, tmp_path):

@@ -63,8 +63,3 @@ def test_curves_match_the_metrics_log_and_a_resume_after_a_lost_sitting_logs_eac
         assert shown.count("`") == 6 and len(shown) > 20
     assert "  ->  " in events.Tensors("valid/reconstructions/text_summary")[-1].tensor_proto.string_val[0].decode()
 
-
-def test_without_the_key_nothing_is_written(tiny_corpus, tmp_path):
-    config = tiny_config(tiny_corpus, tmp_path / "run", train={"epochs": 1, "max_steps": 3})
-    train(config, progress=False)
-    assert not (tmp_path / "run" / "tensorboard").exists()
