@@ -60,6 +60,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import platform
@@ -80,6 +81,7 @@ from seqvae.cuda_graphs import CudaCapture, ReplayedEagerly, StepGraphs, pad_int
 from seqvae.data.batching import Batch, bucketed_batches, collate, encode_split
 from seqvae.data.corpus import load_text_files
 from seqvae.data.synthetic import DEFAULT_SIZES, write_corpus
+from seqvae.precision import bf16_units, cpu_flags, cpu_model
 from seqvae.data.tokenizers import WordTokenizer
 from seqvae.models.vae import build_model
 from seqvae.training import Precision, build_optimizer, graphed_step, train_step
@@ -324,6 +326,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--flow-hidden", type=int, default=320)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(
+        "--also-precision", choices=("bf16", "fp16"), default=None,
+        help="also time the floor and both VAEs in this precision, in turn with the others in the same run, "
+        "and report each model's gain and the VAE's gain as a share of the floor's",
+    )
+    parser.add_argument(
         "--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
         help="autocast of every model's forward, as train.precision (the CPU trains in fp32; bf16 here measures why)",
     )
@@ -407,13 +414,19 @@ def main(argv: list[str] | None = None) -> dict:
             unk_id=tokenizer.unk_id,
         ).to(device)
     precision = Precision(args.precision, device)
+    compared = ("lm_floor", "vae_softmax", "vae_adaptive")
+    if args.also_precision:  # the same initial weights, each copy with an optimizer of its own
+        for name in compared:
+            models[f"{name}_{args.also_precision}"] = copy.deepcopy(models[name])
     steps = {}
     for name, model in models.items():
         if name.endswith("_graphed"):
             kind = GraphedFloorStep if name.startswith("lm_floor") else GraphedVAEStep
             steps[name] = kind(model.train(), device, precision, args.graph_width)
         else:
-            steps[name] = (FloorStep if name == "lm_floor" else VAEStep)(model.train(), device, precision)
+            other = args.also_precision is not None and name.endswith(f"_{args.also_precision}")
+            kind = FloorStep if name.startswith("lm_floor") else VAEStep
+            steps[name] = kind(model.train(), device, Precision(args.also_precision, device) if other else precision)
     parameters = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
 
     rss = {"before_timing": max_rss_mib()}
@@ -462,11 +475,26 @@ def main(argv: list[str] | None = None) -> dict:
             if args.cuda_graphs
             else {}
         ),
+        **(
+            {
+                **{f"{name}_{args.also_precision}_tokens_per_s": median[f"{name}_{args.also_precision}"] for name in compared},
+                **{f"gain_{name}": median[f"{name}_{args.also_precision}"] / median[name] for name in compared},
+                **{f"gain_share_{name}": (median[f"{name}_{args.also_precision}"] / median[name])
+                   / (median[f"lm_floor_{args.also_precision}"] / median["lm_floor"]) for name in compared[1:]},
+                f"ratio_vae_adaptive_{args.also_precision}_to_{args.precision}_floor":
+                    median[f"vae_adaptive_{args.also_precision}"] / median["lm_floor"],
+                "also_precision": args.also_precision,
+            }
+            if args.also_precision
+            else {}
+        ),
         "tokens_per_s_repeats": rates,
         "device": str(device),
         "precision": args.precision,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
+        "cpu_model": cpu_model(),
+        "cpu_bf16_units": bf16_units(cpu_flags()) or "none (no avx512_bf16, amx_bf16 or bf16 flag)",
         "pairing": f"{args.encoder}/{args.decoder} ({injection})",
         "embedding_dim": args.embedding_dim,
         "hidden_dim": args.hidden_dim,
@@ -512,6 +540,7 @@ def print_table(r: dict) -> None:
         f"batch {r['batch_size']}"
     )
     print(f"device      {r['device']} ({r['device_name']}), threads {r['threads']}, torch {r['torch']}, {r['precision']}")
+    print(f"cpu         {r['cpu_model']}; native bf16: {r['cpu_bf16_units']}")
     print(
         f"timing      {r['repeats']} repeats x ({r['warmup']} warm-up + {r['batches']} timed batches), "
         f"models in turn; median reported"
@@ -532,6 +561,11 @@ def print_table(r: dict) -> None:
             f"{name:<18}{r['parameters'][name]:>12,}{r[f'{name}_tokens_per_s']:>20,.0f}"
             f"{min(values):>12,.0f}{max(values):>12,.0f}{ratio:>16.3f}"
         )
+    if "also_precision" in r:
+        other, base = r["also_precision"], r["precision"]
+        print(f"\n{other} gain (same run): " + ", ".join(f"{name} {r[f'gain_{name}']:.3f}x" for name in ("lm_floor", "vae_softmax", "vae_adaptive"))
+              + f"; as a share of the floor's: vae_softmax {r['gain_share_vae_softmax']:.3f}, vae_adaptive {r['gain_share_vae_adaptive']:.3f}"
+              + f"; vae_adaptive_{other} / {base} floor {r[f'ratio_vae_adaptive_{other}_to_{base}_floor']:.3f}")
     print()
     rss = {key: value for key, value in r["max_rss_mib"].items() if key != "what"}
     print("max RSS (process peak, getrusage): " + ", ".join(f"{key} {value:.0f} MiB" for key, value in rss.items()))

@@ -242,11 +242,14 @@ class TrainConfig:
     """Sentences per training batch; under torchrun the global batch, shared by the ranks (each
     trains on about batch_size / WORLD_SIZE sentences of it), so a run's batches do not depend on
     the number of processes."""
-    precision: str = "fp32"
+    precision: str = "auto"
     """Arithmetic of the training forward: ``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast
-    with a gradient scaler, CUDA only); the logits, the log-softmax, the posterior moments, the KL
-    and the loss stay fp32. On an AVX2 CPU bf16 autocast measured 1.1 to 1.2 times the fp32 speed
-    with the same validation ELBO after 3 quickstart epochs (benchmarks/README.md)."""
+    with a gradient scaler, CUDA only), as standard mixed precision runs them: matrix products
+    in the low type, the log-softmax, the posterior moments, the KL and the loss in fp32.
+    ``auto`` (seqvae.precision) picks bf16 on a GPU that supports it and on a CPU with native bf16
+    units where a timed probe of this model's step finds it faster, fp32 otherwise; the choice
+    and its reason are printed, saved in the run's config and kept on resume. Evaluation always
+    runs in fp32 (benchmarks/README.md has the speeds and the curves)."""
     cuda_graphs: bool = False
     """CUDA only: replay each training step's forward and backward pass from a CUDA graph, one per
     batch shape (seqvae.cuda_graphs), so that the host does not launch each kernel; for the small
@@ -371,7 +374,7 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "run.device": ("auto", "cpu", "cuda"),
     "run.distributed_backend": ("auto", "gloo", "nccl"),
-    "train.precision": ("fp32", "bf16", "fp16"),
+    "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "data.source": ("text", "hub"),
     "data.length_policy": ("truncate", "drop"),
     "tokenizer.kind": ("word", "sentencepiece"),

@@ -61,7 +61,8 @@ def tiny_config(corpus: dict[str, Path], run_dir: Path, **sections) -> Config:
     raw["model"].update(embedding_dim=16, hidden_dim=24, latent_dim=4)
     raw["annealing"].update(schedule="linear", warmup_steps=20)
     raw["objective"].update(word_dropout=0.2, free_bits="none", free_bits_lambda=0.0)  # the tests' remedies are explicit
-    raw["train"].update(epochs=2, batch_size=16, eval_batch_size=32, log_every=5)
+    # fp32 whatever the machine: train.precision = auto would choose by a timed probe (test_precision.py)
+    raw["train"].update(epochs=2, batch_size=16, eval_batch_size=32, log_every=5, precision="fp32")
     raw["prior"].update(fit=False)  # fitted after training where a test asks for it (test_fitted_prior.py)
     for name, values in sections.items():
         raw[name].update(values)

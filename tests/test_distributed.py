@@ -333,9 +333,11 @@ def test_fp16_is_refused_on_the_cpu_and_bf16_trains(tiny_corpus, tmp_path):
     assert all(tensor.dtype in (torch.float32, torch.int64) for tensor in weights.values())
 
 
-def test_the_output_layer_scores_in_fp32_under_autocast():
-    """Under a bf16 autocast (here the CPU's, standing in for CUDA's) the decoder's features are
-    bf16 but the log-probabilities come out fp32 and equal the fp32 layer's on those features."""
+def test_the_output_layer_scores_as_standard_mixed_precision_under_autocast():
+    """Under a bf16 autocast (the CPU's, standing in for CUDA's) the decoder's features are bf16;
+    the projections run in bf16 and the log-softmax in fp32: the log-probabilities come out fp32,
+    equal to an fp32 log-softmax of the bf16 logits, within bf16's rounding of the fp32 layer's,
+    and gradients reach the weights. The full distribution (decoding) stays all fp32."""
     from seqvae.models.output_layer import AdaptiveOutput, SoftmaxOutput
 
     torch.manual_seed(0)
@@ -344,8 +346,18 @@ def test_the_output_layer_scores_in_fp32_under_autocast():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = torch.nn.functional.linear(features, torch.eye(16))  # bf16, as autocast leaves a decoder's output
             scored = layer.token_log_prob(low, targets)
-        assert low.dtype == torch.bfloat16 and scored.dtype == torch.float32
-        torch.testing.assert_close(scored, layer.token_log_prob(low.float(), targets))
+            full = layer.log_prob(low)
+        assert low.dtype == torch.bfloat16 and scored.dtype == torch.float32 and full.dtype == torch.float32
+        exact = layer.token_log_prob(low.float(), targets)
+        torch.testing.assert_close(full.gather(-1, targets.unsqueeze(-1)).squeeze(-1), exact)
+        assert 0 < (scored - exact).abs().max() < 0.05  # the bf16 projection's rounding, no more
+        if isinstance(layer, SoftmaxOutput):
+            logits = torch.nn.functional.linear(low, layer.weight.bfloat16(), layer.bias.bfloat16())
+            reference = -torch.nn.functional.cross_entropy(logits.float().reshape(-1, 50), targets.reshape(-1), reduction="none")
+            torch.testing.assert_close(scored.reshape(-1), reference)
+        scored.sum().backward()
+        assert all(parameter.grad is not None and parameter.grad.dtype == torch.float32
+                   for parameter in layer.parameters() if parameter.requires_grad)
 
 
 class _RecordingRanks:

@@ -54,9 +54,10 @@ def sequence_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
 
 
 def in_fp32(method):
-    """Run an output layer's scoring in fp32 under autocast (train.precision = bf16 or fp16): the
-    logits and the log-softmax are where low precision costs most, and they are a small share of
-    the step."""
+    """Run an output layer's full log-distribution in fp32 under autocast (decoding under
+    ``train.precision``; evaluation runs without autocast). Training's target-only scoring instead
+    runs as standard mixed precision does (``token_log_prob``): the projection in the autocast
+    type, whose matrix products accumulate in fp32, and the log-softmax and loss in fp32."""
 
     @functools.wraps(method)
     def scored(self, features: torch.Tensor, *args):
@@ -91,17 +92,18 @@ class SoftmaxOutput(_SentenceScores, nn.Linear):
         """(..., F) -> (..., V) log-probabilities."""
         return F.log_softmax(self(features), dim=-1)
 
-    @in_fp32
     def token_log_prob(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """(..., F), targets (...) -> log p(target) (...). Without gradients (scoring), the
-        logits are computed for ``SCORING_BYTES`` worth of positions at a time, so their buffers
-        stay small enough to be reused from one block to the next."""
+        """(..., F), targets (...) -> log p(target) (...). Under autocast the logits come from
+        the projection in its type and the cross-entropy takes them in fp32 (``in_fp32``).
+        Without gradients (scoring), the logits are computed for ``SCORING_BYTES`` worth of
+        positions at a time, so their buffers stay small enough to be reused from one block to
+        the next."""
         flat, flat_targets = features.reshape(-1, features.shape[-1]), targets.reshape(-1)
         block = max(1, SCORING_BYTES // (4 * self.out_features))
         if (torch.is_grad_enabled() and features.requires_grad) or flat.shape[0] <= block:
-            return -F.cross_entropy(self(flat), flat_targets, reduction="none").view(targets.shape)
+            return -F.cross_entropy(self(flat).float(), flat_targets, reduction="none").view(targets.shape)
         parts = [
-            -F.cross_entropy(self(flat[start : start + block]), flat_targets[start : start + block], reduction="none")
+            -F.cross_entropy(self(flat[start : start + block]).float(), flat_targets[start : start + block], reduction="none")
             for start in range(0, flat.shape[0], block)
         ]
         return torch.cat(parts).view(targets.shape)
@@ -162,12 +164,26 @@ class AdaptiveOutput(_SentenceScores, nn.AdaptiveLogSoftmaxWithLoss):
         flat = features.reshape(-1, features.shape[-1])
         return super().log_prob(flat).view(*features.shape[:-1], self.n_classes)
 
-    @in_fp32
     def token_log_prob(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(..., F), targets (...) -> log p(target) (...): the head for every position, a tail
-        cluster only for the positions whose target lies in it."""
-        flat = features.reshape(-1, features.shape[-1])
-        return super().forward(flat, targets.reshape(-1)).output.view(targets.shape)
+        cluster only for the positions whose target lies in it. Without autocast, torch's own
+        target-only forward; under it, the same computation with the projections in the autocast
+        type and each log-softmax in fp32 (torch's would run them in bf16 on the CPU)."""
+        flat, flat_targets = features.reshape(-1, features.shape[-1]), targets.reshape(-1)
+        if not torch.is_autocast_enabled(features.device.type):
+            return super().forward(flat, flat_targets).output.view(targets.shape)
+        scores = flat.new_zeros(flat_targets.shape, dtype=torch.float32)
+        head_index = flat_targets.clone()  # a tail word is scored at its cluster's head entry
+        for cluster, (low, high) in enumerate(zip(self.cutoffs[:-1], self.cutoffs[1:])):
+            rows = ((flat_targets >= low) & (flat_targets < high)).nonzero().squeeze(1)
+            if rows.numel() == 0:
+                continue
+            cluster_log_prob = F.log_softmax(self.tail[cluster](flat.index_select(0, rows)).float(), dim=-1)
+            within = cluster_log_prob.gather(1, (flat_targets.index_select(0, rows) - low).unsqueeze(1)).squeeze(1)
+            scores = scores.index_copy(0, rows, within)
+            head_index = head_index.index_fill(0, rows, self.shortlist_size + cluster)
+        head_log_prob = F.log_softmax(self.head(flat).float(), dim=-1)
+        return (scores + head_log_prob.gather(1, head_index.unsqueeze(1)).squeeze(1)).view(targets.shape)
 
 
 def check_adaptive(cutoffs, div_value: float, *, vocab_size: int, in_features: int) -> None:

@@ -111,6 +111,7 @@ def _sitting(config: Config, *, resume: bool, overwrite: bool, progress: bool, e
     say = echo or (lambda message: None)
     config = _with_threads(config, resume=resume, overwrite=overwrite, world=world)
     data = _prepare(config, resume=resume, world=world, say=say, device=device)
+    config = _with_precision(config, data, world=world, say=say, device=device)
     trainer = Trainer(config, data, device, say, progress=progress, world=world)
     _start(trainer, resume=resume)
     resumed_from = trainer.state.step if resume else None
@@ -145,13 +146,38 @@ def _with_threads(config: Config, *, resume: bool, overwrite: bool, world: World
     """Refuse what would lose work (rank 0), then set the threads: as asked, else as the run was
     started with, else the free CPUs; the saved config records them."""
     run_dir = Path(config.run.dir)
-    saved_threads = None
+    saved_threads = saved_precision = None
     with agreement(world):
         if world.main:
+            if resume and config.train.precision == "auto" and (run_dir / CONFIG_FILE).is_file():
+                # the choice the run started with (an older run's config may hold auto itself)
+                saved_precision = load_config(run_dir / CONFIG_FILE).train.precision
+                config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision=saved_precision))
             check_run_dir(config, run_dir, resume=resume, overwrite=overwrite)
             saved_threads = load_config(run_dir / CONFIG_FILE).run.threads if resume else 0
     threads = config.run.threads or world.broadcast(saved_threads)
-    return dataclasses.replace(config, run=dataclasses.replace(config.run, threads=use_threads(threads)))
+    precision = world.broadcast(saved_precision) or config.train.precision
+    return dataclasses.replace(config, run=dataclasses.replace(config.run, threads=use_threads(threads)),
+                               train=dataclasses.replace(config.train, precision=precision))
+
+
+def _with_precision(config: Config, data: PreparedData, *, world: World, say, device: torch.device) -> Config:
+    """``train.precision = "auto"`` decided on rank 0 (seqvae.precision: the device, the CPU's
+    flags and a timed probe of this model's step), said with its reason and sent to the other
+    ranks; the saved config records the choice."""
+    if config.train.precision != "auto":
+        return config
+    from seqvae.precision import choose_precision
+
+    choice = None
+    with agreement(world):
+        if world.main:
+            lengths = sorted(len(sequence) for sequence in data.splits["train"].sequences)
+            typical = lengths[len(lengths) // 2] if lengths else 1
+            choice, reason = choose_precision(device, config, data.tokenizer.vocab_size, length=typical)
+            say(f"train.precision auto: {choice} ({reason})")
+    choice = world.broadcast(choice)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, precision=choice))
 
 
 def _fit_prior(run_dir: Path, device: torch.device, say) -> None:
