@@ -300,6 +300,11 @@ def test_ptb_recipe_end_to_end_on_a_tiny_stand_in(tiny_corpus, tmp_path, pairing
     assert row["split"] == "test" and row["iw_samples"] == 20 and row["output_layer"] == "adaptive" and row["epochs_trained"] == 1
     assert row["command"].startswith("python recipes/ptb/run.py --data-dir") and row["command"].endswith("--results row.json")
     assert row["train_seconds"] > 0 and row["checkpoint_epochs"] == 1 and {"ppl_iw", "nll_iw", "kl", "mi", "active_units", "tokens"} <= set(row)
+    # every stage's training time, and the validation figures a setting is chosen on, kept with the row and the run
+    assert [stage["run_dir"] for stage in row["stages"]] == ["runs/ptb"] and row["stages"][0]["train_seconds"] == row["train_seconds"]
+    assert row["valid"]["iw_samples"] == 20 and row["valid"]["nll_iw"] != row["nll_iw"] and "active_units" in row["valid"]
+    kept = {path.name: json.loads(path.read_text()) for path in (tmp_path / "runs/ptb/eval").glob("*.json")}
+    assert set(kept) == {"valid-best.json", "test-best.json"} and kept["valid-best.json"]["metrics"]["nll_iw"] == row["valid"]["nll_iw"]
     config = (tmp_path / "runs/ptb/config.toml").read_text()
     assert 'free_bits = "per_dimension"' in config and "latent_dim = 4" in config
     assert 'output_layer = "adaptive"' in config and "adaptive_cutoffs = [40, 100]" in config

@@ -511,6 +511,26 @@ def test_ptb_results_table_is_in_step_with_the_result_files():
     assert shown == results.table()
 
 
+def test_every_committed_ptb_result_is_a_whole_test_set_evaluation_at_k_500():
+    # each row of RESULTS.md measured on the same thing: the whole PTB test split (3,761 sentences,
+    # 82,430 words + EOS), and for a VAE the IW bound with K = 500, as the published table
+    results = _ptb_recipe("results")
+    files = sorted(results.RESULTS.glob("*.json"))
+    assert len(files) >= 7
+    for path in files:
+        row = json.loads(path.read_text(encoding="utf-8"))
+        assert (row.get("split"), row.get("sentences"), row.get("tokens")) == ("test", 3761, 82430), path.name
+        assert row.get("truncated") == 0 and row.get("dropped") == 0, path.name
+        if "nll_iw" in row:  # a VAE row (a language model's NLL is exact)
+            assert row.get("iw_samples") == 500, path.name
+        else:
+            assert row.get("method", "").startswith("lm") and "nll" in row, path.name
+        # the training-time column counts every stage (an autoencoder stage, shared or not)
+        two_stages = row["method"] in ("ae-fb", "seqvae-best", "seqvae-best-sgd")
+        assert len(row.get("stages", [None])) == (2 if two_stages else 1), path.name
+        assert results.training_seconds(row) >= row["train_seconds"] > 0
+
+
 def test_ptb_results_keep_each_output_layer_in_its_own_table(tmp_path, monkeypatch):
     # the issue: every row of one table uses the same output layer; a full-softmax row goes in its own
     results = _ptb_recipe("results")

@@ -64,7 +64,7 @@ def row_cells(name: str, row: dict) -> list[str]:
     """The table's cells for one result file; a language model's exact PPL and NLL stand in the
     IW columns, and what needs z is '-'."""
     language_model = "nll" in row and "nll_iw" not in row
-    minutes = row["train_seconds"] / 60
+    minutes = training_seconds(row) / 60
     return [
         f"`{name}`",
         row["output_layer"],
@@ -83,6 +83,13 @@ def row_cells(name: str, row: dict) -> list[str]:
         f"{minutes / 60:.1f} h" if minutes >= 60 else f"{minutes:.1f} min",
         PUBLISHED.get(name, "not published at these sizes"),
     ]
+
+
+def training_seconds(row: dict) -> float:
+    """The row's training time over every stage it needed (an autoencoder stage included, even
+    when another row shares it): ``stages`` where the row lists them, else its one run's."""
+    stages = row.get("stages")
+    return sum(stage["train_seconds"] for stage in stages) if stages else row["train_seconds"]
 
 
 RUN_COLUMNS = ("row", "seed", "machine", "threads", "processes", "test evaluation", "command")

@@ -42,6 +42,7 @@ from seqvae.errors import ReportedByRankZero, TrainingInterrupted
 from seqvae.evaluation import format_metrics
 from seqvae.files import atomic_write_json
 from seqvae.generation import Decoding
+from seqvae.report import save_evaluation
 from seqvae.locks import wait_until_unlocked
 
 HERE = Path(__file__).parent
@@ -111,9 +112,15 @@ def _device_name(device: torch.device) -> str:
     return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
 
 
-def results_row(args, argv, run, result, metrics: dict, eval_seconds: float) -> dict:
+VALID_FIGURES = ("nll_iw", "ppl_iw", "nll", "ppl", "elbo", "rec", "kl", "mi", "active_units", "iw_samples")
+"""The validation figures a row keeps beside its test figures: what a setting is chosen on."""
+
+
+def results_row(args, argv, run, result, metrics: dict, eval_seconds: float, *, stages: list[dict] | None = None,
+                valid: dict | None = None) -> dict:
     """One row of RESULTS.md: the ``seqvae eval --split test --json`` figures of the best
-    checkpoint with what it takes to reproduce and judge them."""
+    checkpoint with what it takes to reproduce and judge them: every stage's training time
+    (``stages``) and, with ``--eval both``, the validation figures the setting can be chosen on."""
     command = "python recipes/ptb/run.py " + " ".join(shlex.quote(part) for part in (sys.argv[1:] if argv is None else argv))
     return {
         "method": args.method or "default",
@@ -127,7 +134,9 @@ def results_row(args, argv, run, result, metrics: dict, eval_seconds: float) -> 
         "checkpoint_file": str(run.checkpoint.path),
         "checkpoint_epochs": run.checkpoint.epoch,
         "epochs_trained": result.epoch,
-        "train_seconds": round(result.train_seconds, 3),  # a tiny run trains in under 0.05 s
+        "train_seconds": round(result.train_seconds, 3),  # the last stage's; a tiny run trains in under 0.05 s
+        **({"stages": stages} if stages else {}),
+        **({"valid": {key: valid[key] for key in VALID_FIGURES if key in valid}} if valid else {}),
         "eval_seconds": round(eval_seconds, 3),
         "threads": torch.get_num_threads(),
         "processes": process_count(),
@@ -181,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             for later in configs[1:]:
                 if (Path(later.run.dir) / "config.toml").is_file():
                     shutil.rmtree(later.run.dir)
+        stages = []  # each stage's run directory and training time, all sittings
         for index, config in enumerate(configs):
             if len(configs) > 1 and main_rank:
                 tqdm.write(f"stage {index + 1} of {len(configs)}: {config.run.dir}")
@@ -203,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             if restart and main_rank:
                 tqdm.write(f"  {config.run.dir} has no checkpoint yet: starting it again")
             result = train(config, resume=continuing and begun, overwrite=args.overwrite or restart, echo=tqdm.write)
+            stages.append({"run_dir": str(config.run.dir), "train_seconds": round(result.train_seconds, 3)})
             if index < len(configs) - 1 and not result.finished:
                 # stopped by train.max_steps or train.max_minutes: the next stage needs this one finished
                 leave()
@@ -217,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         run = load_run(result.run_dir, device=config.run.device)
         if main_rank:
             print(f"\ntrained {result.epoch} epochs, {result.step} steps ({result.train_seconds / 60:.1f} min of training in all sittings)")
+        measured = {}
         for split in splits:
             if main_rank:
                 print(f"{split} (best checkpoint):")
@@ -224,10 +236,17 @@ def main(argv: list[str] | None = None) -> int:
             metrics = run.evaluate(split, iw_samples=args.iw_samples, progress=main_rank, world=world)
             if not main_rank:
                 continue
+            measured[split] = metrics
             for line in format_metrics(metrics):
                 print(f"  {line}")
+            # kept with the run as `seqvae eval` keeps it: a setting is chosen on the validation
+            # figures (RESULTS.md), which the recipe records whether or not the test set is evaluated
+            kept = save_evaluation(run.run_dir, split, "best", metrics, {"iw_samples": args.iw_samples, "seed": 0,
+                                                                          "source": "recipes/ptb/run.py"})
+            print(f"  kept in {kept}")
             if split == "test" and args.results:
-                row = results_row(args, argv, run, result, metrics, time.perf_counter() - started)
+                row = results_row(args, argv, run, result, metrics, time.perf_counter() - started, stages=stages,
+                                  valid=measured.get("valid"))
                 atomic_write_json(args.results, row)
                 print(f"  written to {args.results}")
         leave()  # every rank has evaluated its share: the process group ends together
