@@ -85,3 +85,14 @@ def test_auto_without_the_units_trains_in_fp32_as_before(tiny_corpus, tmp_path, 
             assert any(line.startswith("train.precision auto: fp32 (the CPU has no native bf16") for line in said)
             assert load_config(tmp_path / name / "config.toml").train.precision == "fp32"
     assert all(torch.equal(runs["auto"][key], runs["fp32"][key]) for key in runs["fp32"])
+
+
+def test_auto_on_cuda_takes_bf16_where_the_gpu_supports_it(tiny_corpus, tmp_path, monkeypatch):
+    config, gpu = tiny_config(tiny_corpus, tmp_path), torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    probe = lambda *args, **kwargs: pytest.fail("a GPU is not probed")  # noqa: E731
+    assert precision.choose_precision(gpu, config, 300, length=10, probe=probe) == ("bf16", "NVIDIA H200 supports bf16")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    choice, reason = precision.choose_precision(gpu, config, 300, length=10, probe=probe)
+    assert choice == "fp32" and "has no bf16" in reason and "fp16" in reason
