@@ -59,6 +59,10 @@ def test_a_raw_corpus_goes_through_with_no_config_and_comes_back_ready_to_use(ti
     assert run.config.tokenizer.kind == "sentencepiece" and run.config.train.lr_decay == "wsd"
     assert run.config.train.init_from == str((run_dir / "autoencoder").resolve())
     assert run.checkpoint.step <= saved["plan"]["stages"][1]["steps"]
+    # train.precision = auto decided once, before the probe, said, and kept by every stage
+    (precision,) = [decision for decision in saved["decisions"] if decision["what"] == "precision"]
+    assert precision["value"] in ("fp32", "bf16") and f"precision: {precision['value']}. Why: " in out
+    assert run.config.train.precision == load_run(run_dir / "autoencoder").config.train.precision == precision["value"]
     assert "seqvae sample" in (run_dir / "SUMMARY.md").read_text()
     # stopped before its second stage began (its directory gone): --resume keeps the first and
     # trains the second, resized to what is left of the budget

@@ -47,11 +47,13 @@ from seqvae.data.corpus import Corpus, load_hub_dataset, load_text_files
 from seqvae.data.preparation import prepare_data
 from seqvae.data.profile import carve_split, length_quantiles, profile_corpus
 from seqvae.data.tokenizers import SPECIALS, build_tokenizer
+from seqvae.devices import resolve_device
 from seqvae.errors import TrainingInterrupted
 from seqvae.evaluation import format_metrics
 from seqvae.files import atomic_write_json, atomic_write_text
 from seqvae.planning import (GOALS, SPLIT_SEED, Decision, Plan, decide_length, decide_output_layer, decide_sizes,
                              decide_tokenizer, plan_budget, replan_last_stage, validation_size)
+from seqvae.precision import choose_precision
 from seqvae.report import save_evaluation, write_report
 from seqvae.training.probe import probe
 
@@ -153,6 +155,15 @@ def make_plan(run_dir: Path, args, decisions, splits, started: float, say) -> Pl
     tokenizer = build_tokenizer(config.tokenizer, splits["train"])
     data = prepare_data(config, Corpus(splits=dict(splits)), tokenizer)
     eval_splits = ("valid", "test") if "test" in splits else ("valid",)
+    if config.train.precision == "auto":
+        # decided once, before the probe times a step in it, for every stage (a stage left to
+        # decide for itself could train in another precision than the plan was timed in)
+        lengths = sorted(len(sequence) for sequence in data.splits["train"].sequences)
+        device = resolve_device(config.run.device)
+        choice, reason = choose_precision(device, config, tokenizer.vocab_size, length=lengths[len(lengths) // 2])
+        decisions.append(Decision("precision", choice, (f"train.precision={choice}",), reason))
+        say(f"  {decisions[-1].line()}")
+        config = load_layered_config([], base_overrides(run_dir, decisions, splits, args.seed) + args.overrides)
     say("measuring a training step and the evaluation on this machine ...")
     measured = probe(config, data, eval_splits=eval_splits)
     try:

@@ -24,6 +24,8 @@ class Precision:
     scaler for fp16 (its loss scale skips the steps whose gradients overflow); fp32 does nothing."""
 
     def __init__(self, name: str, device: torch.device) -> None:
+        if name not in ("fp32", "bf16", "fp16"):  # "auto" is decided before a step is built (seqvae.precision)
+            raise ValueError(f"train.precision={name!r}: a step runs in fp32, bf16 or fp16; resolve auto first")
         self.name = name
         self.device = device
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
