@@ -63,3 +63,18 @@ def test_curves_match_the_metrics_log_and_a_resume_after_a_lost_sitting_logs_eac
         assert shown.count("`") == 6 and len(shown) > 20
     assert "  ->  " in events.Tensors("valid/reconstructions/text_summary")[-1].tensor_proto.string_val[0].decode()
 
+
+
+def test_without_the_extra_the_key_is_a_one_line_error_before_anything_is_written(tiny_corpus, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from seqvae.cli import main
+    from seqvae.config import config_to_toml
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed: importing it fails
+    config = tmp_path / "config.toml"
+    config.write_text(config_to_toml(tiny_config(tiny_corpus, tmp_path / "run", run={"tensorboard": True})))
+    assert main(["train", str(config), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'seqvae[tensorboard]'" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

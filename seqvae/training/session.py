@@ -72,6 +72,10 @@ def train(
             "train.precision=fp16: fp16 with loss scaling is for CUDA; on the CPU use fp32 or bf16 (benchmarks/README.md)"
         )
     check_cuda_graphs(config, device, launched=launched())
+    if config.run.tensorboard:
+        from seqvae.training.watching import require_tensorboard
+
+        require_tensorboard()
     world, device = join(config.run.distributed_backend, device)
     if world.parallel and config.train.batch_size < world.size:
         raise SeqVAEError(

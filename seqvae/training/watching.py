@@ -43,15 +43,23 @@ KL_SENTENCES = 2000
 """Validation sentences whose posteriors give the per-dimension KL histogram (the first ones)."""
 
 
-def summary_writer(log_dir: Path, purge_step: int | None):
-    """torch's SummaryWriter over ``log_dir``, or a one-line error naming the missing extra."""
+def require_tensorboard() -> None:
+    """A one-line error naming the missing extra, checked before a run directory is touched."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        import tensorboard  # noqa: F401  (torch's writer needs it; so does drop_events_after)
+        import torch.utils.tensorboard  # noqa: F401
     except ImportError:
         raise SeqVAEError(
             "config key 'run.tensorboard': the tensorboard package is not installed; "
             "pip install 'seqvae[tensorboard]' (or set run.tensorboard = false)"
         ) from None
+
+
+def summary_writer(log_dir: Path, purge_step: int | None):
+    """torch's SummaryWriter over ``log_dir``."""
+    require_tensorboard()
+    from torch.utils.tensorboard import SummaryWriter
+
     return SummaryWriter(str(log_dir), purge_step=purge_step, flush_secs=20)
 
 
@@ -62,9 +70,10 @@ class TensorBoardLog:
         self.trainer = trainer
         # a resumed run's events from the checkpoint's next step on are the resumed sitting's
         log_dir = trainer.run_dir / TENSORBOARD_DIR
+        # the new event file holds only its header (step 0) when the older ones are rewritten
+        self.writer = summary_writer(log_dir, None if resumed_at is None else resumed_at + 1)
         if resumed_at is not None:
             drop_events_after(log_dir, resumed_at)
-        self.writer = summary_writer(log_dir, None if resumed_at is None else resumed_at + 1)
         self.lengths = [length + 1 for length in trainer.data.splits["train"].lengths]  # predicted tokens
         self._new_window()
 
