@@ -73,6 +73,8 @@ def push(folder: str | Path, repo_id: str, *, private: bool = False, revision: s
 
     folder = Path(folder)
     check_repo_id(repo_id)
+    if not folder.is_dir():
+        raise SeqVAEError(f"{folder}: no such folder; push takes a folder written by seqvae export")
     if not is_exported(folder):
         if (folder / "checkpoints").is_dir():
             raise SeqVAEError(f"{folder}: a run directory; export it first: seqvae export {folder} OUT_DIR, then push OUT_DIR")
@@ -88,7 +90,7 @@ def push(folder: str | Path, repo_id: str, *, private: bool = False, revision: s
             folder_path=str(folder), repo_id=repo_id, repo_type="model", revision=revision, allow_patterns=files,
             commit_message=message or f"seqvae push of {folder.name}",
         )
-    except (hub.errors.HfHubHTTPError, OSError, ValueError) as error:
+    except Exception as error:  # the client's own errors, and its HTTP library's (no network, refused, timed out)
         raise SeqVAEError(f"push to {repo_id}: {_reason(error)}; nothing was changed there unless the message says so") from None
     return str(getattr(commit, "commit_url", commit))
 
@@ -105,7 +107,7 @@ def fetch(address: str) -> Path:
     hub = _client()
     try:
         snapshot = Path(hub.snapshot_download(repo_id, repo_type="model", revision=revision, allow_patterns=list(MODEL_FILES)))
-    except (hub.errors.HfHubHTTPError, hub.errors.LocalEntryNotFoundError, OSError, ValueError) as error:
+    except Exception as error:  # the client's own errors, and its HTTP library's
         if isinstance(error, hub.errors.RepositoryNotFoundError):
             reason = "no such model repository on the hub, or it is private and no token gives access"
         elif isinstance(error, hub.errors.RevisionNotFoundError):

@@ -144,13 +144,25 @@ def test_push_and_load_from_the_hub_through_the_real_client_offline(run, tmp_pat
         (["push", "RUN", "me/x"], "a run directory; export it first: seqvae export"),
         (["push", "EMPTY", "me/x"], "holds no model.safetensors; push takes a folder written by seqvae export"),
         (["push", "EMPTY", "not an id"], "not an id: not a hub repository id; write OWNER/NAME"),
+        (["push", "MISSING", "me/x"], "no such folder; push takes a folder written by seqvae export"),
+        (["push", "MODEL", "me/unreachable"], "push to me/unreachable: ConnectionError: the hub is down"),
     ],
 )
 def test_hub_mistakes_are_one_line_errors(run, tmp_path, capsys, monkeypatch, argv, message):
+    import huggingface_hub
+
     FakeHub(tmp_path / "hf-cache", monkeypatch)
     monkeypatch.setenv("SEQVAE_HOME", str(tmp_path / "home"))
     (tmp_path / "empty").mkdir()
-    argv = [{"RUN": str(run), "EMPTY": str(tmp_path / "empty")}.get(item, item) for item in argv]
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"")  # enough to be taken for an export
+
+    def unreachable(self, repo_id, **options):  # what the client's HTTP library raises without a network
+        raise ConnectionError("the hub is down")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", unreachable)
+    places = {"RUN": str(run), "EMPTY": str(tmp_path / "empty"), "MISSING": str(tmp_path / "missing"), "MODEL": str(tmp_path / "model")}
+    argv = [places.get(item, item) for item in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
