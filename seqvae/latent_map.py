@@ -28,7 +28,7 @@ def plot_latent_map(run, sentences: list[str], path: str | Path, *, labels: list
     import matplotlib.pyplot as plt
 
     posterior = run.encode(sentences)
-    means, std = posterior.mean.double().cpu(), posterior.std.double().cpu()
+    means = posterior.mean.double().cpu()
     centre = means.mean(dim=0)
     _, singular, basis = torch.linalg.svd(means - centre, full_matrices=False)
     share = (singular**2 / (singular**2).sum()).tolist()
@@ -42,7 +42,8 @@ def plot_latent_map(run, sentences: list[str], path: str | Path, *, labels: list
     panels = [("length (words)", lengths)]
     for name in ("topic", "sentiment", "tense", "number") if labels else ():
         panels.append((name, [label.get(name) for label in labels]))
-    kl = (0.5 * (means**2 + std**2 - 1 - torch.log(std**2))).mean(dim=0)
+    # a flow's KL does not split by dimension: its base Gaussian's does, as seqvae eval reports it
+    kl = getattr(posterior, "base", posterior).kl_per_dimension().double().mean(dim=0).cpu()
     columns = min(3, len(panels) + 1)
     rows = -(-(len(panels) + 1) // columns)
     figure, grid = plt.subplots(rows, columns, figsize=(4.4 * columns, 4.2 * rows), squeeze=False)
@@ -69,7 +70,8 @@ def plot_latent_map(run, sentences: list[str], path: str | Path, *, labels: list
     bars = axes[len(panels)]
     bars.bar(range(len(order)), kl[order].numpy(), color="C0")
     bars.set_xticks(range(len(order)), [str(int(i)) for i in order], fontsize=6, rotation=90)
-    bars.set_title(f"KL per latent dimension (total {float(kl.sum()):.2f} nats)", fontsize=9)
+    of = " of the flow's base Gaussian" if hasattr(posterior, "base") else ""
+    bars.set_title(f"KL per latent dimension{of} (total {float(kl.sum()):.2f} nats)", fontsize=9)
     bars.set_xlabel("dimension, by KL", fontsize=8)
     bars.set_ylabel("nats", fontsize=8)
     return save_png(figure, path)

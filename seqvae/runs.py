@@ -80,7 +80,9 @@ class Run:
         decoding uses) and ``.std`` the base's; ``.rsample()`` draws through the flow."""
         self._needs_z("encode sentences into")
         parts = [self.model.encode(self._batch(sentences[start : start + batch_size])) for start in range(0, len(sentences), batch_size)]
-        return type(parts[0]).concatenate(parts)
+        posterior = type(parts[0]).concatenate(parts)
+        posterior.mean  # a flow's code is computed on first use: here, without gradients  # noqa: B018
+        return posterior
 
     def unknown_share(self, sentences: list[str]) -> list[float]:
         """For each sentence, the share of its tokens the model does not know (they become <unk>)."""

@@ -220,6 +220,11 @@ def test_a_flow_run_trains_resumes_evaluates_and_decodes(tiny_corpus, tmp_path, 
     assert len(run.reconstruct(["the cat sat ."], sample_posterior=True)) == 1
     vector = run.attribute_vector(["the cat sat ."], ["a dog ran ."])
     assert len(run.apply_attribute(["the cat sat ."], vector)) == 1
+    # the codes a user gets are plain tensors, so the report's latent map can plot them
+    assert not run.encode(["the cat sat ."]).mean.requires_grad
+    from seqvae.latent_map import plot_latent_map
+
+    assert plot_latent_map(run, tiny_corpus["valid"].read_text().splitlines(), tmp_path / "map.png").is_file()
 
 
 def test_codes_far_outside_a_sentence_flow_count_as_zero_density():

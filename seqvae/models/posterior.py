@@ -128,8 +128,9 @@ class FlowPosterior:
         it once per chunk of codes)."""
         return self.flow.prepare(self.context)
 
-    @property
+    @functools.cached_property
     def mean(self) -> torch.Tensor:
+        """F(mu_0; h(x)), computed once per posterior, in the grad mode of its first use."""
         return self.flow(self.base.mean, self.prepared)[0]
 
     @property
