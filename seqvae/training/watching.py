@@ -24,6 +24,7 @@ already watching, but not text).
 
 from __future__ import annotations
 
+import importlib
 import time
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,15 @@ COUNTS = ("step", "epoch", "sentences", "tokens", "iw_samples")
 """Figures of a validation record that are its settings or the set's size, not curves."""
 KL_SENTENCES = 2000
 """Validation sentences whose posteriors give the per-dimension KL histogram (the first ones)."""
+CHUNK = 256
+"""Sentences encoded at once for the histogram."""
 
 
 def require_tensorboard() -> None:
     """A one-line error naming the missing extra, checked before a run directory is touched."""
-    try:
-        import tensorboard  # noqa: F401  (torch's writer needs it; so does drop_events_after)
-        import torch.utils.tensorboard  # noqa: F401
+    try:  # torch's writer needs the package; so does drop_events_after
+        importlib.import_module("tensorboard")
+        importlib.import_module("torch.utils.tensorboard")
     except ImportError:
         raise SeqVAEError(
             "config key 'run.tensorboard': the tensorboard package is not installed; "
@@ -114,29 +117,31 @@ class TensorBoardLog:
         finally:
             model.train(training)
 
+    @torch.no_grad()
     def _texts_and_kl(self, step: int) -> None:
+        from seqvae.data.batching import collate
         from seqvae.generation import Decoding
         from seqvae.runs import Run
 
-        trainer = self.trainer
-        run = Run(model=trainer.model, tokenizer=trainer.tokenizer, config=trainer.config, run_dir=trainer.run_dir,
-                  device=trainer.device)
-        sequences = trainer.data.splits["valid"].sequences
-        if run.model.is_language_model:
+        trainer, model = self.trainer, self.trainer.model
+        run = Run(model=model, tokenizer=trainer.tokenizer, config=trainer.config, run_dir=trainer.run_dir, device=trainer.device)
+        if model.is_language_model:
             sampled = run.sample(SHOWN, seed=step, decoding=Decoding("sample"))
             self.writer.add_text("valid/samples", _lines(sampled), step)
             return
         self.writer.add_text("valid/prior_samples", _lines(run.sample(SHOWN, seed=step, prior="standard")), step)
+        # the validation sentences' own token ids, encoded as validation encodes them
+        sequences = trainer.data.splits["valid"].sequences
+        encode = lambda part: model.encode(collate(part).to(trainer.device))  # noqa: E731
         originals = [trainer.tokenizer.decode(ids) for ids in sequences[:SHOWN]]
-        rebuilt = run.reconstruct(originals)
+        rebuilt = run.decode(encode(sequences[:SHOWN]).mean)
         self.writer.add_text(
             "valid/reconstructions", _lines(f"{original}  ->  {decoded}" for original, decoded in zip(originals, rebuilt)), step
         )
-        posterior = run.encode([trainer.tokenizer.decode(ids) for ids in sequences[:KL_SENTENCES]])
-        if run.model.posterior.flow is None:  # a flow's KL does not split by dimension
-            mean, std = posterior.mean.float(), posterior.std.float()
-            kl = (0.5 * (mean**2 + std**2 - 1) - torch.log(std)).mean(dim=0)
-            self.writer.add_histogram("valid/kl_per_dimension", kl.cpu(), step)
+        if model.posterior.flow is None:  # a flow's KL does not split by dimension
+            chunks = range(0, min(len(sequences), KL_SENTENCES), CHUNK)
+            kl = torch.cat([encode(sequences[start : start + CHUNK]).kl_per_dimension() for start in chunks]).mean(dim=0)
+            self.writer.add_histogram("valid/kl_per_dimension", kl.float().cpu(), step)
 
     def close(self) -> None:
         self.writer.close()
