@@ -45,6 +45,7 @@ import torch
 
 from seqvae.config import Config, config_from_dict, config_to_dict
 from seqvae.data.synthetic import write_corpus
+from seqvae.precision import cpu_model
 from seqvae.training import train
 from seqvae.training.trainer import Trainer
 from seqvae.training.watching import TensorBoardLog
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     median = {watched: {part: statistics.median(values) for part, values in figures.items()} for watched, figures in times.items()}
     figures = {
         "machine": platform.processor() or platform.machine(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "threads": args.threads,
         "corpus": "PTB" if args.data_dir else "embedded",
         "steps_per_epoch": steps,
@@ -151,16 +152,6 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"validation: {figures['unwatched_validation_seconds']:.2f} s, watched adds {figures['validation_extra_seconds']:.2f} s "
               f"(the watcher's own work: {figures['watcher_validation_seconds']:.2f} s)")
     return figures
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

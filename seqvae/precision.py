@@ -28,33 +28,34 @@ PROBE_GAIN = 1.1
 """bf16 is chosen on a CPU only when the probe runs at least this much faster in it."""
 
 
+def _cpuinfo(cpuinfo: str | None) -> str:
+    """/proc/cpuinfo's text (empty where it cannot be read), or the text given."""
+    if cpuinfo is not None:
+        return cpuinfo
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _field(cpuinfo: str, keys: tuple[str, ...]) -> str | None:
+    """The value of the first line of ``cpuinfo`` whose key is one of ``keys``."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in keys:
+            return value.strip()
+    return None
+
+
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     """The CPU's feature flags (x86 ``flags``, Arm ``Features``) from /proc/cpuinfo; empty where
     it cannot be read."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
+    return set((_field(_cpuinfo(cpuinfo), ("flags", "Features")) or "").split())
 
 
 def cpu_model(cpuinfo: str | None = None) -> str:
     """The CPU's model name from /proc/cpuinfo (``unknown`` where there is none)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "unknown"
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("model name", "Model"):
-            return value.strip()
-    return "unknown"
+    return _field(_cpuinfo(cpuinfo), ("model name", "Model")) or "unknown"
 
 
 def bf16_units(flags: set[str]) -> list[str]:

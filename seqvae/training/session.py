@@ -148,17 +148,19 @@ def _sitting(config: Config, *, resume: bool, overwrite: bool, progress: bool, e
 
 def _with_threads(config: Config, *, resume: bool, overwrite: bool, world: World) -> Config:
     """Refuse what would lose work (rank 0), then set the threads: as asked, else as the run was
-    started with, else the free CPUs; the saved config records them."""
+    started with, else the free CPUs; the saved config records them. A resumed run given
+    ``train.precision = "auto"`` keeps the precision it started with."""
     run_dir = Path(config.run.dir)
     saved_threads = saved_precision = None
     with agreement(world):
         if world.main:
-            if resume and config.train.precision == "auto" and (run_dir / CONFIG_FILE).is_file():
+            saved = load_config(run_dir / CONFIG_FILE) if resume and (run_dir / CONFIG_FILE).is_file() else None
+            if saved is not None and config.train.precision == "auto":
                 # the choice the run started with (an older run's config may hold auto itself)
-                saved_precision = load_config(run_dir / CONFIG_FILE).train.precision
+                saved_precision = saved.train.precision
                 config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision=saved_precision))
-            check_run_dir(config, run_dir, resume=resume, overwrite=overwrite)
-            saved_threads = load_config(run_dir / CONFIG_FILE).run.threads if resume else 0
+            check_run_dir(config, run_dir, resume=resume, overwrite=overwrite)  # a resume without config.toml stops here
+            saved_threads = saved.run.threads if resume else 0
     threads = config.run.threads or world.broadcast(saved_threads)
     precision = world.broadcast(saved_precision) or config.train.precision
     return dataclasses.replace(config, run=dataclasses.replace(config.run, threads=use_threads(threads)),
