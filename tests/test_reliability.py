@@ -254,21 +254,47 @@ def test_readers_beside_a_training_do_not_take_its_lock(run, capsys):
     assert "another training" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("moment", ["working", "writing"])
 @pytest.mark.parametrize("command", ["sample", "encode"])
-def test_an_interrupt_while_writing_an_output_leaves_no_file(run, tmp_path, capsys, command):
-    """A real SIGINT half a second into a long sample or encode: exit 130, and no output file (nor a
-    temporary one) that could pass for a complete one."""
+def test_an_interrupt_while_writing_an_output_leaves_no_file(run, tmp_path, capsys, monkeypatch, command, moment):
+    """A real SIGINT (sent to this process and taken by the command's own handler) in the middle of
+    a sample or encode, or half-way through writing its output: exit 130, and no output file (nor a
+    temporary one) that could pass for a complete one. The signal is sent from inside the work or
+    the writer, not from a timer, so that it lands at the same moment however fast the machine is."""
+    import seqvae.files
+    import seqvae.runs
+
     many = tmp_path / "many.txt"
     many.write_text((run / "config.toml").read_text().replace("=", " ") * 400)
     output = tmp_path / ("out.jsonl" if command == "sample" else "out.npz")
-    argv = (["sample", str(run), "-n", "200000", "--strategy", "sample", "--output", str(output)] if command == "sample"
+    argv = (["sample", str(run), "-n", "2000", "--strategy", "sample", "--output", str(output)] if command == "sample"
             else ["encode", str(run), "--input", str(many), "--output", str(output)])
-    signal.setitimer(signal.ITIMER_REAL, 0.5)
-    previous = signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
-    try:
-        assert main(argv) == 130
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    sent = []
+
+    def interrupt():
+        sent.append(True)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    if moment == "working":
+        original = getattr(seqvae.runs.Run, "generate" if command == "sample" else "encode")
+
+        def working(self, *args, **kwargs):
+            result = original(self, *args, **kwargs)
+            interrupt()  # the work is done; the interrupt arrives before anything is written
+            return result
+
+        monkeypatch.setattr(seqvae.runs.Run, "generate" if command == "sample" else "encode", working)
+    else:
+        original_write = seqvae.files._Recorded.write
+
+        def writing(self, data):
+            written = original_write(self, data)
+            if not sent:
+                interrupt()  # part of the file is in the temporary file
+            return written
+
+        monkeypatch.setattr(seqvae.files._Recorded, "write", writing)
+    assert main(argv) == 130
+    assert sent
     assert capsys.readouterr().err.strip().splitlines()[-1] == "seqvae: interrupted"
     assert not output.exists() and not list(tmp_path.glob(".out*"))
