@@ -560,3 +560,38 @@ def test_ptb_results_name_each_rows_optimiser(tmp_path, monkeypatch):
     (tmp_path / "annealing.json").write_text(json.dumps({key: value for key, value in row.items() if key != "optimizer"}), encoding="utf-8")
     with pytest.raises(SystemExit, match="annealing.json: no 'optimizer'"):
         results.table()
+
+
+def test_ptb_results_give_a_rows_spread_over_its_seeds(tmp_path, monkeypatch):
+    # issue 34: a row trained again with other seeds (NAME-seedN.json) keeps seed 0's figures in its
+    # table and gets the mean and sample standard deviation over all its seeds in a table of its own
+    results = _ptb_recipe("results")
+    lm = json.loads((results.RESULTS / "lm.json").read_text(encoding="utf-8"))
+    vae = json.loads((results.RESULTS / "ae-fb.json").read_text(encoding="utf-8"))
+    figures = {0: (100.0, 9.0, 6.0, 32), 1: (102.0, 8.0, 5.5, 31), 2: (104.5, 10.0, 6.1, 32)}
+    for seed, (ppl, kl, mi, au) in figures.items():
+        name = "ae-fb" if seed == 0 else f"ae-fb-seed{seed}"
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            {**vae, "seed": seed, "ppl_iw": ppl, "kl": kl, "mi": mi, "active_units": au}), encoding="utf-8")
+    (tmp_path / "lm.json").write_text(json.dumps(lm), encoding="utf-8")
+    monkeypatch.setattr(results, "RESULTS", tmp_path)
+    text = results.table()
+    assert "| `ae-fb` | adaptive | Adam 0.001 | 100.00 |" in text  # the row's own table: seed 0
+    seeds_table = text.split("more than one seed")[1].split("How each row")[0]
+    # 100, 102, 104.5: mean 102.1667, sample sd sqrt(((-2.1667)^2 + (-0.1667)^2 + 2.3333^2) / 2) = 2.2546
+    assert "| `ae-fb` | 0, 1, 2 | 102.17 ± 2.25 |" in seeds_table and "| 9.00 ± 1.00 | 5.87 ± 0.32 | 31.7 ± 0.6 |" in seeds_table
+    assert "100.00, 102.00, 104.50" in seeds_table and "`lm`" not in seeds_table
+    assert [line.split(" | ")[1] for line in text.split("How each row")[1].splitlines() if line.startswith("| `ae-fb`")] == ["0", "1", "2"]
+
+    bad = tmp_path / "ae-fb-seed1.json"
+    bad.write_text(json.dumps({**vae, "seed": 3}), encoding="utf-8")
+    with pytest.raises(SystemExit, match="ae-fb-seed1.json: its seed is 3, its name says 1"):
+        results.table()
+    bad.write_text(json.dumps({**vae, "seed": 1, "learning_rate": 0.002}), encoding="utf-8")
+    with pytest.raises(SystemExit, match="ae-fb-seed1.json: learning_rate 0.002 is not ae-fb.json's 0.001"):
+        results.table()
+    bad.unlink()
+    (tmp_path / "lm-seed1.json").write_text(json.dumps({**lm, "seed": 1}), encoding="utf-8")
+    (tmp_path / "lm.json").unlink()
+    with pytest.raises(SystemExit, match=r"lm-seed1.json: no lm.json \(seed 0\)"):
+        results.table()

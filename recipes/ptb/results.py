@@ -6,12 +6,17 @@
 Each JSON file is what ``python recipes/ptb/run.py ... --method NAME --results FILE`` wrote: the
 test evaluation of the row's best checkpoint (``seqvae eval RUN --split test --json``) with the
 command, output layer, epochs, times and machine. The table shows those figures and nothing else.
+
+A row trained again with another seed is ``NAME-seedN.json`` (``run.seed=N``, N from 1): the
+row's table keeps seed 0's figures, and a table of its own gives every seeded row's mean and spread.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -39,6 +44,10 @@ PUBLISHED = {  # IW-PPL / KL / MI / AU, Li et al. 2019 via the Optimus appendix 
     "seqvae-best": "goal: at most 95 / at least 8 / at least 6 / 32",
     "seqvae-best-sgd": "goal: at most 95 / at least 8 / at least 6 / 32",
 }
+SEEDED = re.compile(r"(?P<row>.+)-seed(?P<seed>[1-9][0-9]*)")
+"""A result file of a row trained again with another seed: ``ae-fb-softmax-seed1``."""
+SAME_SETTING = ("method", "output_layer", "optimizer", "learning_rate", "init", "iw_samples")
+"""What a seed's file must share with the row's own (seed 0), or it is another setting."""
 COLUMNS = (
     "row", "output layer", "optimiser", "test IW-PPL (K = 500)", "IW-NLL", "-ELBO", "rec", "KL", "MI", "AU",
     "teacher-forced / free-running NLL", "BLEU", "prior self-BLEU", "epochs (best at)", "training time",
@@ -112,19 +121,79 @@ def _markdown(columns: tuple[str, ...], body: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + ["| " + " | ".join(cells) + " |" for cells in body]
 
 
-def table() -> str:
-    """The Markdown tables of every finished row, in the order of the published table: the
-    figures, one table per output layer, then how each row was run."""
-    rows = {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in sorted(RESULTS.glob("*.json"))}
+def _read_rows() -> tuple[dict[str, dict], dict[str, list[dict]]]:
+    """The rows (``NAME.json``, seed 0) and each row's other seeds (``NAME-seedN.json``, in seed
+    order), with a one-line SystemExit for a file that is not a row or not the row's setting."""
+    rows, seeds = {}, {}
+    for path in sorted(RESULTS.glob("*.json")):
+        row = json.loads(path.read_text(encoding="utf-8"))
+        missing = [key for key in ("output_layer", "optimizer", "learning_rate", "init") if key not in row]
+        if missing:
+            raise SystemExit(f"results.py: {path}: no {missing[0]!r} (run.py --results writes it)")
+        seeded = SEEDED.fullmatch(path.stem)
+        if seeded is None:
+            rows[path.stem] = row
+            continue
+        if row.get("seed") != int(seeded["seed"]):
+            raise SystemExit(f"results.py: {path}: its seed is {row.get('seed')!r}, its name says {seeded['seed']}")
+        seeds.setdefault(seeded["row"], []).append(row)
     unknown = sorted(set(rows) - set(ORDER))
     if unknown:
         raise SystemExit(f"results.py: {RESULTS}/{unknown[0]}.json is not a row of the table ({', '.join(ORDER)})")
     for name, row in rows.items():
-        missing = [key for key in ("output_layer", "optimizer", "learning_rate", "init") if key not in row]
-        if missing:
-            raise SystemExit(f"results.py: {RESULTS}/{name}.json: no {missing[0]!r} (run.py --results writes it)")
         if row["output_layer"] not in LAYERS:
             raise SystemExit(f"results.py: {RESULTS}/{name}.json: output_layer {row['output_layer']!r} has no table")
+        if row.get("seed", 0) != 0:
+            raise SystemExit(f"results.py: {RESULTS}/{name}.json: seed {row['seed']}; another seed's file is {name}-seed{row['seed']}.json")
+    for name, others in seeds.items():
+        if name not in rows:
+            raise SystemExit(f"results.py: {RESULTS}/{name}-seed{others[0]['seed']}.json: no {name}.json (seed 0) to go with it")
+        for other in others:
+            differs = [key for key in SAME_SETTING if other.get(key) != rows[name].get(key)]
+            if differs:
+                raise SystemExit(
+                    f"results.py: {RESULTS}/{name}-seed{other['seed']}.json: {differs[0]} {other.get(differs[0])!r} "
+                    f"is not {name}.json's {rows[name].get(differs[0])!r} (another setting, not another seed)"
+                )
+        others.sort(key=lambda other: other["seed"])
+    return rows, seeds
+
+
+SEED_COLUMNS = ("row", "seeds", "test IW-PPL (K = 500)", "IW-NLL", "KL", "MI", "AU", "each seed's IW-PPL")
+
+
+def spread(values: list[float], digits: int = 2) -> str:
+    """``mean ± sd`` with the sample standard deviation (n - 1), the seeds' spread."""
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def seed_cells(name: str, runs: list[dict]) -> list[str]:
+    """Mean and spread over a row's seeds (seed 0 first); a language model's exact PPL and NLL
+    stand in the IW columns, as in the row's table."""
+    language_model = "nll" in runs[0] and "nll_iw" not in runs[0]
+    ppl = [run["ppl"] if language_model else run["ppl_iw"] for run in runs]
+    nll = [run["nll"] if language_model else run["nll_iw"] for run in runs]
+
+    def of(key: str, digits: int = 2) -> str:
+        return "-" if language_model else spread([run[key] for run in runs], digits)
+
+    return [
+        f"`{name}`",
+        ", ".join(str(run.get("seed", 0)) for run in runs),
+        spread(ppl) + (" (exact)" if language_model else ""),
+        spread(nll),
+        of("kl"),
+        of("mi"),
+        of("active_units", 1),
+        ", ".join(f"{value:.2f}" for value in ppl),
+    ]
+
+
+def table() -> str:
+    """The Markdown tables of every finished row, in the order of the published table: the
+    figures, one table per output layer, the spread over seeds where a row has more than one,
+    then how each row was run."""
+    rows, seeds = _read_rows()
     names = [name for name in ORDER if name in rows]
     lines = []
     for layer, words in LAYERS.items():
@@ -132,7 +201,11 @@ def table() -> str:
         if chosen:
             lines += [f"Rows with {words} (`model.output_layer = \"{layer}\"`):", ""]
             lines += _markdown(COLUMNS, [row_cells(name, rows[name]) for name in chosen]) + [""]
-    runs = _markdown(RUN_COLUMNS, [run_cells(name, rows[name]) for name in names])
+    seeded = [name for name in names if name in seeds]
+    if seeded:
+        lines += ["Rows trained with more than one seed (mean ± sample standard deviation over the seeds):", ""]
+        lines += _markdown(SEED_COLUMNS, [seed_cells(name, [rows[name], *seeds[name]]) for name in seeded]) + [""]
+    runs = _markdown(RUN_COLUMNS, [run_cells(name, row) for name in names for row in [rows[name], *seeds.get(name, [])]])
     return "\n".join(lines + ["How each row was run (from the same files):", ""] + runs)
 
 
