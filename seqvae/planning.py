@@ -154,6 +154,9 @@ IW_CHOICES = (500, 200, 100, 50, 20, 10)
 """K of the final importance-weighted bound: the largest that fits EVAL_SHARE."""
 MARGIN_SHARE = 0.03
 """Budget left unplanned for the noise of measured times."""
+MEASURE_SHARE = 0.1
+"""A one-stage plan trains this share of its steps, then is resized to the step time they ran at
+(:func:`resize_single_stage`), as a two-stage plan's last stage is after its first."""
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,9 @@ class Plan:
     margin_seconds: float
     latent_dim: int = 32
     stages: list[Stage] = field(default_factory=list)
+    resized: bool = False
+    """The last stage has been resized to the step time training ran at (a one-stage plan after
+    MEASURE_SHARE of its steps, a two-stage plan after its first stage)."""
 
     @property
     def steps(self) -> int:
@@ -315,4 +321,32 @@ def replan_last_stage(plan: Plan, *, elapsed_seconds: float, step_seconds: float
         Stage(stage.name, stage.steps, (*stage.overrides, *schedule_overrides(stage.steps)), stage.why)
         for stage in goal_stages(plan.goal, earlier + steps, plan.latent_dim, first_steps=plan.stages[0].steps)
     ]
-    return replace(plan, stages=[*plan.stages[:-1], stages[-1]])
+    return replace(plan, stages=[*plan.stages[:-1], stages[-1]], resized=True)
+
+
+def measured_steps(plan: Plan) -> int:
+    """Where a one-stage plan pauses to measure its real step time: MEASURE_SHARE of its steps,
+    at least its warm-up and before its decay."""
+    stage = plan.stages[0]
+    settings = dict(item.split("=", 1) for item in stage.overrides if "=" in item)
+    warmup, decay = int(settings.get("train.lr_warmup_steps", 0)), int(settings.get("train.lr_decay_steps", 0))
+    return max(min(round(MEASURE_SHARE * stage.steps), stage.steps - decay), min(warmup, stage.steps), 1)
+
+
+def resize_single_stage(plan: Plan, *, elapsed_seconds: float, step_seconds: float, done_steps: int) -> Plan:
+    """A one-stage plan, ``done_steps`` trained in ``elapsed_seconds`` since the start at
+    ``step_seconds`` a step, with its stage lengthened or shortened to what is left of the budget.
+    Only ``train.max_steps`` changes (a key a resumed run may change): the warm-up is over and the
+    decay keeps its planned length, so the resized stage is exactly the run that would have been
+    planned with its length from the start. It never ends before the decay could begin after
+    ``done_steps`` (a machine far slower than the probe is then stopped by the stage's time cap)."""
+    if len(plan.stages) != 1:
+        return plan
+    stage = plan.stages[0]
+    settings = dict(item.split("=", 1) for item in stage.overrides if "=" in item)
+    decay = int(settings.get("train.lr_decay_steps", 0))
+    rest = plan.budget_seconds - elapsed_seconds - plan.eval_seconds - plan.margin_seconds - plan.validation_seconds
+    more = int(rest / (step_seconds + plan.validation_seconds / max(plan.steps_per_epoch, 1))) if rest > 0 else 0
+    steps = max(done_steps + more, done_steps + decay, 1)
+    overrides = tuple(f"train.max_steps={steps}" if item.startswith("train.max_steps=") else item for item in stage.overrides)
+    return replace(plan, stages=[Stage(stage.name, steps, overrides, stage.why)], resized=True)

@@ -14,8 +14,8 @@ from seqvae.config import load_layered_config
 from seqvae.data.profile import carve_split, profile_corpus, quantile
 from seqvae.errors import SeqVAEError
 from seqvae.planning import (ADAPTIVE_FROM, AE_SHARE, EVAL_SHARE, IW_CHOICES, MARGIN_SHARE, WORD_VOCABULARY_CAP, Plan,
-                             decide_length, decide_output_layer, decide_sizes, decide_tokenizer, plan_budget, replan_last_stage,
-                             validation_size)
+                             decide_length, decide_output_layer, decide_sizes, decide_tokenizer, measured_steps, plan_budget,
+                             replan_last_stage, resize_single_stage, validation_size)
 from seqvae.training import train
 from seqvae.training.optimization import wsd_learning_rate
 from seqvae.config import TrainConfig
@@ -136,6 +136,44 @@ def test_the_last_stage_is_resized_to_what_the_earlier_ones_left():
     assert config.train.max_steps == slower.stages[1].steps
     assert config.annealing.warmup_steps == round(0.2 * slower.stages[1].steps)
     assert replan_last_stage(plan, elapsed_seconds=10_000, step_seconds=0.1).stages[1].steps == last.steps // 10
+
+
+@pytest.mark.parametrize("goal", ["balanced", "editable"])
+def test_a_one_stage_plan_is_resized_after_a_tenth_to_the_speed_it_ran_at(goal):
+    # the probe's steps can run slower (new sentence lengths) or faster than training does: a
+    # one-stage plan trains a tenth, then takes what is left of the budget at the speed it ran at,
+    # changing only train.max_steps (a resumed run may change it; the warm-up is over and the
+    # decay, planned in steps, has not begun), so it is the run planned with that length
+    plan = plan_budget(goal=goal, budget_seconds=3600, **PROBE)
+    (stage,) = plan.stages
+    config = load_layered_config([], list(stage.overrides))
+    at = measured_steps(plan)
+    assert at == round(0.1 * stage.steps) and config.train.lr_warmup_steps <= at < stage.steps - config.train.lr_decay_steps
+    assert not plan.resized and replan_last_stage(plan, elapsed_seconds=1e9, step_seconds=1.0) == plan
+    validations = at // PROBE["steps_per_epoch"] * PROBE["validation_seconds"]
+    for ran_at in (0.05, 0.1, 0.2):
+        elapsed = plan.spent_seconds + at * ran_at + validations
+        resized = resize_single_stage(plan, elapsed_seconds=elapsed, step_seconds=ran_at, done_steps=at)
+        (after,) = resized.stages
+        assert resized.resized and Plan.from_json(resized.to_json()) == resized
+        # the rest of the budget, its validations included, at the measured speed
+        left = 3600 - elapsed - plan.eval_seconds - plan.margin_seconds - PROBE["validation_seconds"]
+        more = after.steps - at
+        assert more * ran_at + more / PROBE["steps_per_epoch"] * PROBE["validation_seconds"] <= left
+        assert (more + 1) * (ran_at + PROBE["validation_seconds"] / PROBE["steps_per_epoch"]) > left
+        changed = [(old, new) for old, new in zip(stage.overrides, after.overrides) if old != new]
+        assert changed == ([] if after.steps == stage.steps else [(f"train.max_steps={stage.steps}", f"train.max_steps={after.steps}")])
+        resumed = load_layered_config([], list(after.overrides))
+        assert (resumed.train.lr_warmup_steps, resumed.train.lr_decay_steps) == (config.train.lr_warmup_steps, config.train.lr_decay_steps)
+        if ran_at == 0.1:  # as the probe said: as planned, within a validation's time
+            assert abs(after.steps - stage.steps) <= 55
+        else:
+            assert (after.steps > 1.8 * stage.steps) if ran_at < 0.1 else (after.steps < 0.6 * stage.steps)
+    # far slower than the probe: never so short that the decay would have had to begin already
+    late = resize_single_stage(plan, elapsed_seconds=3500, step_seconds=5.0, done_steps=at)
+    assert late.stages[0].steps == at + config.train.lr_decay_steps
+    two = plan_budget(goal="likelihood", budget_seconds=3600, **PROBE)
+    assert resize_single_stage(two, elapsed_seconds=100, step_seconds=0.01, done_steps=10) == two
 
 
 def test_the_evaluation_shrinks_to_fit_a_short_budget_and_a_budget_too_short_is_refused():

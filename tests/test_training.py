@@ -58,6 +58,29 @@ def test_resume_equals_an_uninterrupted_run(tiny_corpus, tmp_path, model):
     assert [(r["step"], r["stopped_by"]) for r in stops] == [(26, "train.max_steps")]
 
 
+@pytest.mark.parametrize("pause", [12, 19])  # mid-epoch, and at the start of epoch 2 (19 batches an epoch)
+def test_a_pause_then_a_longer_wsd_schedule_equals_that_schedule_run_whole(tiny_corpus, tmp_path, pause):
+    # train(pause_at_step=...) ends a sitting with nothing else changed (no validation, the
+    # schedule untouched), so the text recipe can measure a stage and then lengthen it: a paused
+    # run resumed with a larger train.max_steps, before its decay began, is the longer run exactly
+    schedule = {"lr_decay": "wsd", "lr_warmup_steps": 4, "lr_decay_steps": 10, "epochs": 100, "checkpoint_every": 0,
+                "log_every": 1}
+    whole = train(tiny_config(tiny_corpus, tmp_path / "whole", train={**schedule, "max_steps": 40}), progress=False)
+    said = []
+    paused = train(tiny_config(tiny_corpus, tmp_path / "parts", train={**schedule, "max_steps": 30}), progress=False,
+                   pause_at_step=pause, echo=said.append)
+    assert paused.step == pause and not paused.finished and said[-1].startswith(f"paused at step {pause} ")
+    assert not [r for r in _metrics(tmp_path / "parts") if r["split"] == "valid" and r["step"] == pause and pause != 19]
+    again = train(tiny_config(tiny_corpus, tmp_path / "parts", train={**schedule, "max_steps": 30}), resume=True,
+                  progress=False, pause_at_step=pause)  # already there: pauses at once
+    assert again.step == pause
+    resumed = train(tiny_config(tiny_corpus, tmp_path / "parts", train={**schedule, "max_steps": 40}), resume=True, progress=False)
+    assert resumed.step == whole.step == 40
+    for key, value in _weights(tmp_path / "whole").items():
+        assert torch.equal(value, _weights(tmp_path / "parts")[key]), key
+    assert _without_stops(tmp_path / "whole") == _without_stops(tmp_path / "parts")
+
+
 def test_a_moved_run_directory_resumes_where_it_now_is(tiny_corpus, tmp_path):
     settings = {"train": {"epochs": 2, "checkpoint_every": 4, "log_every": 3}}
     train(tiny_config(tiny_corpus, tmp_path / "whole", **settings), progress=False)

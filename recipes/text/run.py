@@ -51,8 +51,9 @@ from seqvae.devices import resolve_device
 from seqvae.errors import TrainingInterrupted
 from seqvae.evaluation import format_metrics
 from seqvae.files import atomic_write_json, atomic_write_text
-from seqvae.planning import (GOALS, SPLIT_SEED, Decision, Plan, decide_length, decide_output_layer, decide_sizes,
-                             decide_tokenizer, plan_budget, replan_last_stage, validation_size)
+from seqvae.planning import (GOALS, SPLIT_SEED, Decision, Plan, Stage, decide_length, decide_output_layer, decide_sizes,
+                             decide_tokenizer, measured_steps, plan_budget, replan_last_stage, resize_single_stage,
+                             validation_size)
 from seqvae.precision import choose_precision
 from seqvae.report import save_evaluation, write_report
 from seqvae.training.probe import probe
@@ -177,11 +178,20 @@ def make_plan(run_dir: Path, args, decisions, splits, started: float, say) -> Pl
 
 
 def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *, resume: bool) -> Path:
-    """Train (or continue) each stage in turn; returns the last stage's run directory. Before the
-    last stage begins, it is resized to what the earlier ones left of the budget
-    (seqvae.planning.replan_last_stage), and plan.json records the change."""
+    """Train (or continue) each stage in turn; returns the last stage's run directory. The last
+    stage is resized to the step time training really ran at (seqvae.planning): a two-stage
+    plan's before it begins, from the first stage's; a one-stage plan's once it has trained a
+    tenth of its steps (it pauses there, and goes on as the longer or shorter run it would have
+    been planned as). plan.json records the change."""
     dirs = stage_dirs(run_dir, plan)
     trained_seconds, step_estimate = 0.0, plan.step_seconds
+
+    def save_plan(resized: Plan, ran_at: float, what: str, index: int) -> None:
+        tqdm.write(f"{what} ran at {1000 * ran_at:.1f} ms a step (planned {1000 * plan.step_seconds:.1f}): "
+                   f"stage {index + 1} resized from {plan.stages[index].steps:,} to {resized.stages[index].steps:,} steps")
+        saved = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+        atomic_write_json(run_dir / "plan.json", {**saved, "plan": resized.to_json()})
+
     for index, stage_dir in enumerate(dirs):
         stage = plan.stages[index]
         begun = (stage_dir / "checkpoints" / "last.pt").is_file()
@@ -191,17 +201,29 @@ def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *,
             ran_at = max(trained_seconds - validations * plan.validation_seconds, 0.0) / max(steps_before, 1)
             resized = replan_last_stage(plan, elapsed_seconds=plan.spent_seconds + trained_seconds, step_seconds=ran_at)
             if resized.stages[-1].steps != stage.steps:
-                tqdm.write(f"the earlier stages ran at {1000 * ran_at:.1f} ms a step (planned {1000 * plan.step_seconds:.1f}): "
-                           f"stage {index + 1} resized from {stage.steps:,} to {resized.stages[-1].steps:,} steps")
+                save_plan(resized, ran_at, "the earlier stages", index)
                 plan, stage, step_estimate = resized, resized.stages[-1], max(ran_at, plan.step_seconds)
-                saved = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
-                atomic_write_json(run_dir / "plan.json", {**saved, "plan": plan.to_json()})
         warm = [f"train.init_from={dirs[index - 1]}"] if index else []
-        # a stage that runs past a quarter over its planned time stops there (a slower machine)
-        cap = [f"train.max_minutes={1.25 * stage.steps * step_estimate / 60 + 0.5:.2f}"]
-        config = load_layered_config([], [*base, *stage.overrides, *warm, *cap, f"run.dir={stage_dir}", *user])
+
+        def config_for(stage: Stage, estimate: float):
+            # a stage that runs past a quarter over its planned time stops there (a slower machine)
+            cap = [f"train.max_minutes={1.25 * stage.steps * estimate / 60 + 0.5:.2f}"]
+            return load_layered_config([], [*base, *stage.overrides, *warm, *cap, f"run.dir={stage_dir}", *user])
+
         tqdm.write(f"stage {index + 1} of {len(plan.stages)}, {stage.name}: {stage_dir}")
-        result = train(config, resume=resume and begun, overwrite=not begun, echo=tqdm.write)
+        if len(dirs) == 1 and not plan.resized:
+            # train a tenth (after the probe's few steps, the real speed: other lengths, a busy machine),
+            # then lay the rest out at the speed it ran at
+            measured = train(config_for(stage, step_estimate), resume=resume and begun, overwrite=not begun,
+                             echo=tqdm.write, pause_at_step=measured_steps(plan))
+            validations = measured.step // plan.steps_per_epoch
+            ran_at = max(measured.train_seconds - validations * plan.validation_seconds, 0.0) / max(measured.step, 1)
+            resized = resize_single_stage(plan, elapsed_seconds=plan.spent_seconds + measured.train_seconds,
+                                          step_seconds=ran_at, done_steps=measured.step)
+            save_plan(resized, ran_at, f"its first {measured.step:,} steps", index)
+            plan, stage, step_estimate = resized, resized.stages[0], max(ran_at, plan.step_seconds)
+            begun = resume = True
+        result = train(config_for(stage, step_estimate), resume=resume and begun, overwrite=not begun, echo=tqdm.write)
         trained_seconds += result.train_seconds
         if result.step < stage.steps:
             tqdm.write(f"  stage {index + 1} stopped at step {result.step:,} of {stage.steps:,} (its time cap)")

@@ -9,7 +9,7 @@ from seqvae.training.trainer import Trainer
 
 def run_loop(trainer: Trainer) -> None:
     """Train epoch by epoch from where ``trainer.state`` stands until train.epochs, a budget, the
-    plateau rule's last decay or a signal ends the run. The parts a config chose act inside
+    plateau rule's last decay or a signal ends the run, or ``trainer.pause_at_step`` this sitting. The parts a config chose act inside
     ``outer_step``, ``validate`` and the checkpoints (seqvae.training.parts)."""
     t, state, train = trainer, trainer.state, trainer.config.train
     if t.plateau.done():
@@ -23,7 +23,7 @@ def run_loop(trainer: Trainer) -> None:
         try:
             while state.batch_in_epoch < len(batches):
                 t.stop_if_signalled()
-                if t.budget_spent():
+                if t.pause_due() or t.budget_spent():
                     break
                 beta = t.kl_weight()
                 terms, extra = t.outer_step(batches[state.batch_in_epoch], batches, beta)
@@ -40,8 +40,8 @@ def run_loop(trainer: Trainer) -> None:
                     t.save(t.last_path)  # an epoch's end is checkpointed after its validation
         finally:
             bar.close()
-        if state.batch_in_epoch < len(batches):  # a budget ended the epoch early
-            t.stop_at_budget()
+        if state.batch_in_epoch < len(batches):  # a pause or a budget ended the epoch early
+            t.pause() if t.pause_due() else t.stop_at_budget()
             return
         valid = t.validate(epoch_end=True)
         t.say(f"epoch {state.epoch + 1}: valid {summary(valid)}")

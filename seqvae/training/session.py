@@ -57,8 +57,14 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
+    pause_at_step: int | None = None,
 ) -> TrainResult:
     """Train the VAE the config describes into ``config.run.dir`` (seqvae.run_directory).
+
+    ``pause_at_step``: end this sitting once the run has taken that many steps, with a resumable
+    checkpoint and no other effect (the schedule is the config's; no validation), so that a caller
+    can measure the run and continue it with ``resume=True`` (recipes/text/run.py resizes a stage
+    that way); a run already past it pauses at once.
 
     One training at a time writes a run directory (seqvae.locks). SIGINT and SIGTERM (when called
     from the main thread) save a resumable checkpoint at the current step and raise
@@ -90,7 +96,8 @@ def train(
         if not world.main:
             progress, echo = False, None
         try:
-            return _sitting(config, resume=resume, overwrite=overwrite, progress=progress, echo=echo, world=world, device=device)
+            return _sitting(config, resume=resume, overwrite=overwrite, progress=progress, echo=echo, world=world, device=device,
+                           pause_at_step=pause_at_step)
         except RuntimeError as error:
             if world.parallel and _lost_a_peer(error):
                 raise SeqVAEError(
@@ -109,7 +116,8 @@ def _lost_a_peer(error: RuntimeError) -> bool:
     return isinstance(error, backend_error) or any(mark in text for mark in ("Connection reset", "Connection closed", "gloo", "NCCL"))
 
 
-def _sitting(config: Config, *, resume: bool, overwrite: bool, progress: bool, echo, world: World, device: torch.device) -> TrainResult:
+def _sitting(config: Config, *, resume: bool, overwrite: bool, progress: bool, echo, world: World, device: torch.device,
+             pause_at_step: int | None = None) -> TrainResult:
     """Check the run directory, prepare the data, start (or restore) the trainer, run the loop."""
     started = time.perf_counter()
     say = echo or (lambda message: None)
@@ -117,6 +125,7 @@ def _sitting(config: Config, *, resume: bool, overwrite: bool, progress: bool, e
     data = _prepare(config, resume=resume, world=world, say=say, device=device)
     config = _with_precision(config, data, world=world, say=say, device=device)
     trainer = Trainer(config, data, device, say, progress=progress, world=world)
+    trainer.pause_at_step = pause_at_step
     _start(trainer, resume=resume)
     resumed_from = trainer.state.step if resume else None
     try:

@@ -224,6 +224,17 @@ class Trainer:
     def budget_spent(self) -> bool:
         return self.stops.budget_spent(self.state.step, self.state.seconds())
 
+    pause_at_step: int | None = None
+    """train(pause_at_step=...): where this sitting ends, with nothing else changed."""
+
+    def pause_due(self) -> bool:
+        return self.pause_at_step is not None and self.state.step >= self.pause_at_step
+
+    def pause(self) -> None:
+        """End the sitting at pause_at_step: a resumable checkpoint of this step, as a signal's."""
+        self.save(self.last_path)
+        self.say(f"paused at step {self.state.step} (epoch {self.state.epoch + 1}); saved to {self.last_path}")
+
     def stop_at_budget(self) -> None:
         """A budget (train.max_minutes or train.max_steps) ended the run mid-epoch: validate what it
         reached (unless this step was just validated), keep it if best, and save."""
