@@ -120,6 +120,11 @@ def test_the_plan_fits_the_budget_and_every_stage_is_a_valid_config(goal):
         assert config.train.lr_decay_steps == round(0.25 * stage.steps)
     assert Plan.from_json(plan.to_json()) == plan
     assert any("stage 1" in line for line in plan.lines())
+    # each stage keeps its best checkpoint on what its operating point was measured on: the bound
+    # for the likelihood goal's VAE, reconstruction where beta < 1 (a beta-VAE's ELBO worsens as
+    # its KL grows, so best-by-ELBO kept an early, low-rate checkpoint) and for the autoencoders
+    best = [load_layered_config([], list(stage.overrides)).train.best_metric for stage in plan.stages]
+    assert best == {"likelihood": ["rec", "elbo"], "balanced": ["rec"], "editable": ["rec"]}[goal]
 
 
 def test_the_last_stage_is_resized_to_what_the_earlier_ones_left():
@@ -149,13 +154,13 @@ def test_a_one_stage_plan_is_resized_after_a_tenth_to_the_speed_it_ran_at(goal):
     config = load_layered_config([], list(stage.overrides))
     at = measured_steps(plan)
     assert at == round(0.1 * stage.steps) and config.train.lr_warmup_steps <= at < stage.steps - config.train.lr_decay_steps
-    assert not plan.resized and replan_last_stage(plan, elapsed_seconds=1e9, step_seconds=1.0) == plan
+    assert plan.resizes == 0 and replan_last_stage(plan, elapsed_seconds=1e9, step_seconds=1.0) == plan
     validations = at // PROBE["steps_per_epoch"] * PROBE["validation_seconds"]
     for ran_at in (0.05, 0.1, 0.2):
         elapsed = plan.spent_seconds + at * ran_at + validations
         resized = resize_single_stage(plan, elapsed_seconds=elapsed, step_seconds=ran_at, done_steps=at)
         (after,) = resized.stages
-        assert resized.resized and Plan.from_json(resized.to_json()) == resized
+        assert resized.resizes == 1 and Plan.from_json(resized.to_json()) == resized
         # the rest of the budget, its validations included, at the measured speed
         left = 3600 - elapsed - plan.eval_seconds - plan.margin_seconds - PROBE["validation_seconds"]
         more = after.steps - at
@@ -174,6 +179,12 @@ def test_a_one_stage_plan_is_resized_after_a_tenth_to_the_speed_it_ran_at(goal):
     assert late.stages[0].steps == at + config.train.lr_decay_steps
     two = plan_budget(goal="likelihood", budget_seconds=3600, **PROBE)
     assert resize_single_stage(two, elapsed_seconds=100, step_seconds=0.01, done_steps=10) == two
+    # then again at half of the resized stage, and no more
+    once = resize_single_stage(plan, elapsed_seconds=plan.spent_seconds + at * 0.05, step_seconds=0.05, done_steps=at)
+    assert measured_steps(once) == round(0.5 * once.stages[0].steps)
+    twice = resize_single_stage(once, elapsed_seconds=plan.spent_seconds + measured_steps(once) * 0.05, step_seconds=0.05,
+                                done_steps=measured_steps(once))
+    assert twice.resizes == 2 and measured_steps(twice) is None
 
 
 def test_the_evaluation_shrinks_to_fit_a_short_budget_and_a_budget_too_short_is_refused():

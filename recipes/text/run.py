@@ -180,9 +180,9 @@ def make_plan(run_dir: Path, args, decisions, splits, started: float, say) -> Pl
 def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *, resume: bool) -> Path:
     """Train (or continue) each stage in turn; returns the last stage's run directory. The last
     stage is resized to the step time training really ran at (seqvae.planning): a two-stage
-    plan's before it begins, from the first stage's; a one-stage plan's once it has trained a
-    tenth of its steps (it pauses there, and goes on as the longer or shorter run it would have
-    been planned as). plan.json records the change."""
+    plan's before it begins, from the first stage's; a one-stage plan's at a tenth and at half of
+    its steps (it pauses there, and goes on as the longer or shorter run it would have been
+    planned as). plan.json records each change."""
     dirs = stage_dirs(run_dir, plan)
     trained_seconds, step_estimate = 0.0, plan.step_seconds
 
@@ -211,9 +211,9 @@ def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *,
             return load_layered_config([], [*base, *stage.overrides, *warm, *cap, f"run.dir={stage_dir}", *user])
 
         tqdm.write(f"stage {index + 1} of {len(plan.stages)}, {stage.name}: {stage_dir}")
-        if len(dirs) == 1 and not plan.resized:
-            # train a tenth (after the probe's few steps, the real speed: other lengths, a busy machine),
-            # then lay the rest out at the speed it ran at
+        while len(dirs) == 1 and measured_steps(plan) is not None:
+            # train to a pause (the first: a tenth, after the probe's few steps; the real speed of other
+            # lengths on a machine that may be busy), then lay the rest out at the speed it ran at
             measured = train(config_for(stage, step_estimate), resume=resume and begun, overwrite=not begun,
                              echo=tqdm.write, pause_at_step=measured_steps(plan))
             validations = measured.step // plan.steps_per_epoch
