@@ -438,8 +438,13 @@ def test_from_trains_only_the_last_stage_from_the_given_autoencoder(ptb_stand_in
     slim = {key: value for key, value in payload.items() if key not in ("model", "optimizer")}
     torch.save({**slim, "model": kept}, copy / "checkpoints" / "best.pt")
     capsys.readouterr()
-    assert recipe.main(["--method", "ae-fb", *tiny, "--from", str(copy), "run.dir=runs/stage-two"]) == 0
+    assert recipe.main(["--method", "ae-fb", *tiny, "--from", str(copy), "run.dir=runs/stage-two", "--eval", "test", "--iw-samples", "2",
+                        "--results", "two.json"]) == 0
     out = capsys.readouterr().out
+    # the row's training time counts the given stage too (up to its best checkpoint: the copy has no last.pt)
+    first, second = json.loads((tmp_path / "two.json").read_text())["stages"]
+    assert first["run_dir"] == str(copy) and first["train_seconds"] == round(payload["train_seconds"], 3) > 0 and "best" in first["note"]
+    assert second["run_dir"] == "runs/stage-two" and second["train_seconds"] > 0
     assert "stage 1 of" not in out and f"warm start: encoder, posterior ({len(kept)} tensors) from {copy}" in out
     assert f'init_from = "{copy}"' in (tmp_path / "runs" / "stage-two" / "config.toml").read_text()
     assert not (tmp_path / "runs" / "stage-two-ae").exists()

@@ -107,6 +107,21 @@ def stage_configs(method: str | None, overrides: list[str], start_from: str | No
     return configs
 
 
+def earlier_stage(run_dir: str) -> dict:
+    """The record of the earlier stage ``--from`` names, for the row's training time: its run
+    directory and the training time its last checkpoint holds (its best's, said so, when only
+    best.pt came with it)."""
+    for name in ("last.pt", "best.pt"):
+        path = Path(run_dir) / "checkpoints" / name
+        if path.is_file():
+            seconds = float(torch.load(path, map_location="cpu", weights_only=True).get("train_seconds", 0.0))
+            record = {"run_dir": str(run_dir), "train_seconds": round(seconds, 3)}
+            if name == "best.pt":
+                record["note"] = "the training time up to its best checkpoint: the copy has no last.pt"
+            return record
+    raise SeqVAEError(f"--from {run_dir}: no checkpoints/best.pt (a finished earlier stage's run directory)")
+
+
 def _device_name(device: torch.device) -> str:
     """``cpu``, or ``cuda (NVIDIA H200)``: which GPU a row ran on matters to its times."""
     return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
@@ -190,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             for later in configs[1:]:
                 if (Path(later.run.dir) / "config.toml").is_file():
                     shutil.rmtree(later.run.dir)
-        stages = []  # each stage's run directory and training time, all sittings
+        # each stage's run directory and training time, all sittings (--from: the given stage's too)
+        stages = [earlier_stage(args.start_from)] if args.start_from else []
         for index, config in enumerate(configs):
             if len(configs) > 1 and main_rank:
                 tqdm.write(f"stage {index + 1} of {len(configs)}: {config.run.dir}")
