@@ -3,6 +3,7 @@ ready to use, its plan continued by --resume, and bad input refused in one line.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -89,6 +90,9 @@ def test_a_one_stage_goal_measures_its_speed_as_it_goes_and_takes_the_rest_of_it
     run_dir = tmp_path / "out"
     recipe = _recipe()
     recipe.choose_precision = lambda *args, **kwargs: ("fp32", "faked in this test")
+    measure = recipe.probe  # a probe that says three times the real step time: the plan starts short
+    recipe.probe = lambda *args, **kwargs: dataclasses.replace(found := measure(*args, **kwargs),
+                                                               step_seconds=3 * found.step_seconds)
     args = ["--train", str(tiny_corpus["train"]), "--valid", str(tiny_corpus["valid"]), "--minutes", "0.2",
             "--goal", "balanced", "--run-dir", str(run_dir), *TINY]
     assert recipe.main(args) == 0
@@ -101,6 +105,10 @@ def test_a_one_stage_goal_measures_its_speed_as_it_goes_and_takes_the_rest_of_it
     run = load_run(run_dir / "model")
     assert run.config.train.max_steps == stage["steps"] and f"train.max_steps={stage['steps']}" in stage["overrides"]
     assert paused[0] < paused[1] < run.checkpoint.step <= stage["steps"]
+    # lengthened to the real speed, and the summary handed back shows the plan as it was carried out
+    planned = int(out.split("stage 1, vae: ")[1].split()[0].replace(",", ""))
+    assert stage["steps"] > 1.5 * planned
+    assert f"stage 1, vae: {stage['steps']:,} steps" in (run_dir / "SUMMARY.md").read_text()
     records = [json.loads(line) for line in (run_dir / "model" / "metrics.jsonl").read_text().splitlines()]
     assert not [r for r in records if r["split"] == "valid" and r["step"] in paused and "stopped_by" in r]
 

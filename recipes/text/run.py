@@ -177,8 +177,9 @@ def make_plan(run_dir: Path, args, decisions, splits, started: float, say) -> Pl
         raise SeqVAEError(f"--minutes {args.minutes:g}: {error}") from None
 
 
-def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *, resume: bool) -> Path:
-    """Train (or continue) each stage in turn; returns the last stage's run directory. The last
+def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *, resume: bool) -> tuple[Path, Plan]:
+    """Train (or continue) each stage in turn; returns the last stage's run directory and the plan
+    as it was carried out. The last
     stage is resized to the step time training really ran at (seqvae.planning): a two-stage
     plan's before it begins, from the first stage's; a one-stage plan's at a tenth and at half of
     its steps (it pauses there, and goes on as the longer or shorter run it would have been
@@ -227,7 +228,7 @@ def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *,
         trained_seconds += result.train_seconds
         if result.step < stage.steps:
             tqdm.write(f"  stage {index + 1} stopped at step {result.step:,} of {stage.steps:,} (its time cap)")
-    return dirs[-1]
+    return dirs[-1], plan
 
 
 def evaluate_splits(run, model_dir: Path, plan: Plan, splits, say) -> dict[str, dict]:
@@ -388,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.overrides:
             say(f"your overrides, applied last: {' '.join(args.overrides)}")
         base = base_overrides(run_dir, decisions, splits, args.seed)
-        model_dir = train_stages(run_dir, plan, base, args.overrides, resume=args.resume)
+        model_dir, plan = train_stages(run_dir, plan, base, args.overrides, resume=args.resume)
         hand_back(run_dir, model_dir, plan, splits, say)
         say(f"\n{(time.perf_counter() - started) / 60:.1f} min in this sitting (budget {args.minutes:g} min)")
     except TrainingInterrupted as error:
