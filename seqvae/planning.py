@@ -326,6 +326,13 @@ def replan_last_stage(plan: Plan, *, elapsed_seconds: float, step_seconds: float
     return replace(plan, stages=[*plan.stages[:-1], stages[-1]], resizes=plan.resizes + 1)
 
 
+def measured_step_seconds(train_seconds: float, steps: int, validations: int, validation_seconds: float) -> float:
+    """The seconds a training step really took: ``train_seconds`` of training, less its
+    ``validations``, over the ``steps`` actually trained (fewer than planned when a stage stopped
+    at its time cap on a machine slower than the probe said)."""
+    return max(train_seconds - validations * validation_seconds, 0.0) / max(steps, 1)
+
+
 def measured_steps(plan: Plan) -> int | None:
     """Where a one-stage plan pauses next to measure its real step time: the next of
     MEASURE_SHARES of its steps, at least its warm-up and before its decay; None when it has

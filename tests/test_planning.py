@@ -14,7 +14,7 @@ from seqvae.config import load_layered_config
 from seqvae.data.profile import carve_split, profile_corpus, quantile
 from seqvae.errors import SeqVAEError
 from seqvae.planning import (ADAPTIVE_FROM, AE_SHARE, EVAL_SHARE, IW_CHOICES, MARGIN_SHARE, WORD_VOCABULARY_CAP, Plan,
-                             decide_length, decide_output_layer, decide_sizes, decide_tokenizer, measured_steps, plan_budget,
+                             decide_length, decide_output_layer, decide_sizes, decide_tokenizer, measured_step_seconds, measured_steps, plan_budget,
                              replan_last_stage, resize_single_stage, validation_size)
 from seqvae.training import train
 from seqvae.training.optimization import wsd_learning_rate
@@ -185,6 +185,16 @@ def test_a_one_stage_plan_is_resized_after_a_tenth_to_the_speed_it_ran_at(goal):
     twice = resize_single_stage(once, elapsed_seconds=plan.spent_seconds + measured_steps(once) * 0.05, step_seconds=0.05,
                                 done_steps=measured_steps(once))
     assert twice.resizes == 2 and measured_steps(twice) is None
+
+
+def test_the_step_time_is_measured_over_the_steps_actually_trained():
+    # the PTB 180-minute run of 2026-12-03: its autoencoder stage, planned at 52,596 steps of 49.1
+    # ms, stopped at its time cap (54.3 min) after 41,691 steps and 32 validations of about 6.5 s;
+    # dividing by the planned steps had said 57.1 ms a step, and sized the next stage for that
+    seconds, steps, validations = 54.28 * 60, 41_691, 32
+    ran_at = measured_step_seconds(seconds, steps, validations, 6.5)
+    assert ran_at == pytest.approx((seconds - 32 * 6.5) / 41_691) and 0.073 < ran_at < 0.074
+    assert measured_step_seconds(10.0, 0, 0, 1.0) == 10.0 and measured_step_seconds(1.0, 10, 5, 1.0) == 0.0
 
 
 def test_the_evaluation_shrinks_to_fit_a_short_budget_and_a_budget_too_short_is_refused():

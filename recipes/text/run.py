@@ -52,7 +52,7 @@ from seqvae.errors import TrainingInterrupted
 from seqvae.evaluation import format_metrics
 from seqvae.files import atomic_write_json, atomic_write_text
 from seqvae.planning import (GOALS, SPLIT_SEED, Decision, Plan, Stage, decide_length, decide_output_layer, decide_sizes,
-                             decide_tokenizer, measured_steps, plan_budget, replan_last_stage, resize_single_stage,
+                             decide_tokenizer, measured_step_seconds, measured_steps, plan_budget, replan_last_stage, resize_single_stage,
                              validation_size)
 from seqvae.precision import choose_precision
 from seqvae.report import save_evaluation, write_report
@@ -185,7 +185,7 @@ def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *,
     its steps (it pauses there, and goes on as the longer or shorter run it would have been
     planned as). plan.json records each change."""
     dirs = stage_dirs(run_dir, plan)
-    trained_seconds, step_estimate = 0.0, plan.step_seconds
+    trained_seconds, trained_steps, validations, step_estimate = 0.0, 0, 0, plan.step_seconds
 
     def save_plan(resized: Plan, ran_at: float, what: str, index: int) -> None:
         tqdm.write(f"{what} ran at {1000 * ran_at:.1f} ms a step (planned {1000 * plan.step_seconds:.1f}): "
@@ -197,9 +197,8 @@ def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *,
         stage = plan.stages[index]
         begun = (stage_dir / "checkpoints" / "last.pt").is_file()
         if index == len(dirs) - 1 and index > 0 and not begun:
-            steps_before = sum(s.steps for s in plan.stages[:-1])
-            validations = sum(math.ceil(s.steps / plan.steps_per_epoch) for s in plan.stages[:-1])
-            ran_at = max(trained_seconds - validations * plan.validation_seconds, 0.0) / max(steps_before, 1)
+            # the steps the earlier stages took, not those planned: a stage may stop at its time cap
+            ran_at = measured_step_seconds(trained_seconds, trained_steps, validations, plan.validation_seconds)
             resized = replan_last_stage(plan, elapsed_seconds=plan.spent_seconds + trained_seconds, step_seconds=ran_at)
             if resized.stages[-1].steps != stage.steps:
                 save_plan(resized, ran_at, "the earlier stages", index)
@@ -217,8 +216,9 @@ def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *,
             # lengths on a machine that may be busy), then lay the rest out at the speed it ran at
             measured = train(config_for(stage, step_estimate), resume=resume and begun, overwrite=not begun,
                              echo=tqdm.write, pause_at_step=measured_steps(plan))
-            validations = measured.step // plan.steps_per_epoch
-            ran_at = max(measured.train_seconds - validations * plan.validation_seconds, 0.0) / max(measured.step, 1)
+            # validated after each epoch it finished, not at the pause
+            ran_at = measured_step_seconds(measured.train_seconds, measured.step, measured.step // plan.steps_per_epoch,
+                                           plan.validation_seconds)
             resized = resize_single_stage(plan, elapsed_seconds=plan.spent_seconds + measured.train_seconds,
                                           step_seconds=ran_at, done_steps=measured.step)
             save_plan(resized, ran_at, f"its first {measured.step:,} steps", index)
@@ -226,6 +226,8 @@ def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *,
             begun = resume = True
         result = train(config_for(stage, step_estimate), resume=resume and begun, overwrite=not begun, echo=tqdm.write)
         trained_seconds += result.train_seconds
+        trained_steps += result.step
+        validations += math.ceil(result.step / plan.steps_per_epoch)  # one an epoch, one at the stage's end
         if result.step < stage.steps:
             tqdm.write(f"  stage {index + 1} stopped at step {result.step:,} of {stage.steps:,} (its time cap)")
     return dirs[-1], plan
