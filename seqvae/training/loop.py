@@ -9,8 +9,9 @@ from seqvae.training.trainer import Trainer
 
 def run_loop(trainer: Trainer) -> None:
     """Train epoch by epoch from where ``trainer.state`` stands until train.epochs, a budget, the
-    plateau rule's last decay or a signal ends the run, or ``trainer.pause_at_step`` this sitting. The parts a config chose act inside
-    ``outer_step``, ``validate`` and the checkpoints (seqvae.training.parts)."""
+    plateau rule's last decay or a signal ends the run, or ``trainer.pause_at_step`` this sitting.
+    The parts a config chose act inside ``outer_step``, ``validate`` and the checkpoints
+    (seqvae.training.parts)."""
     t, state, train = trainer, trainer.state, trainer.config.train
     if t.plateau.done():
         t.say(f"{t.run_dir}: already stopped after {t.plateau.decays} learning-rate decays "
@@ -41,7 +42,10 @@ def run_loop(trainer: Trainer) -> None:
         finally:
             bar.close()
         if state.batch_in_epoch < len(batches):  # a pause or a budget ended the epoch early
-            t.pause() if t.pause_due() else t.stop_at_budget()
+            if t.pause_due():
+                t.pause()
+            else:
+                t.stop_at_budget()
             return
         valid = t.validate(epoch_end=True)
         t.say(f"epoch {state.epoch + 1}: valid {summary(valid)}")
