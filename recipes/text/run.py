@@ -179,11 +179,10 @@ def make_plan(run_dir: Path, args, decisions, splits, started: float, say) -> Pl
 
 def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *, resume: bool) -> tuple[Path, Plan]:
     """Train (or continue) each stage in turn; returns the last stage's run directory and the plan
-    as it was carried out. The last
-    stage is resized to the step time training really ran at (seqvae.planning): a two-stage
-    plan's before it begins, from the first stage's; a one-stage plan's at a tenth and at half of
-    its steps (it pauses there, and goes on as the longer or shorter run it would have been
-    planned as). plan.json records each change."""
+    as it was carried out. The last stage is resized to the step time training really ran at
+    (seqvae.planning): a two-stage plan's before it begins, from the first stage's; a one-stage
+    plan's at a tenth and at half of its steps (it pauses there, and goes on as the longer or
+    shorter run it would have been planned as). plan.json records each change."""
     dirs = stage_dirs(run_dir, plan)
     trained_seconds, trained_steps, validations, step_estimate = 0.0, 0, 0, plan.step_seconds
 
