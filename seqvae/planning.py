@@ -169,6 +169,11 @@ class Stage:
     overrides: tuple[str, ...]
     why: str
 
+    @property
+    def settings(self) -> dict[str, str]:
+        """The overrides as ``{key: value}``."""
+        return dict(item.split("=", 1) for item in self.overrides if "=" in item)
+
 
 def goal_stages(goal: str, steps: int, latent_dim: int, *, first_steps: int | None = None) -> list[Stage]:
     """The stages of a goal over ``steps`` training steps in all (each stage's own schedule
@@ -257,7 +262,7 @@ class Plan:
                f"measured: {1000 * self.step_seconds:.1f} ms a step, {self.steps_per_epoch} steps an epoch, "
                f"{self.validation_seconds:.1f} s a validation"]
         for index, stage in enumerate(self.stages, 1):
-            lr = dict(item.split("=", 1) for item in stage.overrides if item.startswith("train."))
+            lr = stage.settings
             out.append(f"stage {index}, {stage.name}: {stage.steps:,} steps ({stage.steps / self.steps_per_epoch:.1f} epochs, "
                        f"{minutes(stage.steps * self.step_seconds)}); learning rate up over {lr.get('train.lr_warmup_steps', 0)} "
                        f"steps, down over the last {lr.get('train.lr_decay_steps', 0)}; {stage.why}")
@@ -339,8 +344,8 @@ def measured_steps(plan: Plan) -> int | None:
     paused at each."""
     if plan.resizes >= len(MEASURE_SHARES):
         return None
+    settings = plan.stages[0].settings
     stage = plan.stages[0]
-    settings = dict(item.split("=", 1) for item in stage.overrides if "=" in item)
     warmup, decay = int(settings.get("train.lr_warmup_steps", 0)), int(settings.get("train.lr_decay_steps", 0))
     return max(min(round(MEASURE_SHARES[plan.resizes] * stage.steps), stage.steps - decay), min(warmup, stage.steps), 1)
 
@@ -355,8 +360,7 @@ def resize_single_stage(plan: Plan, *, elapsed_seconds: float, step_seconds: flo
     if len(plan.stages) != 1:
         return plan
     stage = plan.stages[0]
-    settings = dict(item.split("=", 1) for item in stage.overrides if "=" in item)
-    decay = int(settings.get("train.lr_decay_steps", 0))
+    decay = int(stage.settings.get("train.lr_decay_steps", 0))
     rest = plan.budget_seconds - elapsed_seconds - plan.eval_seconds - plan.margin_seconds - plan.validation_seconds
     more = int(rest / (step_seconds + plan.validation_seconds / max(plan.steps_per_epoch, 1))) if rest > 0 else 0
     steps = max(done_steps + more, done_steps + decay, 1)
