@@ -146,6 +146,23 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tiny_corpus, tmp_path):
     train(tiny_config(tiny_corpus, tmp_path / "run", train={"epochs": 1}), progress=False)
 
 
+@pytest.mark.parametrize("where", ["an epoch's end", "mid-epoch"])
+def test_resuming_a_run_that_met_its_step_budget_neither_validates_again_nor_rewrites_best(tiny_corpus, tmp_path, where):
+    # a recipe resumes each finished stage of its plan; the validation that stopped the run is
+    # kept with it, so the resumed run has nothing to measure: validating again at an epoch's
+    # end drew z from the next epoch's generator and could "improve" best.pt with the same weights
+    per_epoch = train(tiny_config(tiny_corpus, tmp_path / "one", train={"epochs": 1}), progress=False).step
+    steps = per_epoch if where == "an epoch's end" else per_epoch // 2
+    config = tiny_config(tiny_corpus, tmp_path / "run", train={"epochs": 3, "max_steps": steps})
+    train(config, progress=False)
+    best, log = (tmp_path / "run" / "checkpoints" / "best.pt").read_bytes(), metrics(tmp_path / "run")
+    messages = []
+    assert train(config, resume=True, progress=False, echo=messages.append).step == steps
+    assert (tmp_path / "run" / "checkpoints" / "best.pt").read_bytes() == best
+    assert metrics(tmp_path / "run") == log
+    assert f"stopped at train.max_steps={steps} (step {steps})" in messages[-1]
+
+
 def test_a_run_stopped_by_max_steps_is_validated_and_keeps_best(tiny_corpus, tmp_path):
     messages = []
     train(tiny_config(tiny_corpus, tmp_path / "run", train={"max_steps": 7}), progress=False, echo=messages.append)

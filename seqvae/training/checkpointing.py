@@ -86,6 +86,8 @@ def save(trainer, path: Path) -> None:
             "epoch": position.epoch,
             "batch_in_epoch": position.batch_in_epoch,
             "best_valid": position.best,
+            # the last validation and its step: a run resumed at its budget has nothing to measure
+            "last_valid": {"step": position.valid_step, "figures": position.valid},
             "lr_decays": trainer.plateau.decays,
             "train_seconds": position.seconds(),
             "window": position.window.sums,
@@ -131,6 +133,8 @@ def _restore(trainer, path: Path, payload: dict[str, Any]) -> None:
     position.step, position.epoch, position.batch_in_epoch = payload["step"], payload["epoch"], payload["batch_in_epoch"]
     position.saved_step = position.step
     position.best = payload["best_valid"]
+    last_valid = payload.get("last_valid") or {}  # absent from checkpoints of earlier versions
+    position.valid, position.valid_step = last_valid.get("figures"), last_valid.get("step")
     position.seconds_before = payload.get("train_seconds", 0.0)
     position.window = MetricWindow(payload["window"])
     trainer.plateau.decays = payload.get("lr_decays", 0)
