@@ -155,9 +155,10 @@ IW_CHOICES = (500, 200, 100, 50, 20, 10)
 MARGIN_SHARE = 0.03
 """Budget left unplanned for the noise of measured times."""
 MEASURE_SHARES = (0.1, 0.5)
-"""A one-stage plan pauses at these shares of its steps and is resized each time to the step time
-its steps so far ran at (:func:`resize_single_stage`), as a two-stage plan's last stage is after
-its first: the first pause corrects the probe, the second a machine whose speed drifts."""
+"""A plan's first stage pauses at these shares of its steps, and the plan is laid out again each
+time at the step time its steps so far ran at (:func:`resize_first_stage`); a two-stage plan's
+last stage is resized once more after the first: the first pause corrects the probe, the others
+a machine whose speed drifts."""
 
 
 @dataclass(frozen=True)
@@ -241,8 +242,8 @@ class Plan:
     latent_dim: int = 32
     stages: list[Stage] = field(default_factory=list)
     resizes: int = 0
-    """How often the last stage has been resized to the step time training ran at: a one-stage
-    plan at each of MEASURE_SHARES of its steps, a two-stage plan once, after its first stage."""
+    """How often the plan has been laid out again at the step time training ran at: at each of
+    MEASURE_SHARES of the first stage's steps, and a two-stage plan once more after its first."""
 
     @property
     def steps(self) -> int:
@@ -312,6 +313,27 @@ def plan_budget(
                 eval_seconds=eval_seconds, margin_seconds=margin, latent_dim=latent_dim, stages=stages)
 
 
+LONG_RUN_EPOCHS = 60
+"""A plan of at least this many epochs in all trains with dropout 0.5 where the sizes decided 0.3."""
+
+
+def decide_dropout(plan: Plan, sizes: Decision) -> Decision | None:
+    """Dropout by the planned length: the sizes' 0.3 learns fastest in an hour, and over longer it
+    overfits; a plan of LONG_RUN_EPOCHS epochs or more gets Li et al.'s 0.5. On PTB, at one thread:
+    in 60 minutes (35 epochs) 0.3 gave validation IW-PPL 117.5 against 128.2 at 0.5 with rate
+    1e-3; in a 180-minute run (122 epochs planned) the VAE stage at 0.3 sat at a validation ELBO of
+    108.8 to 109.0 from its epoch 31 to its epoch 67, while the ``ae-fb`` row at 0.5 went on to 105.5
+    (recipes/text/README.md). None where the sizes set no dropout of 0.3 or the plan is shorter."""
+    if "model.dropout=0.3" not in sizes.overrides:
+        return None
+    epochs = plan.steps / max(plan.steps_per_epoch, 1)
+    if epochs < LONG_RUN_EPOCHS:
+        return None
+    return Decision("dropout", "0.5", ("model.dropout=0.5",),
+                    f"{epochs:.0f} epochs planned, at least {LONG_RUN_EPOCHS}: dropout 0.3 overfits over that many on PTB "
+                    "(its validation ELBO flat from the VAE stage's epoch 31) where Li et al.'s 0.5 keeps improving")
+
+
 def replan_last_stage(plan: Plan, *, elapsed_seconds: float, step_seconds: float) -> Plan:
     """The plan with its last stage resized to what is left of the budget once the earlier
     stages took ``elapsed_seconds`` since the start, at the step time they ran at
@@ -339,30 +361,38 @@ def measured_step_seconds(train_seconds: float, steps: int, validations: int, va
 
 
 def measured_steps(plan: Plan) -> int | None:
-    """Where a one-stage plan pauses next to measure its real step time: the next of
+    """Where a plan's first stage pauses next to measure its real step time: the next of
     MEASURE_SHARES of its steps, at least its warm-up and before its decay; None when it has
     paused at each."""
     if plan.resizes >= len(MEASURE_SHARES):
         return None
-    settings = plan.stages[0].settings
     stage = plan.stages[0]
+    settings = stage.settings
     warmup, decay = int(settings.get("train.lr_warmup_steps", 0)), int(settings.get("train.lr_decay_steps", 0))
     return max(min(round(MEASURE_SHARES[plan.resizes] * stage.steps), stage.steps - decay), min(warmup, stage.steps), 1)
 
 
-def resize_single_stage(plan: Plan, *, elapsed_seconds: float, step_seconds: float, done_steps: int) -> Plan:
-    """A one-stage plan, ``done_steps`` trained in ``elapsed_seconds`` since the start at
-    ``step_seconds`` a step, with its stage lengthened or shortened to what is left of the budget.
-    Only ``train.max_steps`` changes (a key a resumed run may change): the warm-up is over and the
-    decay keeps its planned length, so the resized stage is exactly the run that would have been
-    planned with its length from the start. It never ends before the decay could begin after
-    ``done_steps`` (a machine far slower than the probe is then stopped by the stage's time cap)."""
-    if len(plan.stages) != 1:
-        return plan
-    stage = plan.stages[0]
-    decay = int(stage.settings.get("train.lr_decay_steps", 0))
-    rest = plan.budget_seconds - elapsed_seconds - plan.eval_seconds - plan.margin_seconds - plan.validation_seconds
+def resize_first_stage(plan: Plan, *, elapsed_seconds: float, step_seconds: float, done_steps: int) -> Plan:
+    """The plan, ``done_steps`` of its first stage trained in ``elapsed_seconds`` since the start
+    at ``step_seconds`` a step, laid out again in what is left of the budget at that speed.
+
+    The first stage changes only ``train.max_steps`` (a key a resumed run may change): its warm-up
+    is over and its decay keeps its planned length, so it is exactly the run that would have been
+    planned with its length from the start; it never ends before its decay could begin after
+    ``done_steps`` (a machine far slower than the probe is then stopped by the stage's time cap).
+    A two-stage plan keeps its goal's split of the steps and plans its second stage afresh (it has
+    not begun); it is resized once more when the first ends (:func:`replan_last_stage`)."""
+    first = plan.stages[0]
+    decay = int(first.settings.get("train.lr_decay_steps", 0))
+    rest = (plan.budget_seconds - elapsed_seconds - plan.eval_seconds - plan.margin_seconds
+            - len(plan.stages) * plan.validation_seconds)
     more = int(rest / (step_seconds + plan.validation_seconds / max(plan.steps_per_epoch, 1))) if rest > 0 else 0
-    steps = max(done_steps + more, done_steps + decay, 1)
-    overrides = tuple(f"train.max_steps={steps}" if item.startswith("train.max_steps=") else item for item in stage.overrides)
-    return replace(plan, stages=[Stage(stage.name, steps, overrides, stage.why)], resizes=plan.resizes + 1)
+    total = done_steps + more
+    share = 1.0 if len(plan.stages) == 1 else goal_stages(plan.goal, total, plan.latent_dim)[0].steps / max(total, 1)
+    steps = max(round(share * total), done_steps + decay, 1)
+    overrides = tuple(f"train.max_steps={steps}" if item.startswith("train.max_steps=") else item for item in first.overrides)
+    later = [
+        Stage(stage.name, stage.steps, (*stage.overrides, *schedule_overrides(stage.steps)), stage.why)
+        for stage in goal_stages(plan.goal, total, plan.latent_dim, first_steps=steps)[1:]
+    ] if len(plan.stages) > 1 else []
+    return replace(plan, stages=[Stage(first.name, steps, overrides, first.why), *later], resizes=plan.resizes + 1)

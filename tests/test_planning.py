@@ -13,9 +13,9 @@ import pytest
 from seqvae.config import load_layered_config
 from seqvae.data.profile import carve_split, profile_corpus, quantile
 from seqvae.errors import SeqVAEError
-from seqvae.planning import (ADAPTIVE_FROM, AE_SHARE, EVAL_SHARE, IW_CHOICES, MARGIN_SHARE, WORD_VOCABULARY_CAP, Plan,
-                             decide_length, decide_output_layer, decide_sizes, decide_tokenizer, measured_step_seconds, measured_steps, plan_budget,
-                             replan_last_stage, resize_single_stage, validation_size)
+from seqvae.planning import (ADAPTIVE_FROM, AE_SHARE, EVAL_SHARE, IW_CHOICES, LONG_RUN_EPOCHS, MARGIN_SHARE,
+                             WORD_VOCABULARY_CAP, Plan, decide_dropout, decide_length, decide_output_layer, decide_sizes, decide_tokenizer, measured_step_seconds, measured_steps, plan_budget,
+                             replan_last_stage, resize_first_stage, validation_size)
 from seqvae.training import train
 from seqvae.training.optimization import wsd_learning_rate
 from seqvae.config import TrainConfig
@@ -158,7 +158,7 @@ def test_a_one_stage_plan_is_resized_after_a_tenth_to_the_speed_it_ran_at(goal):
     validations = at // PROBE["steps_per_epoch"] * PROBE["validation_seconds"]
     for ran_at in (0.05, 0.1, 0.2):
         elapsed = plan.spent_seconds + at * ran_at + validations
-        resized = resize_single_stage(plan, elapsed_seconds=elapsed, step_seconds=ran_at, done_steps=at)
+        resized = resize_first_stage(plan, elapsed_seconds=elapsed, step_seconds=ran_at, done_steps=at)
         (after,) = resized.stages
         assert resized.resizes == 1 and Plan.from_json(resized.to_json()) == resized
         # the rest of the budget, its validations included, at the measured speed
@@ -175,16 +175,64 @@ def test_a_one_stage_plan_is_resized_after_a_tenth_to_the_speed_it_ran_at(goal):
         else:
             assert (after.steps > 1.8 * stage.steps) if ran_at < 0.1 else (after.steps < 0.6 * stage.steps)
     # far slower than the probe: never so short that the decay would have had to begin already
-    late = resize_single_stage(plan, elapsed_seconds=3500, step_seconds=5.0, done_steps=at)
+    late = resize_first_stage(plan, elapsed_seconds=3500, step_seconds=5.0, done_steps=at)
     assert late.stages[0].steps == at + config.train.lr_decay_steps
-    two = plan_budget(goal="likelihood", budget_seconds=3600, **PROBE)
-    assert resize_single_stage(two, elapsed_seconds=100, step_seconds=0.01, done_steps=10) == two
     # then again at half of the resized stage, and no more
-    once = resize_single_stage(plan, elapsed_seconds=plan.spent_seconds + at * 0.05, step_seconds=0.05, done_steps=at)
+    once = resize_first_stage(plan, elapsed_seconds=plan.spent_seconds + at * 0.05, step_seconds=0.05, done_steps=at)
     assert measured_steps(once) == round(0.5 * once.stages[0].steps)
-    twice = resize_single_stage(once, elapsed_seconds=plan.spent_seconds + measured_steps(once) * 0.05, step_seconds=0.05,
+    twice = resize_first_stage(once, elapsed_seconds=plan.spent_seconds + measured_steps(once) * 0.05, step_seconds=0.05,
                                 done_steps=measured_steps(once))
     assert twice.resizes == 2 and measured_steps(twice) is None
+
+
+def test_a_two_stage_plan_is_laid_out_again_from_its_first_stage_s_first_tenth():
+    # the PTB 180-minute run of 2026-12-03 (evening): the probe said 54.5 ms a step, the first
+    # stage ran at about 80; planned to its end it would have hit its time cap with its decay not
+    # half done. Measured at a tenth, both stages are laid out again at the speed it ran at
+    plan = plan_budget(goal="likelihood", budget_seconds=3600, **PROBE)
+    first, second = plan.stages
+    at = measured_steps(plan)
+    assert at == round(0.1 * first.steps)
+    for ran_at in (0.05, 0.1, 0.2):
+        elapsed = plan.spent_seconds + at * ran_at + at // PROBE["steps_per_epoch"] * PROBE["validation_seconds"]
+        resized = resize_first_stage(plan, elapsed_seconds=elapsed, step_seconds=ran_at, done_steps=at)
+        one, two = resized.stages
+        assert resized.resizes == 1 and Plan.from_json(resized.to_json()) == resized
+        left = 3600 - elapsed - plan.eval_seconds - plan.margin_seconds - 2 * PROBE["validation_seconds"]
+        more = one.steps + two.steps - at
+        per_step = ran_at + PROBE["validation_seconds"] / PROBE["steps_per_epoch"]
+        assert more * per_step <= left < (more + 2) * per_step
+        assert abs(one.steps / (one.steps + two.steps) - AE_SHARE) < 0.001  # the goal's split kept
+        # the first stage (begun) changes only train.max_steps; the second is planned afresh
+        changed = [(old, new) for old, new in zip(first.overrides, one.overrides) if old != new]
+        assert changed == ([] if one.steps == first.steps else [(f"train.max_steps={first.steps}", f"train.max_steps={one.steps}")])
+        config = load_layered_config([], list(two.overrides))
+        assert config.train.max_steps == two.steps and config.annealing.warmup_steps == round(0.2 * two.steps)
+        assert config.train.lr_decay_steps == round(0.25 * two.steps)
+        if ran_at == 0.1:
+            assert abs(one.steps - first.steps) <= 40 and abs(two.steps - second.steps) <= 80
+        else:
+            assert (one.steps > 1.8 * first.steps) if ran_at < 0.1 else (one.steps < 0.6 * first.steps)
+    # then at half of the first stage, then once more when the first stage ends, and no more pauses
+    once = resize_first_stage(plan, elapsed_seconds=plan.spent_seconds + at * 0.2, step_seconds=0.2, done_steps=at)
+    assert measured_steps(once) == round(0.5 * once.stages[0].steps)
+    twice = resize_first_stage(once, elapsed_seconds=plan.spent_seconds + measured_steps(once) * 0.2, step_seconds=0.2,
+                               done_steps=measured_steps(once))
+    assert measured_steps(twice) is None
+    assert replan_last_stage(twice, elapsed_seconds=plan.spent_seconds + twice.stages[0].steps * 0.2,
+                             step_seconds=0.2).resizes == 3
+
+
+def test_dropout_rises_to_li_et_al_s_for_a_plan_of_many_epochs():
+    sizes = decide_sizes(887_521)
+    assert "model.dropout=0.3" in sizes.overrides
+    hour, three = (plan_budget(goal="likelihood", budget_seconds=minutes * 60, **PROBE) for minutes in (60, 180))
+    assert hour.steps / PROBE["steps_per_epoch"] < LONG_RUN_EPOCHS <= three.steps / PROBE["steps_per_epoch"]
+    assert decide_dropout(hour, sizes) is None
+    decision = decide_dropout(three, sizes)
+    assert decision.overrides == ("model.dropout=0.5",) and f"{three.steps / 1000:.0f} epochs planned" in decision.why
+    assert load_layered_config([], [*sizes.overrides, *decision.overrides]).model.dropout == 0.5
+    assert decide_dropout(three, decide_sizes(100_000)) is None  # sizes with no dropout keep none
 
 
 def test_the_step_time_is_measured_over_the_steps_actually_trained():

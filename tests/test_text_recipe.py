@@ -57,6 +57,8 @@ def test_a_raw_corpus_goes_through_with_no_config_and_comes_back_ready_to_use(ti
         assert (run_dir / name).is_file(), name
     saved = json.loads((run_dir / "plan.json").read_text())
     assert saved["plan"]["goal"] == "likelihood" and saved["overrides"] == TINY
+    # the first stage paused at a tenth and at half of its steps, and both stages were laid out again
+    assert out.count("ran at") >= 2 and "its first" in out and saved["plan"]["resizes"] >= 2
     assert len((run_dir / "samples.txt").read_text().splitlines()) == 20
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     assert set(evaluation) == {"valid", "test"} and evaluation["test"]["iw_samples"] == saved["plan"]["iw_samples"]

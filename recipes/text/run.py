@@ -51,8 +51,8 @@ from seqvae.devices import resolve_device
 from seqvae.errors import TrainingInterrupted
 from seqvae.evaluation import format_metrics
 from seqvae.files import atomic_write_json, atomic_write_text
-from seqvae.planning import (GOALS, SPLIT_SEED, Decision, Plan, Stage, decide_length, decide_output_layer, decide_sizes,
-                             decide_tokenizer, measured_step_seconds, measured_steps, plan_budget, replan_last_stage, resize_single_stage,
+from seqvae.planning import (GOALS, SPLIT_SEED, Decision, Plan, Stage, decide_dropout, decide_length, decide_output_layer, decide_sizes,
+                             decide_tokenizer, measured_step_seconds, measured_steps, plan_budget, replan_last_stage, resize_first_stage,
                              validation_size)
 from seqvae.precision import choose_precision
 from seqvae.report import save_evaluation, write_report
@@ -168,27 +168,36 @@ def make_plan(run_dir: Path, args, decisions, splits, started: float, say) -> Pl
     say("measuring a training step and the evaluation on this machine ...")
     measured = probe(config, data, eval_splits=eval_splits)
     try:
-        return plan_budget(goal=args.goal, budget_seconds=60 * args.minutes, spent_seconds=time.perf_counter() - started,
+        plan = plan_budget(goal=args.goal, budget_seconds=60 * args.minutes, spent_seconds=time.perf_counter() - started,
                            step_seconds=measured.step_seconds, steps_per_epoch=measured.steps_per_epoch,
                            validation_seconds=measured.validation_seconds,
                            eval_fixed_seconds=measured.eval_fixed_seconds + handback_seconds(len(splits["train"])),
                            eval_seconds_per_sample=measured.eval_seconds_per_sample, latent_dim=config.model.latent_dim)
     except ValueError as error:
         raise SeqVAEError(f"--minutes {args.minutes:g}: {error}") from None
+    # decided from the plan's length (dropout does not change a step's time)
+    dropout = decide_dropout(plan, next(d for d in decisions if d.what == "model"))
+    if dropout is not None:
+        decisions.append(dropout)
+        say(f"  {dropout.line()}")
+    return plan
 
 
 def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *, resume: bool) -> tuple[Path, Plan]:
     """Train (or continue) each stage in turn; returns the last stage's run directory and the plan
-    as it was carried out. The last stage is resized to the step time training really ran at
-    (seqvae.planning): a two-stage plan's before it begins, from the first stage's; a one-stage
-    plan's at a tenth and at half of its steps (it pauses there, and goes on as the longer or
-    shorter run it would have been planned as). plan.json records each change."""
+    as it was carried out. The plan is laid out again at the step time training really ran at
+    (seqvae.planning): the first stage pauses at a tenth and at half of its steps, and goes on as
+    the longer or shorter run it would have been planned as, the later stage planned in what is
+    left; a two-stage plan's last stage is resized once more before it begins, from the first
+    stage's whole run. plan.json records each change."""
     dirs = stage_dirs(run_dir, plan)
     trained_seconds, trained_steps, validations, step_estimate = 0.0, 0, 0, plan.step_seconds
 
     def save_plan(resized: Plan, ran_at: float, what: str, index: int) -> None:
-        tqdm.write(f"{what} ran at {1000 * ran_at:.1f} ms a step (planned {1000 * plan.step_seconds:.1f}): "
-                   f"stage {index + 1} resized from {plan.stages[index].steps:,} to {resized.stages[index].steps:,} steps")
+        changes = "; ".join(f"stage {number} resized from {old.steps:,} to {new.steps:,} steps"
+                            for number, (old, new) in enumerate(zip(plan.stages, resized.stages), 1)
+                            if number > index and old.steps != new.steps) or f"stage {index + 1} kept at {plan.stages[index].steps:,} steps"
+        tqdm.write(f"{what} ran at {1000 * ran_at:.1f} ms a step (planned {1000 * plan.step_seconds:.1f}): {changes}")
         saved = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
         atomic_write_json(run_dir / "plan.json", {**saved, "plan": resized.to_json()})
 
@@ -210,7 +219,8 @@ def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *,
             return load_layered_config([], [*base, *stage.overrides, *warm, *cap, f"run.dir={stage_dir}", *user])
 
         tqdm.write(f"stage {index + 1} of {len(plan.stages)}, {stage.name}: {stage_dir}")
-        while len(dirs) == 1 and measured_steps(plan) is not None:
+        later_begun = any((later / "checkpoints" / "last.pt").is_file() for later in dirs[index + 1:])
+        while index == 0 and not later_begun and measured_steps(plan) is not None:
             # train to a pause (the first: a tenth, after the probe's few steps; the real speed of other
             # lengths on a machine that may be busy), then lay the rest out at the speed it ran at
             measured = train(config_for(stage, step_estimate), resume=resume and begun, overwrite=not begun,
@@ -218,8 +228,8 @@ def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *,
             # validated after each epoch it finished, not at the pause
             ran_at = measured_step_seconds(measured.train_seconds, measured.step, measured.step // plan.steps_per_epoch,
                                            plan.validation_seconds)
-            resized = resize_single_stage(plan, elapsed_seconds=plan.spent_seconds + measured.train_seconds,
-                                          step_seconds=ran_at, done_steps=measured.step)
+            resized = resize_first_stage(plan, elapsed_seconds=plan.spent_seconds + measured.train_seconds,
+                                         step_seconds=ran_at, done_steps=measured.step)
             save_plan(resized, ran_at, f"its first {measured.step:,} steps", index)
             plan, stage, step_estimate = resized, resized.stages[0], max(ran_at, plan.step_seconds)
             begun = resume = True
