@@ -14,8 +14,9 @@ from seqvae.config import load_layered_config
 from seqvae.data.profile import carve_split, profile_corpus, quantile
 from seqvae.errors import SeqVAEError
 from seqvae.planning import (ADAPTIVE_FROM, AE_SHARE, EVAL_SHARE, IW_CHOICES, LONG_RUN_EPOCHS, MARGIN_SHARE,
-                             WORD_VOCABULARY_CAP, Plan, decide_dropout, decide_length, decide_output_layer, decide_sizes, decide_tokenizer, measured_step_seconds, measured_steps, plan_budget,
-                             replan_last_stage, resize_first_stage, validation_size)
+                             WORD_VOCABULARY_CAP, Plan, decide_dropout, decide_length, decide_output_layer, decide_sizes,
+                             decide_tokenizer, measured_step_seconds, measured_steps, plan_budget, replan_last_stage,
+                             resize_first_stage, validation_size)
 from seqvae.training import train
 from seqvae.training.optimization import wsd_learning_rate
 from seqvae.config import TrainConfig

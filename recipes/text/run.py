@@ -51,9 +51,9 @@ from seqvae.devices import resolve_device
 from seqvae.errors import TrainingInterrupted
 from seqvae.evaluation import format_metrics
 from seqvae.files import atomic_write_json, atomic_write_text
-from seqvae.planning import (GOALS, SPLIT_SEED, Decision, Plan, Stage, decide_dropout, decide_length, decide_output_layer, decide_sizes,
-                             decide_tokenizer, measured_step_seconds, measured_steps, plan_budget, replan_last_stage, resize_first_stage,
-                             validation_size)
+from seqvae.planning import (GOALS, SPLIT_SEED, Decision, Plan, decide_dropout, decide_length, decide_output_layer,
+                             decide_sizes, decide_tokenizer, measured_step_seconds, measured_steps, plan_budget,
+                             replan_last_stage, resize_first_stage, validation_size)
 from seqvae.precision import choose_precision
 from seqvae.report import save_evaluation, write_report
 from seqvae.training.probe import probe
@@ -183,63 +183,82 @@ def make_plan(run_dir: Path, args, decisions, splits, started: float, say) -> Pl
     return plan
 
 
-def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str], *, resume: bool) -> tuple[Path, Plan]:
-    """Train (or continue) each stage in turn; returns the last stage's run directory and the plan
-    as it was carried out. The plan is laid out again at the step time training really ran at
-    (seqvae.planning): the first stage pauses at a tenth and at half of its steps, and goes on as
-    the longer or shorter run it would have been planned as, the later stage planned in what is
-    left; a two-stage plan's last stage is resized once more before it begins, from the first
-    stage's whole run. plan.json records each change."""
-    dirs = stage_dirs(run_dir, plan)
-    trained_seconds, trained_steps, validations, step_estimate = 0.0, 0, 0, plan.step_seconds
+class Stages:
+    """A plan being carried out: its stage directories, the overrides every stage shares, and the
+    step time last measured (each stage's time cap is set from it). ``replan`` adopts a plan laid
+    out again, says so and saves it to plan.json."""
 
-    def save_plan(resized: Plan, ran_at: float, what: str, index: int) -> None:
+    def __init__(self, run_dir: Path, plan: Plan, base: list[str], user: list[str]) -> None:
+        self.run_dir, self.plan, self.base, self.user = run_dir, plan, base, user
+        self.dirs = stage_dirs(run_dir, plan)
+        self.step_estimate = plan.step_seconds
+
+    def begun(self, index: int) -> bool:
+        return (self.dirs[index] / "checkpoints" / "last.pt").is_file()
+
+    def config(self, index: int):
+        stage = self.plan.stages[index]
+        warm = [f"train.init_from={self.dirs[index - 1]}"] if index else []
+        # a stage that runs past a quarter over its planned time stops there (a slower machine)
+        cap = [f"train.max_minutes={1.25 * stage.steps * self.step_estimate / 60 + 0.5:.2f}"]
+        return load_layered_config([], [*self.base, *stage.overrides, *warm, *cap, f"run.dir={self.dirs[index]}", *self.user])
+
+    def replan(self, resized: Plan, ran_at: float, what: str, index: int) -> None:
         changes = "; ".join(f"stage {number} resized from {old.steps:,} to {new.steps:,} steps"
-                            for number, (old, new) in enumerate(zip(plan.stages, resized.stages), 1)
-                            if number > index and old.steps != new.steps) or f"stage {index + 1} kept at {plan.stages[index].steps:,} steps"
-        tqdm.write(f"{what} ran at {1000 * ran_at:.1f} ms a step (planned {1000 * plan.step_seconds:.1f}): {changes}")
-        saved = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
-        atomic_write_json(run_dir / "plan.json", {**saved, "plan": resized.to_json()})
+                            for number, (old, new) in enumerate(zip(self.plan.stages, resized.stages), 1)
+                            if number > index and old.steps != new.steps)
+        tqdm.write(f"{what} ran at {1000 * ran_at:.1f} ms a step (planned {1000 * self.plan.step_seconds:.1f}): "
+                   + (changes or f"stage {index + 1} kept at {self.plan.stages[index].steps:,} steps"))
+        saved = json.loads((self.run_dir / "plan.json").read_text(encoding="utf-8"))
+        atomic_write_json(self.run_dir / "plan.json", {**saved, "plan": resized.to_json()})
+        self.plan, self.step_estimate = resized, max(ran_at, resized.step_seconds)
 
-    for index, stage_dir in enumerate(dirs):
-        stage = plan.stages[index]
-        begun = (stage_dir / "checkpoints" / "last.pt").is_file()
-        if index == len(dirs) - 1 and index > 0 and not begun:
+
+def measure_first_stage(stages: Stages) -> None:
+    """Train the first stage to each of its pauses (a tenth of its steps, after the probe's few: the
+    real speed of other lengths on a machine that may be busy; then half) and lay the plan out
+    again at the speed it ran at; a stage past a pause stops there at once and is measured."""
+    while (at := measured_steps(stages.plan)) is not None:
+        begun = stages.begun(0)
+        measured = train(stages.config(0), resume=begun, overwrite=not begun, echo=tqdm.write, pause_at_step=at)
+        # validated after each epoch it finished, not at the pause
+        ran_at = measured_step_seconds(measured.train_seconds, measured.step, measured.step // stages.plan.steps_per_epoch,
+                                       stages.plan.validation_seconds)
+        resized = resize_first_stage(stages.plan, elapsed_seconds=stages.plan.spent_seconds + measured.train_seconds,
+                                     step_seconds=ran_at, done_steps=measured.step)
+        stages.replan(resized, ran_at, f"its first {measured.step:,} steps", 0)
+
+
+def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str]) -> tuple[Path, Plan]:
+    """Train (or continue: a stage begun by an earlier sitting or a pause) each stage in turn;
+    returns the last stage's run directory and the plan as it was carried out. The plan is laid
+    out again at the step time training really ran at (seqvae.planning): the first stage pauses
+    at a tenth and at half of its steps, and goes on as the longer or shorter run it would have
+    been planned as, a later stage planned in what is left; a two-stage plan's last stage is
+    resized once more before it begins, from the first stage's whole run. plan.json records each
+    change."""
+    stages = Stages(run_dir, plan, base, user)
+    trained_seconds, trained_steps, validations = 0.0, 0, 0
+    last = len(stages.dirs) - 1
+    for index, stage_dir in enumerate(stages.dirs):
+        if index == last and index > 0 and not stages.begun(index):
             # the steps the earlier stages took, not those planned: a stage may stop at its time cap
             ran_at = measured_step_seconds(trained_seconds, trained_steps, validations, plan.validation_seconds)
-            resized = replan_last_stage(plan, elapsed_seconds=plan.spent_seconds + trained_seconds, step_seconds=ran_at)
-            if resized.stages[-1].steps != stage.steps:
-                save_plan(resized, ran_at, "the earlier stages", index)
-                plan, stage, step_estimate = resized, resized.stages[-1], max(ran_at, plan.step_seconds)
-        warm = [f"train.init_from={dirs[index - 1]}"] if index else []
-
-        def config_for(stage: Stage, estimate: float):
-            # a stage that runs past a quarter over its planned time stops there (a slower machine)
-            cap = [f"train.max_minutes={1.25 * stage.steps * estimate / 60 + 0.5:.2f}"]
-            return load_layered_config([], [*base, *stage.overrides, *warm, *cap, f"run.dir={stage_dir}", *user])
-
-        tqdm.write(f"stage {index + 1} of {len(plan.stages)}, {stage.name}: {stage_dir}")
-        later_begun = any((later / "checkpoints" / "last.pt").is_file() for later in dirs[index + 1:])
-        while index == 0 and not later_begun and measured_steps(plan) is not None:
-            # train to a pause (the first: a tenth, after the probe's few steps; the real speed of other
-            # lengths on a machine that may be busy), then lay the rest out at the speed it ran at
-            measured = train(config_for(stage, step_estimate), resume=resume and begun, overwrite=not begun,
-                             echo=tqdm.write, pause_at_step=measured_steps(plan))
-            # validated after each epoch it finished, not at the pause
-            ran_at = measured_step_seconds(measured.train_seconds, measured.step, measured.step // plan.steps_per_epoch,
-                                           plan.validation_seconds)
-            resized = resize_first_stage(plan, elapsed_seconds=plan.spent_seconds + measured.train_seconds,
-                                         step_seconds=ran_at, done_steps=measured.step)
-            save_plan(resized, ran_at, f"its first {measured.step:,} steps", index)
-            plan, stage, step_estimate = resized, resized.stages[0], max(ran_at, plan.step_seconds)
-            begun = resume = True
-        result = train(config_for(stage, step_estimate), resume=resume and begun, overwrite=not begun, echo=tqdm.write)
+            resized = replan_last_stage(stages.plan, elapsed_seconds=plan.spent_seconds + trained_seconds, step_seconds=ran_at)
+            if resized.stages[-1].steps != stages.plan.stages[-1].steps:
+                stages.replan(resized, ran_at, "the earlier stages", index)
+        tqdm.write(f"stage {index + 1} of {last + 1}, {stages.plan.stages[index].name}: {stage_dir}")
+        if index == 0 and not any(stages.begun(later) for later in range(1, last + 1)):
+            measure_first_stage(stages)
+        begun = stages.begun(index)
+        result = train(stages.config(index), resume=begun, overwrite=not begun, echo=tqdm.write)
         trained_seconds += result.train_seconds
         trained_steps += result.step
         validations += math.ceil(result.step / plan.steps_per_epoch)  # one an epoch, one at the stage's end
-        if result.step < stage.steps:
-            tqdm.write(f"  stage {index + 1} stopped at step {result.step:,} of {stage.steps:,} (its time cap)")
-    return dirs[-1], plan
+        planned = stages.plan.stages[index].steps
+        if result.step < planned:
+            tqdm.write(f"  stage {index + 1} stopped at step {result.step:,} of {planned:,} (its time cap)")
+    return stages.dirs[-1], stages.plan
 
 
 def evaluate_splits(run, model_dir: Path, plan: Plan, splits, say) -> dict[str, dict]:
@@ -400,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.overrides:
             say(f"your overrides, applied last: {' '.join(args.overrides)}")
         base = base_overrides(run_dir, decisions, splits, args.seed)
-        model_dir, plan = train_stages(run_dir, plan, base, args.overrides, resume=args.resume)
+        model_dir, plan = train_stages(run_dir, plan, base, args.overrides)
         hand_back(run_dir, model_dir, plan, splits, say)
         say(f"\n{(time.perf_counter() - started) / 60:.1f} min in this sitting (budget {args.minutes:g} min)")
     except TrainingInterrupted as error:
