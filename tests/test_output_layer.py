@@ -192,3 +192,38 @@ def test_scoring_without_gradients_in_blocks_equals_the_whole_computation(monkey
     with torch.no_grad():
         blocked = model.decoder.sequence_nll(batch.inputs, z, batch.targets, batch.mask)
     torch.testing.assert_close(blocked, whole.detach(), rtol=1e-6, atol=1e-5)
+
+
+def test_tail_rows_are_padded_to_few_counts_and_the_copies_change_nothing(monkeypatch):
+    """On the CPU under bf16 autocast each tail cluster's rows are padded (seqvae.models.output_layer
+    .few_row_counts: oneDNN builds a kernel per new shape); the copies' scores are cut off, so
+    the log-probabilities and every gradient equal those of the unpadded computation."""
+    from seqvae.models import output_layer
+
+    counts = {output_layer.few_row_counts(torch.arange(n)).numel() for n in range(1, 2049)}
+    assert len(counts) <= 120  # against 2,048 shapes unpadded
+    for n in (1, 15, 16, 17, 100, 333, 1000, 2047):
+        padded = output_layer.few_row_counts(torch.arange(5, 5 + n))
+        assert n <= padded.numel() <= max(n + 15, n * 9 // 8) and padded[:n].tolist() == list(range(5, 5 + n))
+        assert set(padded[n:].tolist()) <= {5}
+    torch.manual_seed(0)
+    layer = AdaptiveOutput(16, 50, cutoffs=[10, 30])
+    features, targets = torch.randn(4, 9, 16), torch.randint(0, 50, (4, 9))
+
+    def scored_and_grads():
+        layer.zero_grad()
+        leaf = features.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            scored = layer.token_log_prob(leaf, targets)
+        scored.sum().backward()
+        return scored.detach(), [leaf.grad.clone()] + [p.grad.clone() for p in layer.parameters()]
+
+    padding, seen = output_layer.few_row_counts, []
+    monkeypatch.setattr(output_layer, "few_row_counts", lambda rows: seen.append(rows.numel()) or padding(rows))
+    padded_scores, padded_grads = scored_and_grads()
+    assert len(seen) == 2 and all(count % 16 for count in seen)  # both clusters, padded (counts not already round)
+    monkeypatch.setattr(output_layer, "few_row_counts", lambda rows: rows)
+    plain_scores, plain_grads = scored_and_grads()
+    torch.testing.assert_close(padded_scores, plain_scores)
+    for padded_grad, plain_grad in zip(padded_grads, plain_grads):
+        torch.testing.assert_close(padded_grad, plain_grad)
