@@ -64,7 +64,10 @@ def probe(config: Config, data: PreparedData, *, eval_splits: tuple[str, ...], s
                        precision=precision)
 
     # the timed batches are run once untimed first: the first step of a new sentence length builds
-    # kernels for its shapes, a cost a training pays once per length, not at every step
+    # kernels for its shapes, a cost a training pays once per length while its kernels stay in
+    # oneDNN's cache (1,024 kernels; in bf16 on a CPU a PTB training overflows it and pays some of
+    # it again: the probe said 54 ms a step where the training ran at 64 to 85, which is why the
+    # text recipe measures again at a tenth of its first stage; benchmarks/new_shapes.py)
     timed = batches[warmup:] or batches
     run(batches[:warmup] + timed)
     # a step's cost grows with its padded tokens (sentences x the longest): time per padded token
