@@ -77,6 +77,7 @@ class Trainer:
         self.state = TrainingState()
         self.metrics = NoMetrics()
         self.watch = None  # rank 0's TensorBoardLog when run.tensorboard (seqvae.training.watching)
+        self.overload_noted = False  # an autoencoder's expected overload, said once a sitting (validation.py)
         self.parts = choose_parts(config, world, self)
 
     # the steps

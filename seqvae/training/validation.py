@@ -53,8 +53,12 @@ def validate(trainer, *, epoch_end: bool = False, stopped_by: str | None = None)
     autoencoder = annealing.schedule == "constant" and annealing.beta == 0
     for warning in warnings:
         if autoencoder and warning.startswith("information overload"):
-            # with no KL term nothing keeps the posteriors wide: the expected state, not a fault
-            trainer.say(f"note (epoch {position.epoch + 1}): {warning}, as expected of an autoencoder (annealing.beta = 0)")
+            # with no KL term nothing keeps the posteriors wide: the expected state, not a fault;
+            # said once a sitting (metrics.jsonl keeps it at every validation)
+            if not trainer.overload_noted:
+                trainer.say(f"note (epoch {position.epoch + 1}): {warning}, as expected of an autoencoder "
+                            "(annealing.beta = 0); not repeated at later validations")
+                trainer.overload_noted = True
         else:
             trainer.say(f"WARNING (epoch {position.epoch + 1}): {warning}")
     record = {"split": "valid", "step": position.step, "epoch": position.epoch + 1}
