@@ -74,9 +74,10 @@ def few_row_counts(rows: torch.Tensor) -> torch.Tensor:
     next multiple of max(16, 2^(bits - 4)), at most an eighth more. On the CPU in bf16, oneDNN
     builds (JIT-compiles) a kernel for each new matrix shape, and the number of positions whose
     target lies in a tail cluster is new almost every batch: on PTB at one thread (Li et al.'s
-    sizes, 400 new batches) padding took a step from 97.5 to 68.7 ms over the first hundred and
-    from 69.6 to 61.3 ms over batches seen before, whose kernels the cache (1,024 by default) had
-    already dropped. The copies' scores are cut off before use, so they get no gradient."""
+    sizes, the first 400 batches of an epoch) padding took a step from 63.0 to 55.5 ms, and on
+    the same batches again from 65.6 to 55.5 ms, whose kernels the cache (1,024 by default) had
+    already dropped (benchmarks/new_shapes.py, benchmarks/README.md). The copies' scores are cut
+    off before use, so they get no gradient."""
     count = rows.numel()
     unit = max(16, 1 << max(count.bit_length() - 4, 0))
     size = -(-count // unit) * unit
