@@ -243,8 +243,9 @@ def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str]) ->
     for index, stage_dir in enumerate(stages.dirs):
         if index == last and index > 0 and not stages.begun(index):
             # the steps the earlier stages took, not those planned: a stage may stop at its time cap
-            ran_at = measured_step_seconds(trained_seconds, trained_steps, validations, plan.validation_seconds)
-            resized = replan_last_stage(stages.plan, elapsed_seconds=plan.spent_seconds + trained_seconds, step_seconds=ran_at)
+            ran_at = measured_step_seconds(trained_seconds, trained_steps, validations, stages.plan.validation_seconds)
+            resized = replan_last_stage(stages.plan, elapsed_seconds=stages.plan.spent_seconds + trained_seconds,
+                                        step_seconds=ran_at)
             if resized.stages[-1].steps != stages.plan.stages[-1].steps:
                 stages.replan(resized, ran_at, "the earlier stages", index)
         tqdm.write(f"stage {index + 1} of {last + 1}, {stages.plan.stages[index].name}: {stage_dir}")
@@ -254,7 +255,7 @@ def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str]) ->
         result = train(stages.config(index), resume=begun, overwrite=not begun, echo=tqdm.write)
         trained_seconds += result.train_seconds
         trained_steps += result.step
-        validations += math.ceil(result.step / plan.steps_per_epoch)  # one an epoch, one at the stage's end
+        validations += math.ceil(result.step / stages.plan.steps_per_epoch)  # one an epoch, one at the stage's end
         planned = stages.plan.stages[index].steps
         if result.step < planned:
             tqdm.write(f"  stage {index + 1} stopped at step {result.step:,} of {planned:,} (its time cap)")
