@@ -244,6 +244,16 @@ class Plan:
     resizes: int = 0
     """How often the plan has been laid out again at the step time training ran at: at each of
     MEASURE_SHARES of the first stage's steps, and a two-stage plan once more after its first."""
+    ran_step_seconds: float | None = None
+    """The step time training ran at when the plan was last laid out again (None before): kept
+    in the plan so that a sitting that continues it sets each stage's time cap from it, as the
+    sitting that measured it did, and not from the probe's figure."""
+
+    @property
+    def cap_step_seconds(self) -> float:
+        """The step time each stage's time cap is set from: the slower of the probe's and the
+        last measured."""
+        return max(self.ran_step_seconds or 0.0, self.step_seconds)
 
     @property
     def steps(self) -> int:
@@ -350,7 +360,7 @@ def replan_last_stage(plan: Plan, *, elapsed_seconds: float, step_seconds: float
         Stage(stage.name, stage.steps, (*stage.overrides, *schedule_overrides(stage.steps)), stage.why)
         for stage in goal_stages(plan.goal, earlier + steps, plan.latent_dim, first_steps=plan.stages[0].steps)
     ]
-    return replace(plan, stages=[*plan.stages[:-1], stages[-1]], resizes=plan.resizes + 1)
+    return replace(plan, stages=[*plan.stages[:-1], stages[-1]], resizes=plan.resizes + 1, ran_step_seconds=step_seconds)
 
 
 def measured_step_seconds(train_seconds: float, steps: int, validations: int, validation_seconds: float) -> float:
@@ -395,4 +405,5 @@ def resize_first_stage(plan: Plan, *, elapsed_seconds: float, step_seconds: floa
         Stage(stage.name, stage.steps, (*stage.overrides, *schedule_overrides(stage.steps)), stage.why)
         for stage in goal_stages(plan.goal, total, plan.latent_dim, first_steps=steps)[1:]
     ] if len(plan.stages) > 1 else []
-    return replace(plan, stages=[Stage(first.name, steps, overrides, first.why), *later], resizes=plan.resizes + 1)
+    return replace(plan, stages=[Stage(first.name, steps, overrides, first.why), *later], resizes=plan.resizes + 1,
+                   ran_step_seconds=step_seconds)

@@ -10,6 +10,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
+
 from seqvae import load_run
 
 from conftest import THREADS
@@ -148,3 +150,29 @@ def test_a_hub_dataset_without_a_validation_split_is_read_and_one_is_carved(tiny
     assert len(used["valid"]) == recipe.validation_size(300) == 100
     assert sorted(used["train"] + used["valid"]) == sorted(splits["train"]) and used["test"] == splits["test"]
     assert decisions[0].what == "validation" and any("carved from training" in line for line in said)
+
+
+def test_a_later_sitting_caps_a_stage_at_the_step_time_measured_not_the_probe_s(tmp_path):
+    # the PTB 180-minute run of 2026-12-03: the probe said 54 ms a step and training ran at about
+    # 70; the sitting that sized stage 2 capped it at 1.25 times its steps at 70 ms, and the
+    # sitting that continued it a day later at 54 ms, which stopped it 7,837 steps short with its
+    # learning-rate decay two-thirds done
+    recipe = _recipe()
+    from seqvae.planning import Plan, plan_budget, replan_last_stage
+
+    plan = plan_budget(goal="likelihood", budget_seconds=3 * 3600, spent_seconds=60.0, step_seconds=0.054,
+                       steps_per_epoch=1315, validation_seconds=5.7, eval_fixed_seconds=300.0,
+                       eval_seconds_per_sample=2.0, latent_dim=32)
+    (tmp_path / "plan.json").write_text(json.dumps({"plan": plan.to_json()}), encoding="utf-8")
+    first = recipe.Stages(tmp_path, plan, [], [])
+    assert first.config(1).train.max_minutes == pytest.approx(1.25 * plan.stages[1].steps * 0.054 / 60 + 0.5, abs=0.01)
+    resized = replan_last_stage(plan, elapsed_seconds=60.0 + plan.stages[0].steps * 0.07, step_seconds=0.07)
+    first.replan(resized, 0.07, "the earlier stages", 1)
+    cap = first.config(1).train.max_minutes
+    assert cap == pytest.approx(1.25 * resized.stages[1].steps * 0.07 / 60 + 0.5, abs=0.01)
+    # a new sitting reads the plan back from plan.json, as --resume does
+    saved = Plan.from_json(json.loads((tmp_path / "plan.json").read_text(encoding="utf-8"))["plan"])
+    assert saved.ran_step_seconds == 0.07 and recipe.Stages(tmp_path, saved, [], []).config(1).train.max_minutes == cap
+    # a machine faster than the probe still caps at the probe's step time
+    faster = replan_last_stage(plan, elapsed_seconds=60.0 + plan.stages[0].steps * 0.03, step_seconds=0.03)
+    assert faster.cap_step_seconds == 0.054

@@ -184,14 +184,14 @@ def make_plan(run_dir: Path, args, decisions, splits, started: float, say) -> Pl
 
 
 class Stages:
-    """A plan being carried out: its stage directories, the overrides every stage shares, and the
-    step time last measured (each stage's time cap is set from it). ``replan`` adopts a plan laid
-    out again, says so and saves it to plan.json."""
+    """A plan being carried out: its stage directories and the overrides every stage shares; each
+    stage's time cap is set from the plan's last measured step time (``Plan.cap_step_seconds``),
+    which plan.json keeps for a later sitting. ``replan`` adopts a plan laid out again, says so and
+    saves it to plan.json."""
 
     def __init__(self, run_dir: Path, plan: Plan, base: list[str], user: list[str]) -> None:
         self.run_dir, self.plan, self.base, self.user = run_dir, plan, base, user
         self.dirs = stage_dirs(run_dir, plan)
-        self.step_estimate = plan.step_seconds
 
     def begun(self, index: int) -> bool:
         return (self.dirs[index] / "checkpoints" / "last.pt").is_file()
@@ -200,7 +200,7 @@ class Stages:
         stage = self.plan.stages[index]
         warm = [f"train.init_from={self.dirs[index - 1]}"] if index else []
         # a stage that runs past a quarter over its planned time stops there (a slower machine)
-        cap = [f"train.max_minutes={1.25 * stage.steps * self.step_estimate / 60 + 0.5:.2f}"]
+        cap = [f"train.max_minutes={1.25 * stage.steps * self.plan.cap_step_seconds / 60 + 0.5:.2f}"]
         return load_layered_config([], [*self.base, *stage.overrides, *warm, *cap, f"run.dir={self.dirs[index]}", *self.user])
 
     def replan(self, resized: Plan, ran_at: float, what: str, index: int) -> None:
@@ -211,7 +211,7 @@ class Stages:
                    + (changes or f"stage {index + 1} kept at {self.plan.stages[index].steps:,} steps"))
         saved = json.loads((self.run_dir / "plan.json").read_text(encoding="utf-8"))
         atomic_write_json(self.run_dir / "plan.json", {**saved, "plan": resized.to_json()})
-        self.plan, self.step_estimate = resized, max(ran_at, resized.step_seconds)
+        self.plan = resized
 
 
 def measure_first_stage(stages: Stages) -> None:
@@ -246,8 +246,7 @@ def train_stages(run_dir: Path, plan: Plan, base: list[str], user: list[str]) ->
             ran_at = measured_step_seconds(trained_seconds, trained_steps, validations, stages.plan.validation_seconds)
             resized = replan_last_stage(stages.plan, elapsed_seconds=stages.plan.spent_seconds + trained_seconds,
                                         step_seconds=ran_at)
-            if resized.stages[-1].steps != stages.plan.stages[-1].steps:
-                stages.replan(resized, ran_at, "the earlier stages", index)
+            stages.replan(resized, ran_at, "the earlier stages", index)  # its cap too, when its steps hold
         tqdm.write(f"stage {index + 1} of {last + 1}, {stages.plan.stages[index].name}: {stage_dir}")
         if index == 0 and not any(stages.begun(later) for later in range(1, last + 1)):
             measure_first_stage(stages)
