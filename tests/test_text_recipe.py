@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from seqvae import load_run
+from seqvae.generation import Decoding
 
 from conftest import THREADS
 
@@ -72,7 +73,11 @@ def test_a_raw_corpus_goes_through_with_no_config_and_comes_back_ready_to_use(ti
     (precision,) = [decision for decision in saved["decisions"] if decision["what"] == "precision"]
     assert precision["value"] == "fp32" and "precision: fp32. Why: faked in this test" in out
     assert run.config.train.precision == load_run(run_dir / "autoencoder").config.train.precision == precision["value"]
-    assert "seqvae sample" in (run_dir / "SUMMARY.md").read_text()
+    # a likelihood model's samples are drawn token by token (greedy decodes of its prior codes loop)
+    summary = (run_dir / "SUMMARY.md").read_text()
+    assert "tokens drawn from p(x|z)" in summary and " -n 10 --strategy sample" in summary
+    drawn = run.sample(20, seed=0, decoding=Decoding("sample"))
+    assert (run_dir / "samples.txt").read_text().splitlines() == drawn != run.sample(20, seed=0)
     # stopped before its second stage began (its directory gone): --resume keeps the first and
     # trains the second, resized to what is left of the budget
     first = (run_dir / "autoencoder" / "checkpoints" / "best.pt").read_bytes()
@@ -115,6 +120,9 @@ def test_a_one_stage_goal_measures_its_speed_as_it_goes_and_takes_the_rest_of_it
     assert f"stage 1, vae: {stage['steps']:,} steps" in (run_dir / "SUMMARY.md").read_text()
     records = [json.loads(line) for line in (run_dir / "model" / "metrics.jsonl").read_text().splitlines()]
     assert not [r for r in records if r["split"] == "valid" and r["step"] in paused and "stopped_by" in r]
+    # the balanced goal's samples are greedy decodes, from its fitted prior
+    assert "(prior: fitted; greedy decoding)" in (run_dir / "SUMMARY.md").read_text()
+    assert (run_dir / "samples.txt").read_text().splitlines() == run.sample(20, seed=0)
 
 
 def test_bad_input_is_one_line_and_nothing_is_replaced(tiny_corpus, tmp_path, capsys):
