@@ -333,7 +333,7 @@ def decide_dropout(plan: Plan, sizes: Decision) -> Decision | None:
     in 60 minutes (35 epochs) 0.3 gave validation IW-PPL 117.5 against 128.2 at 0.5 with rate
     1e-3; in a 180-minute run (122 epochs planned) the VAE stage at 0.3 sat at a validation ELBO of
     108.8 to 109.0 from its epoch 31 to its epoch 67, while the ``ae-fb`` row at 0.5 went on to 105.5;
-    the 180-minute run at 0.5 (97 epochs) ended at 106.5, validation IW-PPL 114.19 at K = 50
+    the 180-minute run at 0.5 (98 epochs) ended at 106.5, validation IW-PPL 114.19 at K = 50
     (recipes/text/README.md). None where the sizes set no dropout of 0.3 or the plan is shorter."""
     if "model.dropout=0.3" not in sizes.overrides:
         return None
