@@ -600,3 +600,30 @@ def test_ptb_results_give_a_rows_spread_over_its_seeds(tmp_path, monkeypatch):
     (tmp_path / "lm.json").unlink()
     with pytest.raises(SystemExit, match=r"lm-seed1.json: no lm.json \(seed 0\)"):
         results.table()
+
+
+def test_earlier_stages_trains_the_shared_autoencoder_alone_for_seeds_to_start_from(ptb_stand_in, tmp_path, monkeypatch, capsys):
+    # the full-softmax rows' autoencoder, trained once, then a second stage with another seed from it
+    recipe = _ptb_recipe()
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--data-dir", str(ptb_stand_in), "--eval", "none", "train.epochs=1", "model.hidden_dim=16", "model.embedding_dim=8",
+            "train.batch_size=16", "model.latent_dim=4"]
+    assert recipe.main(["--method", "seqvae-best-sgd", "--earlier-stages", *tiny]) == 0
+    stage_one = tmp_path / "runs" / "ptb-ae-fb-softmax-ae"
+    assert f"{Path('runs/ptb-ae-fb-softmax-ae')}: trained; train the last stage from it with --from" in capsys.readouterr().out
+    assert (stage_one / "checkpoints" / "best.pt").is_file() and sorted(p.name for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")) == [stage_one.name]
+    assert tomllib.loads((stage_one / "config.toml").read_text())["train"]["optimizer"] == "sgd"
+    trained = (stage_one / "checkpoints" / "last.pt").read_bytes()
+    # run again, it is continued (finished: nothing more), never replaced
+    assert recipe.main(["--method", "seqvae-best-sgd", "--earlier-stages", "--resume", *tiny]) == 0
+    assert (stage_one / "checkpoints" / "last.pt").read_bytes() == trained
+    row = ["model.output_layer=softmax", "model.init=uniform", "train.optimizer=sgd", "train.learning_rate=0.5", "train.lr_patience=5"]
+    assert recipe.main(["--method", "ae-fb", *tiny, *row, "--from", str(stage_one), "run.seed=1", "run.dir=runs/seed1"]) == 0
+    saved = tomllib.loads((tmp_path / "runs" / "seed1" / "config.toml").read_text())
+    assert saved["run"]["seed"] == 1 and saved["train"]["init_from"] == str(stage_one)
+    # refused in one line: a one-stage method, with --from, with --results
+    for extra, why in ((["--method", "annealing"], "--method annealing has one stage"),
+                       (["--method", "ae-fb", "--from", str(stage_one)], "trains no earlier stage with --from"),
+                       (["--method", "ae-fb", "--results", "row.json"], "writes no row with --results")):
+        assert recipe.main([*extra, "--earlier-stages", *tiny]) == 2
+        assert f"--earlier-stages: {why}" in capsys.readouterr().err

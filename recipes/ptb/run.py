@@ -174,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         "e.g. an autoencoder shared with another setting or trained on another machine)",
     )
     parser.add_argument(
+        "--earlier-stages", action="store_true",
+        help="train only the method's earlier stages (the autoencoder that several settings or seeds start from "
+        "with --from), then stop without evaluating",
+    )
+    parser.add_argument(
         "--iw-samples", type=int, default=500,
         help="K of the importance-weighted bound in the final evaluation (500 as published; 0 skips it; "
         "K = 500 on the test set takes about 8 minutes on a 2-core CPU with the adaptive output layer)",
@@ -198,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise SeqVAEError(f"{data_dir / name}: missing (a PTB directory holds {', '.join(FILES.values())})")
         data = [f"data.{split}={data_dir / name}" for split, name in FILES.items()]
         configs = stage_configs(args.method, data + args.overrides, args.start_from)
+        if args.earlier_stages and (len(configs) == 1 or args.start_from or args.results):
+            why = ("trains no earlier stage with --from" if args.start_from else "writes no row with --results"
+                   if args.results else f"--method {args.method} has one stage")
+            raise SeqVAEError(f"--earlier-stages: {why}")
         main_rank = process_rank() == 0  # under torchrun, rank 0 writes and prints
         if args.overwrite and main_rank and args.method not in SHARED_STAGES:
             # a later stage trained from the replaced run would be stale (a shared earlier stage is
@@ -207,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                     shutil.rmtree(later.run.dir)
         # each stage's run directory and training time, all sittings (--from: the given stage's too)
         stages = [earlier_stage(args.start_from)] if args.start_from else []
-        for index, config in enumerate(configs):
+        for index, config in enumerate(configs[:-1] if args.earlier_stages else configs):
             if len(configs) > 1 and main_rank:
                 tqdm.write(f"stage {index + 1} of {len(configs)}: {config.run.dir}")
             # --resume continues a stage that has a checkpoint and starts one that has not begun;
@@ -236,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
                 if main_rank:
                     print(f"stage {index + 1} stopped before its last epoch; continue both stages with --resume")
                 return 0
+        if args.earlier_stages:
+            if main_rank:
+                print(f"{config.run.dir}: trained; train the last stage from it with --from {config.run.dir}")
+            leave()
+            return 0
         splits = {"both": ("valid", "test"), "none": ()}.get(args.eval, (args.eval,))
         if args.results and "test" not in splits:
             raise SeqVAEError(f"--results {args.results}: holds the test evaluation; use --eval test or both")
