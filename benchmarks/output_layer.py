@@ -13,7 +13,7 @@ sentence lengths from 5 to 40 tokens, 32 sentences a batch. Each repeat runs bot
 (W untimed steps, then N timed); the median over repeats is reported, and the ratio
 adaptive / softmax, whose value below 1 means the adaptive layer is faster.
 
-The break-even read from this table is ``seqvae.planning.ADAPTIVE_FROM`` (recipes/text/run.py
+The break-even read from this table is ``seqvae.corpus_decisions.ADAPTIVE_FROM`` (recipes/text/run.py
 picks the adaptive layer from that vocabulary size on). No timing is asserted anywhere.
 
     python benchmarks/output_layer.py [--sizes 1000,2000,4000,8000,16000,32000] [--threads 1] [--json]

@@ -1,4 +1,4 @@
-"""The text recipe's decisions and its budget plan (seqvae.data.profile, seqvae.planning): pure
+"""The text recipe's decisions and its budget plan (seqvae.data.profile, seqvae.corpus_decisions, seqvae.planning): pure
 functions of the corpus's figures, the measured times and the budget, tested on constructed
 corpora; and the step-wise learning-rate rule the plan trains with (train.lr_decay = "wsd")."""
 
@@ -13,10 +13,10 @@ import pytest
 from seqvae.config import load_layered_config
 from seqvae.data.profile import carve_split, profile_corpus, quantile
 from seqvae.errors import SeqVAEError
-from seqvae.planning import (ADAPTIVE_FROM, AE_SHARE, EVAL_SHARE, IW_CHOICES, LONG_RUN_EPOCHS, MARGIN_SHARE,
-                             WORD_VOCABULARY_CAP, Plan, decide_dropout, decide_length, decide_output_layer, decide_sizes,
-                             decide_tokenizer, measured_step_seconds, measured_steps, plan_budget, replan_last_stage,
-                             resize_first_stage, validation_size)
+from seqvae.corpus_decisions import (ADAPTIVE_FROM, WORD_VOCABULARY_CAP, decide_length, decide_output_layer, decide_sizes,
+                                     decide_tokenizer, validation_size)
+from seqvae.planning import (AE_SHARE, EVAL_SHARE, IW_CHOICES, LONG_RUN_EPOCHS, MARGIN_SHARE, Plan, decide_dropout,
+                             measured_step_seconds, measured_steps, plan_budget, replan_last_stage, resize_first_stage)
 from seqvae.training import train
 from seqvae.training.optimization import wsd_learning_rate
 from seqvae.config import TrainConfig

@@ -8,7 +8,7 @@ time budget, train the operating point asked for, and hand back a run ready to u
     python recipes/text/run.py --resume --run-dir DIR
 
 One sentence per line (a Hugging Face dataset by name where the machine is online). Every
-decision is printed with its reason (seqvae.planning): the tokens (words for tokenised text,
+decision is printed with its reason (seqvae.corpus_decisions): the tokens (words for tokenised text,
 SentencePiece for raw text), the vocabulary, the output layer, the length limit, a validation
 split carved from training when none is given, the model's sizes. A probe times the training
 step and the evaluation on this machine; the plan then lays the goal's stages out in the budget
@@ -52,9 +52,10 @@ from seqvae.errors import TrainingInterrupted
 from seqvae.evaluation import format_metrics
 from seqvae.files import atomic_write_json, atomic_write_text
 from seqvae.generation import Decoding
-from seqvae.planning import (GOALS, SPLIT_SEED, Decision, Plan, decide_dropout, decide_length, decide_output_layer,
-                             decide_sizes, decide_tokenizer, measured_step_seconds, measured_steps, plan_budget,
-                             replan_last_stage, resize_first_stage, validation_size)
+from seqvae.corpus_decisions import (SPLIT_SEED, Decision, decide_length, decide_output_layer, decide_sizes,
+                                     decide_tokenizer, validation_size)
+from seqvae.planning import (GOALS, Plan, decide_dropout, measured_step_seconds, measured_steps, plan_budget,
+                             replan_last_stage, resize_first_stage)
 from seqvae.precision import choose_precision
 from seqvae.report import save_evaluation, write_report
 from seqvae.training.probe import probe

@@ -1,6 +1,6 @@
 """What a corpus looks like before any choice is made: its size, its vocabulary, its sentence
 lengths and whether it was tokenised. recipes/text/run.py decides the tokenizer, the vocabulary,
-the length limit and the model's sizes from these figures (seqvae.planning).
+the length limit and the model's sizes from these figures (seqvae.corpus_decisions).
 
 >>> profile = profile_corpus(["the cat sat .", "a dog ran ."])
 >>> profile.tokenised, profile.word_types
