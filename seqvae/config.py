@@ -322,7 +322,10 @@ class TrainConfig:
     """Warm start (Li et al. 2019): a run directory whose best checkpoint gives the parts named in
     init_parts; the other parts start afresh from run.seed. The vocabularies must match."""
     init_parts: tuple[str, ...] = ("encoder", "posterior")
-    """Warm start: the parts copied from init_from, any of ``encoder``, ``posterior``, ``decoder``."""
+    """Warm start: the parts copied from init_from, any of ``encoder``, ``posterior``, ``decoder``,
+    or ``posterior.projection``: the posterior's Gaussian projection alone, where this run's
+    posterior adds to it what the other run's has not (a flow, batch normalisation), which starts
+    afresh."""
     aggressive: bool = False
     """Aggressive inference-network training (He et al. 2019): before each decoder update, the
     encoder and posterior alone are updated on random training batches until their loss stops
@@ -394,7 +397,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.optimizer": ("adam", "sgd"),
     "train.best_metric": ("elbo", "rec"),
     "train.validation": ("full", "elbo"),
-    "train.init_parts": ("encoder", "posterior", "decoder"),
+    "train.init_parts": ("encoder", "posterior", "posterior.projection", "decoder"),
     "prior.default": ("standard", "fitted"),
     "prior.covariance": ("diagonal", "full"),
     "prior.codes": ("mean", "sample"),
@@ -602,6 +605,8 @@ def _check_methods(config: Config) -> None:
             )
     if config.train.init_parts and len(set(config.train.init_parts)) != len(config.train.init_parts):
         raise SeqVAEError(f"config key 'train.init_parts': {list(config.train.init_parts)} names a part twice")
+    if {"posterior", "posterior.projection"} <= set(config.train.init_parts):
+        raise SeqVAEError("config key 'train.init_parts': posterior.projection is part of posterior; name one of them")
     if config.train.init_from and not config.train.init_parts:
         raise SeqVAEError("config key 'train.init_parts': name at least one part to copy from train.init_from")
 

@@ -145,6 +145,47 @@ def test_warm_start_refuses_another_vocabulary_or_other_sizes(tiny_corpus, tmp_p
         train(missing, progress=False)
 
 
+@pytest.mark.parametrize("model", [{"posterior": "batchnorm", "posterior_gamma": 0.7}, {"flow": "iaf", "flow_steps": 2, "flow_hidden": 20}],
+                         ids=["batchnorm", "iaf"])
+def test_warm_start_of_the_projection_alone_leaves_a_posteriors_added_layers_to_the_seed(tiny_corpus, tmp_path, model):
+    # an autoencoder's Gaussian posterior warm-starts a BN-VAE's or an IAF's: the projection is
+    # copied, the batch normalisation or the flow is drawn from the seed
+    train(tiny_config(tiny_corpus, tmp_path / "source", train={"epochs": 1}), progress=False)
+    source_weights = _weights(tmp_path / "source", "best")
+    objective = {"free_bits": "total_hinge", "free_bits_lambda": 1.0} if "flow" in model else {}
+
+    def warm(name, parts):
+        return tiny_config(tiny_corpus, tmp_path / name, model=model, objective=objective, run={"seed": 3},
+                           train={"epochs": 1, "max_steps": 1, "init_from": str(tmp_path / "source"), "init_parts": parts})
+
+    with pytest.raises(SeqVAEError, match="the posterior differs .*name posterior.projection"):
+        train(warm("whole", ["encoder", "posterior"]), progress=False)
+    assert not (tmp_path / "whole").exists()
+    with pytest.raises(SeqVAEError, match="posterior.projection is part of posterior"):
+        warm("both", ["posterior", "posterior.projection"])
+
+    config = warm("projection", ["encoder", "posterior.projection"])
+    from seqvae.data.corpus import load_corpus
+    from seqvae.data.tokenizers import build_tokenizer
+    from seqvae.training import load_parts
+
+    tokenizer = build_tokenizer(config.tokenizer, load_corpus(config.data).splits["train"])
+    torch.manual_seed(3)
+    model_ = build_model(config.model, vocab_size=tokenizer.vocab_size)
+    torch.manual_seed(3)
+    drawn = build_model(config.model, vocab_size=tokenizer.vocab_size).state_dict()
+    copied = load_parts(model_, tmp_path / "source", ("encoder", "posterior.projection"), tokenizer)
+    state = model_.state_dict()
+    kept = ("encoder.", "posterior.projection.")
+    added = [key for key in state if key.startswith("posterior.") and not key.startswith("posterior.projection.")]
+    assert added and copied == sum(key.startswith(kept) for key in state)
+    for key, value in state.items():
+        assert torch.equal(value, source_weights[key] if key.startswith(kept) else drawn[key]), key
+    said = []
+    train(config, progress=False, echo=said.append)
+    assert any("warm start: encoder, posterior.projection" in line for line in said)
+
+
 # ---- aggressive inference-network training ----
 
 

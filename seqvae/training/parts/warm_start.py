@@ -22,8 +22,8 @@ class WarmStart(Part):
 
 
 def load_parts(model: SeqVAE, run_dir: str | Path, parts: tuple[str, ...], tokenizer) -> int:
-    """Copy the named parts (``encoder``, ``posterior``, ``decoder``: every parameter and buffer
-    under that module) from the best checkpoint of another run into ``model``, leaving the rest as
+    """Copy the named parts (``encoder``, ``posterior``, ``posterior.projection``, ``decoder``:
+    every parameter and buffer under that module) from the best checkpoint of another run into ``model``, leaving the rest as
     they are; returns the number of tensors copied. The two runs' vocabularies must be the same
     and each copied part must have the same shapes in both models, else a one-line error."""
     run_dir = Path(run_dir)
@@ -51,7 +51,10 @@ def load_parts(model: SeqVAE, run_dir: str | Path, parts: tuple[str, ...], token
             raise SeqVAEError(f"{what}: {owner} has no {part} (a language model has only a decoder)")
         if wanted != given:
             differing = sorted(wanted ^ given)[0]
-            raise SeqVAEError(f"{what}: the {part} differs from this run's ({differing} is in one model only); use the same [model] settings for it")
+            hint = ("; or name posterior.projection in train.init_parts to copy the Gaussian projection alone"
+                    if part == "posterior" and "posterior.projection.weight" in wanted & given else "")
+            raise SeqVAEError(f"{what}: the {part} differs from this run's ({differing} is in one model only); "
+                              f"use the same [model] settings for it{hint}")
         for key in sorted(wanted):
             if source[key].shape != state[key].shape:
                 raise SeqVAEError(
