@@ -1,0 +1,155 @@
+"""The fourth setting of seqvae's own PTB row, chosen on validation alone by the rule RESULTS.md
+wrote down before any candidate trained ("The fourth setting: how it will be chosen").
+
+    python recipes/ptb/candidates.py                  # every runs/ptb-cand-* directory
+    python recipes/ptb/candidates.py RUN_DIR ...      # the named run directories
+    python recipes/ptb/candidates.py --markdown       # the table as RESULTS.md gives it
+
+For each candidate: the epochs it has trained, its validation -ELBO at CHECK_EPOCH (the
+per-epoch validation of metrics.jsonl), its best validation -ELBO, and, once the recipe's
+``--eval valid`` has run, its validation figures at K = 500 (eval/valid-best.json). Then the
+rule's verdicts:
+
+- **stop**: a candidate whose -ELBO at CHECK_EPOCH is more than MARGIN nats per sentence above
+  the best candidate's at that epoch stops there. A candidate that has not reached the epoch yet
+  is not judged; one judged early stays judged, since the best can only fall as others arrive.
+- **the choice**: once every candidate is stopped or evaluated, the evaluated candidate with the
+  lowest validation IW-NLL among those that meet the goal's KL, MI and AU on validation. Only
+  that one is evaluated on test.
+
+Nothing here reads a test figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHECK_EPOCH = 40
+MARGIN = 1.0
+"""Nats per sentence of validation -ELBO at CHECK_EPOCH above the best candidate's that stop a candidate."""
+GOAL = {"kl": 8.0, "mi": 6.0, "active_units": 32}
+"""The goal's floors (RESULTS.md, "seqvae's best row"), applied here to validation figures."""
+VALID_FILE = Path("eval") / "valid-best.json"
+K = 500
+
+
+@dataclass
+class Candidate:
+    name: str
+    elbo: dict[int, float] = field(default_factory=dict)
+    """Validation -ELBO of each finished epoch."""
+    valid: dict | None = None
+    """The final validation figures at K = 500 (eval/valid-best.json), once evaluated."""
+
+    @property
+    def epochs(self) -> int:
+        return max(self.elbo, default=0)
+
+    @property
+    def best(self) -> tuple[float, int] | None:
+        """The lowest validation -ELBO and its epoch."""
+        return min((value, epoch) for epoch, value in self.elbo.items()) if self.elbo else None
+
+    def meets_goal(self) -> bool:
+        return self.valid is not None and all(self.valid.get(key, -1) >= floor for key, floor in GOAL.items())
+
+
+def read_candidate(run_dir: Path) -> Candidate:
+    """A candidate from its run directory: its metrics.jsonl validations (the last record of each
+    epoch, less those where a step budget stopped the run mid-epoch) and its validation at K = 500."""
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        raise SystemExit(f"candidates.py: {metrics}: not found (not a run directory, or it has not started)")
+    candidate = Candidate(run_dir.name.removeprefix("ptb-cand-"))
+    for number, line in enumerate(metrics.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise SystemExit(f"candidates.py: {metrics}: line {number} is not JSON") from None
+        if record.get("split") == "valid" and "stopped_by" not in record and "elbo" in record:
+            candidate.elbo[int(record["epoch"])] = float(record["elbo"])
+    path = run_dir / VALID_FILE
+    if path.is_file():
+        figures = json.loads(path.read_text(encoding="utf-8"))["metrics"]
+        if figures.get("iw_samples") != K:
+            raise SystemExit(f"candidates.py: {path}: K = {figures.get('iw_samples')}, the rule compares K = {K}")
+        candidate.valid = figures
+    return candidate
+
+
+def stopped(candidates: list[Candidate], *, epoch: int = CHECK_EPOCH, margin: float = MARGIN) -> set[str]:
+    """The candidates the rule stops at ``epoch``: -ELBO there more than ``margin`` above the best."""
+    there = {candidate.name: candidate.elbo[epoch] for candidate in candidates if epoch in candidate.elbo}
+    if not there:
+        return set()
+    best = min(there.values())
+    return {name for name, value in there.items() if value > best + margin}
+
+
+def choice(candidates: list[Candidate], stops: set[str]) -> tuple[Candidate | None, str]:
+    """The chosen candidate and why; None while a candidate is neither stopped nor evaluated."""
+    waiting = [candidate.name for candidate in candidates if candidate.name not in stops and candidate.valid is None]
+    if waiting:
+        return None, f"not yet: waiting for {', '.join(waiting)} (neither stopped nor evaluated at K = {K})"
+    eligible = [candidate for candidate in candidates if candidate.name not in stops and candidate.meets_goal()]
+    if not eligible:
+        return None, "none: no evaluated candidate meets the goal's KL, MI and AU on validation"
+    chosen = min(eligible, key=lambda candidate: candidate.valid["nll_iw"])
+    return chosen, f"{chosen.name}: the lowest validation IW-NLL ({chosen.valid['nll_iw']:.2f}) of those that meet the goal"
+
+
+def _cell(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table(candidates: list[Candidate], stops: set[str]) -> str:
+    """The candidates as a Markdown table."""
+    lines = [
+        f"| candidate | epochs | -ELBO at epoch {CHECK_EPOCH} | best -ELBO (epoch) | verdict | IW-NLL (K = {K}) | IW-PPL | KL | MI | AU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for candidate in candidates:
+        best = candidate.best
+        valid = candidate.valid or {}
+        if candidate.name in stops:
+            verdict = f"stopped at epoch {CHECK_EPOCH}"
+        elif candidate.valid is not None:
+            verdict = "evaluated" + ("" if candidate.meets_goal() else ", below the goal's KL, MI or AU")
+        else:
+            verdict = "training"
+        lines.append(
+            f"| `{candidate.name}` | {candidate.epochs} | {_cell(candidate.elbo.get(CHECK_EPOCH))} | "
+            f"{'-' if best is None else f'{best[0]:.2f} ({best[1]})'} | {verdict} | {_cell(valid.get('nll_iw'))} | "
+            f"{_cell(valid.get('ppl_iw'))} | {_cell(valid.get('kl'))} | {_cell(valid.get('mi'))} | "
+            f"{valid.get('active_units', '-')} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", nargs="*", type=Path, help="candidate run directories (default: runs/ptb-cand-*)")
+    parser.add_argument("--markdown", action="store_true", help="print only the table")
+    args = parser.parse_args(argv)
+    run_dirs = args.run_dirs or sorted(Path("runs").glob("ptb-cand-*"))
+    run_dirs = [path for path in run_dirs if not path.name.endswith("-ae")]  # an autoencoder stage is no candidate
+    if not run_dirs:
+        raise SystemExit("candidates.py: no candidate run directories (runs/ptb-cand-*, or name them)")
+    for path in run_dirs:
+        if not path.is_dir():
+            raise SystemExit(f"candidates.py: {path}: run directory not found")
+    candidates = [read_candidate(path) for path in run_dirs]
+    stops = stopped(candidates)
+    print(table(candidates, stops))
+    if not args.markdown:
+        _, why = choice(candidates, stops)
+        print(f"\nthe choice: {why}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""recipes/ptb/candidates.py: the fourth setting's rule, written in RESULTS.md before any candidate
+trained, applied to constructed run directories."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def candidates():
+    spec = importlib.util.spec_from_file_location("ptb_candidates", REPO / "recipes" / "ptb" / "candidates.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def _run(root: Path, name: str, elbo: dict[int, float], valid: dict | None = None, *, extra: list[dict] = ()) -> Path:
+    run_dir = root / f"ptb-cand-{name}"
+    (run_dir / "eval").mkdir(parents=True)
+    records = [{"split": "train", "epoch": 1, "step": 10, "loss": 300.0}]
+    records += [{"split": "valid", "epoch": epoch, "elbo": value, "kl": 9.0} for epoch, value in sorted(elbo.items())]
+    records += list(extra)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    if valid is not None:
+        figures = {"iw_samples": 500, "kl": 9.0, "mi": 6.5, "active_units": 32, "ppl_iw": 100.0, **valid}
+        (run_dir / "eval" / "valid-best.json").write_text(json.dumps({"split": "valid", "metrics": figures}))
+    return run_dir
+
+
+def test_a_candidate_more_than_a_nat_behind_at_epoch_40_is_stopped_and_the_choice_waits_for_the_rest(candidates, tmp_path):
+    ahead = _run(tmp_path, "ahead", {39: 110.5, 40: 110.0, 41: 109.8})
+    near = _run(tmp_path, "near", {40: 110.9})  # 0.9 nats behind: goes on
+    behind = _run(tmp_path, "behind", {40: 111.2, 41: 111.0})  # 1.2 nats behind: stops
+    early = _run(tmp_path, "early", {12: 130.0})  # not at epoch 40 yet: not judged
+    read = [candidates.read_candidate(path) for path in (ahead, near, behind, early)]
+    assert candidates.stopped(read) == {"behind"}
+    chosen, why = candidates.choice(read, {"behind"})
+    assert chosen is None and why.startswith("not yet: waiting for ahead, near, early")
+
+
+def test_the_choice_is_the_lowest_validation_bound_among_those_that_meet_the_goal(candidates, tmp_path):
+    runs = [
+        _run(tmp_path, "floor-0.2", {40: 110.0}, {"nll_iw": 99.0, "kl": 7.6}),  # the lowest bound, KL below 8
+        _run(tmp_path, "iaf-fb", {40: 110.2}, {"nll_iw": 99.5}),
+        _run(tmp_path, "bn-vae", {40: 110.1}, {"nll_iw": 99.8}),
+        _run(tmp_path, "longer-ae", {40: 112.0, 60: 109.0}),  # stopped at 40, though it trained on
+    ]
+    read = [candidates.read_candidate(path) for path in runs]
+    stops = candidates.stopped(read)
+    assert stops == {"longer-ae"}
+    chosen, why = candidates.choice(read, stops)
+    assert chosen.name == "iaf-fb" and "99.50" in why
+    text = candidates.table(read, stops)
+    assert "| `floor-0.2` | 40 | 110.00 | 110.00 (40) | evaluated, below the goal's KL, MI or AU | 99.00 |" in text
+    assert "| `longer-ae` | 60 | 112.00 | 109.00 (60) | stopped at epoch 40 |" in text
+
+
+def test_validations_a_step_budget_cut_short_do_not_count(candidates, tmp_path):
+    run = _run(tmp_path, "cut", {40: 110.0}, extra=[{"split": "valid", "epoch": 41, "elbo": 90.0, "stopped_by": "max_steps"}])
+    assert candidates.read_candidate(run).elbo == {40: 110.0}
+
+
+def test_the_tool_refuses_another_k_and_names_what_is_missing(candidates, tmp_path, capsys):
+    other_k = _run(tmp_path, "k50", {40: 110.0}, {"nll_iw": 99.0, "iw_samples": 50})
+    with pytest.raises(SystemExit, match=r"valid-best.json: K = 50, the rule compares K = 500"):
+        candidates.main([str(other_k)])
+    with pytest.raises(SystemExit, match=r"nowhere: run directory not found"):
+        candidates.main([str(tmp_path / "nowhere")])
+    ok = _run(tmp_path, "ok", {40: 110.0}, {"nll_iw": 99.0})
+    assert candidates.main([str(ok)]) == 0
+    assert "the choice: ok: the lowest validation IW-NLL (99.00)" in capsys.readouterr().out
