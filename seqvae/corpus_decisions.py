@@ -34,7 +34,6 @@ SPLIT_SEED = 0
 """The seed of the carved validation split (reported, so the split can be made again)."""
 
 
-
 @dataclass(frozen=True)
 class Decision:
     """One choice: what it is, the value a user reads, the config overrides it sets, and why."""

@@ -42,6 +42,8 @@ from tqdm.auto import tqdm
 from seqvae import SeqVAEError, load_run, train
 from seqvae.allocator import keep_freed_memory
 from seqvae.config import load_layered_config
+from seqvae.corpus_decisions import (SPLIT_SEED, Decision, decide_length, decide_output_layer, decide_sizes,
+                                     decide_tokenizer, validation_size)
 from seqvae.data.batching import encode_split
 from seqvae.data.corpus import Corpus, load_hub_dataset, load_text_files
 from seqvae.data.preparation import prepare_data
@@ -52,8 +54,6 @@ from seqvae.errors import TrainingInterrupted
 from seqvae.evaluation import format_metrics
 from seqvae.files import atomic_write_json, atomic_write_text
 from seqvae.generation import Decoding
-from seqvae.corpus_decisions import (SPLIT_SEED, Decision, decide_length, decide_output_layer, decide_sizes,
-                                     decide_tokenizer, validation_size)
 from seqvae.planning import (GOALS, Plan, decide_dropout, measured_step_seconds, measured_steps, plan_budget,
                              replan_last_stage, resize_first_stage)
 from seqvae.precision import choose_precision

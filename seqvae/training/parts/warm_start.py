@@ -23,9 +23,10 @@ class WarmStart(Part):
 
 def load_parts(model: SeqVAE, run_dir: str | Path, parts: tuple[str, ...], tokenizer) -> int:
     """Copy the named parts (``encoder``, ``posterior``, ``posterior.projection``, ``decoder``:
-    every parameter and buffer under that module) from the best checkpoint of another run into ``model``, leaving the rest as
-    they are; returns the number of tensors copied. The two runs' vocabularies must be the same
-    and each copied part must have the same shapes in both models, else a one-line error."""
+    every parameter and buffer under that module) from the best checkpoint of another run into
+    ``model``, leaving the rest as they are; returns the number of tensors copied. The two runs'
+    vocabularies must be the same and each copied part must have the same shapes in both models,
+    else a one-line error."""
     run_dir = Path(run_dir)
     what = f"train.init_from={run_dir}"
     path = run_dir / CHECKPOINT_DIR / BEST
