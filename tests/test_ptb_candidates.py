@@ -76,3 +76,47 @@ def test_the_tool_refuses_another_k_and_names_what_is_missing(candidates, tmp_pa
     ok = _run(tmp_path, "ok", {40: 110.0}, {"nll_iw": 99.0})
     assert candidates.main([str(ok)]) == 0
     assert "the choice: ok: the lowest validation IW-NLL (99.00)" in capsys.readouterr().out
+
+
+def test_the_queue_never_evaluates_a_candidate_on_test_and_starts_candidates_from_a_finished_autoencoder(tmp_path):
+    """recipes/ptb/queue.sh, run with a stand-in python that records its arguments: each
+    candidate's command is the protocol's base command (--from the shared autoencoder, --eval
+    valid, the SGD setting) with its own additions, and no candidate is evaluated on test; a row's
+    command evaluates both splits and writes its results file."""
+    import os
+    import shutil
+    import subprocess
+
+    root = tmp_path / "repo"
+    (root / "recipes" / "ptb").mkdir(parents=True)
+    (root / "runs" / "ptb-ae-fb-softmax-ae").mkdir(parents=True)  # what the autoencoder's run would make
+    shutil.copy(REPO / "recipes" / "ptb" / "queue.sh", root / "recipes" / "ptb" / "queue.sh")
+    stand_in = tmp_path / "bin" / "python"
+    stand_in.parent.mkdir()
+    stand_in.write_text('#!/bin/bash\necho "$@"\n')
+    stand_in.chmod(0o755)
+    jobs = ["ae", "cand-floor-0.2", "cand-iaf-fb", "cand-bn-vae", "cand-longer", "iaf"]
+    env = {**os.environ, "PATH": f"{stand_in.parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["bash", str(root / "recipes" / "ptb" / "queue.sh"), *jobs], cwd=tmp_path, env=env, check=True, timeout=60)
+    logs = {job: (root / "runs" / f"ptb-{job}.log").read_text().splitlines() for job in jobs}
+    assert (root / "runs" / "ptb-ae-fb-softmax-ae" / ".finished").is_file()  # what the candidates waited for
+    base = ["--method", "ae-fb", "--resume", "--eval", "valid", "model.output_layer=softmax", "model.init=uniform",
+            "train.optimizer=sgd", "train.learning_rate=0.5", "train.lr_patience=5", "run.threads=1", "train.precision=fp32"]
+    own = {
+        "cand-floor-0.2": ["objective.free_bits_lambda=0.2"],
+        "cand-iaf-fb": ["model.flow=iaf", "objective.free_bits=total_hinge", "objective.free_bits_lambda=8"],
+        "cand-bn-vae": ["model.posterior=batchnorm", "model.posterior_gamma=0.7", "objective.free_bits=none"],
+    }
+    for job, additions in own.items():
+        (line,) = logs[job]
+        words = line.split()
+        assert words[words.index("--from") + 1] == "runs/ptb-ae-fb-softmax-ae"
+        assert f"run.dir=runs/ptb-{job}" in words
+        assert all(word in words for word in base + additions), job
+    longer_ae, longer = logs["cand-longer"]
+    assert "--earlier-stages" in longer_ae.split() and "train.epochs=200" in longer_ae.split()
+    assert "--from runs/ptb-cand-longer-ae" in longer and "run.dir=runs/ptb-cand-longer" in longer.split()
+    for job in own.keys() | {"cand-longer"}:
+        assert not any("test" in word or word == "both" for line in logs[job] for word in line.split()), job
+    (row,) = logs["iaf"]
+    assert "--method iaf" in row and "--eval both" in row and "--results recipes/ptb/results/iaf.json" in row
