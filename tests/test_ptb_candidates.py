@@ -78,6 +78,28 @@ def test_the_tool_refuses_another_k_and_names_what_is_missing(candidates, tmp_pa
     assert "the choice: ok: the lowest validation IW-NLL (99.00)" in capsys.readouterr().out
 
 
+def test_by_default_it_reads_the_protocols_candidates_and_not_the_logs_beside_them(candidates, tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+    _run(runs, "floor-0.2", {40: 110.0})
+    _run(runs, "iaf-fb", {40: 110.5})
+    _run(runs, "longer-ae", {40: 200.0})  # the longer candidate's autoencoder stage: no candidate
+    for name in ("floor-0.2", "iaf-fb"):  # queue.sh writes runs/ptb-JOB.log for job cand-NAME
+        (runs / f"ptb-cand-{name}.log").write_text("epoch 1/100: ...\n")
+    monkeypatch.chdir(tmp_path)
+    assert candidates.main([]) == 0
+    out = capsys.readouterr().out
+    assert "`floor-0.2` | 40 | 110.00" in out and "`iaf-fb` | 40 | 110.50" in out
+    assert "longer-ae" not in out and ".log" not in out
+    # The protocol's other two have not started: they are listed, and the choice waits for them
+    # even once both that have run are evaluated.
+    assert "| `longer` | 0 | - | - | not started |" in out and "| `bn-vae` | 0 | - | - | not started |" in out
+    for name in ("floor-0.2", "iaf-fb"):
+        figures = {"iw_samples": 500, "nll_iw": 99.0, "kl": 9.0, "mi": 6.5, "active_units": 32, "ppl_iw": 100.0}
+        (runs / f"ptb-cand-{name}" / "eval" / "valid-best.json").write_text(json.dumps({"metrics": figures}))
+    assert candidates.main([]) == 0
+    assert "the choice: not yet: waiting for longer, bn-vae" in capsys.readouterr().out
+
+
 def test_the_queue_never_evaluates_a_candidate_on_test_and_starts_candidates_from_a_finished_autoencoder(tmp_path):
     """recipes/ptb/queue.sh, run with a stand-in python that records its arguments: each
     candidate's command is the protocol's base command (--from the shared autoencoder, --eval

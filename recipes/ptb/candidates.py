@@ -1,7 +1,7 @@
 """The fourth setting of seqvae's own PTB row, chosen on validation alone by the rule RESULTS.md
 wrote down before any candidate trained ("The fourth setting: how it will be chosen").
 
-    python recipes/ptb/candidates.py                  # every runs/ptb-cand-* directory
+    python recipes/ptb/candidates.py                  # the protocol's candidates, from runs/ptb-cand-*
     python recipes/ptb/candidates.py RUN_DIR ...      # the named run directories
     python recipes/ptb/candidates.py --markdown       # the table as RESULTS.md gives it
 
@@ -34,6 +34,9 @@ MARGIN = 1.0
 GOAL = {"kl": 8.0, "mi": 6.0, "active_units": 32}
 """The goal's floors (RESULTS.md, "seqvae's best row"), applied here to validation figures."""
 VALID_FILE = Path("eval") / "valid-best.json"
+PROTOCOL = ("floor-0.2", "longer", "iaf-fb", "bn-vae")
+"""The candidates RESULTS.md names (by run directory, runs/ptb-cand-NAME): by default the choice
+waits for each of them, started or not."""
 K = 500
 
 
@@ -119,6 +122,8 @@ def table(candidates: list[Candidate], stops: set[str]) -> str:
             verdict = f"stopped at epoch {CHECK_EPOCH}"
         elif candidate.valid is not None:
             verdict = "evaluated" + ("" if candidate.meets_goal() else ", below the goal's KL, MI or AU")
+        elif not candidate.elbo:
+            verdict = "not started"
         else:
             verdict = "training"
         lines.append(
@@ -135,14 +140,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dirs", nargs="*", type=Path, help="candidate run directories (default: runs/ptb-cand-*)")
     parser.add_argument("--markdown", action="store_true", help="print only the table")
     args = parser.parse_args(argv)
-    run_dirs = args.run_dirs or sorted(Path("runs").glob("ptb-cand-*"))
-    run_dirs = [path for path in run_dirs if not path.name.endswith("-ae")]  # an autoencoder stage is no candidate
-    if not run_dirs:
-        raise SystemExit("candidates.py: no candidate run directories (runs/ptb-cand-*, or name them)")
-    for path in run_dirs:
-        if not path.is_dir():
-            raise SystemExit(f"candidates.py: {path}: run directory not found")
-    candidates = [read_candidate(path) for path in run_dirs]
+    if args.run_dirs:  # the named run directories, and only those
+        # An autoencoder stage (runs/ptb-cand-longer-ae) is no candidate.
+        run_dirs = [path for path in args.run_dirs if not path.name.endswith("-ae")]
+        if not run_dirs:
+            raise SystemExit("candidates.py: no candidate run directories among those named")
+        for path in run_dirs:
+            if not path.is_dir():
+                raise SystemExit(f"candidates.py: {path}: run directory not found")
+        candidates = [read_candidate(path) for path in run_dirs]
+    else:
+        # Every candidate of the protocol and any other runs/ptb-cand-* directory, but not the logs
+        # queue.sh writes beside them (runs/ptb-cand-NAME.log) nor the longer candidate's
+        # autoencoder; one not started yet (no directory, or no epoch logged) still holds the choice.
+        found = {path.name.removeprefix("ptb-cand-"): path for path in sorted(Path("runs").glob("ptb-cand-*"))
+                 if path.is_dir() and not path.name.endswith("-ae")}
+        names = list(PROTOCOL) + [name for name in found if name not in PROTOCOL]
+        started = {name for name, path in found.items() if (path / "metrics.jsonl").is_file()}
+        candidates = [read_candidate(found[name]) if name in started else Candidate(name) for name in names]
     stops = stopped(candidates)
     print(table(candidates, stops))
     if not args.markdown:
