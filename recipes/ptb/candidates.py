@@ -137,7 +137,7 @@ def table(candidates: list[Candidate], stops: set[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", nargs="*", type=Path, help="candidate run directories (default: runs/ptb-cand-*)")
+    parser.add_argument("run_dirs", nargs="*", type=Path, help="candidate run directories (default: the four candidates of RESULTS.md, from runs/ptb-cand-*)")
     parser.add_argument("--markdown", action="store_true", help="print only the table")
     args = parser.parse_args(argv)
     if args.run_dirs:  # the named run directories, and only those
