@@ -137,8 +137,38 @@ def test_the_queue_never_evaluates_a_candidate_on_test_and_starts_candidates_fro
         assert all(word in words for word in base + additions), job
     longer_ae, longer = logs["cand-longer"]
     assert "--earlier-stages" in longer_ae.split() and "train.epochs=200" in longer_ae.split()
+    assert (root / "runs" / "ptb-cand-longer-ae").is_dir()  # the shared autoencoder, copied
     assert "--from runs/ptb-cand-longer-ae" in longer and "run.dir=runs/ptb-cand-longer" in longer.split()
     for job in own.keys() | {"cand-longer"}:
         assert not any("test" in word or word == "both" for line in logs[job] for word in line.split()), job
     (row,) = logs["iaf"]
     assert "--method iaf" in row and "--eval both" in row and "--results recipes/ptb/results/iaf.json" in row
+
+
+def test_the_longer_candidate_trains_its_own_autoencoder_when_there_is_no_shared_one(tmp_path):
+    """With no shared autoencoder (its machine lost), `cand-longer` does not wait for one: it
+    trains its autoencoder from the seed to 200 epochs, then its second stage from that; and
+    THREADS=2 gives the lane's commands two threads."""
+    import os
+    import shutil
+    import subprocess
+
+    root = tmp_path / "repo"
+    (root / "recipes" / "ptb").mkdir(parents=True)
+    shutil.copy(REPO / "recipes" / "ptb" / "queue.sh", root / "recipes" / "ptb" / "queue.sh")
+    stand_in = tmp_path / "bin" / "python"
+    stand_in.parent.mkdir()
+    # the autoencoder stage's run makes its directory
+    stand_in.write_text('#!/bin/bash\n[[ "$*" == *--earlier-stages* ]] && mkdir -p runs/ptb-cand-longer-ae\n'
+                        'echo "$@ OMP=$OMP_NUM_THREADS"\n')
+    stand_in.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stand_in.parent}{os.pathsep}{os.environ['PATH']}", "THREADS": "2"}
+    subprocess.run(["bash", str(root / "recipes" / "ptb" / "queue.sh"), "cand-longer"], cwd=tmp_path, env=env,
+                   check=True, timeout=60)
+    longer_ae, longer = (root / "runs" / "ptb-cand-longer.log").read_text().splitlines()
+    assert not (root / "runs" / "ptb-ae-fb-softmax-ae").exists()  # nothing was waited for or copied
+    assert "--earlier-stages" in longer_ae.split() and "train.epochs=200" in longer_ae.split()
+    assert "run.dir=runs/ptb-cand-longer" in longer_ae.split()
+    assert "--from runs/ptb-cand-longer-ae" in longer and "--eval valid" in longer
+    for line in (longer_ae, longer):
+        assert "run.threads=2" in line.split() and line.endswith("OMP=2")

@@ -12,14 +12,17 @@
 # checkpoint every 150 steps, since one epoch of its aggressive phase takes 88 minutes on one
 # thread), `ae` (the autoencoder stage shared by the full-softmax rows and the candidates, in
 # runs/ptb-ae-fb-softmax-ae), and `cand-NAME` (a candidate, --eval valid only; each waits until
-# `ae` has finished). Logs go to runs/ptb-JOB.log, and a line per start and end to
+# `ae` has finished; `cand-longer` trains its own autoencoder from the seed when there is no
+# shared one to copy). Logs go to runs/ptb-JOB.log, and a line per start and end to
 # runs/queue.log. Stop a lane with `kill -TERM -PGID`: the running job saves its checkpoint.
+# THREADS=2 gives a lane both cores (one lane only; the default is one thread).
 set -u
 cd "$(dirname "$0")/../.."
 [ -f .venv/bin/activate ] && . .venv/bin/activate
-export OMP_NUM_THREADS=1 PYTHONDONTWRITEBYTECODE=1
+THREADS=${THREADS:-1}
+export OMP_NUM_THREADS=$THREADS PYTHONDONTWRITEBYTECODE=1
 mkdir -p runs
-run() { python recipes/ptb/run.py --data-dir ../shared/data/ptb "$@" run.threads=1 train.precision=fp32; }
+run() { python recipes/ptb/run.py --data-dir ../shared/data/ptb "$@" run.threads=$THREADS train.precision=fp32; }
 AE=runs/ptb-ae-fb-softmax-ae
 SGD=(model.output_layer=softmax model.init=uniform train.optimizer=sgd train.learning_rate=0.5 train.lr_patience=5)
 candidate() { local name=$1 from=$2; shift 2
@@ -36,8 +39,10 @@ for job in "$@"; do
     cand-bn-vae) candidate bn-vae $AE model.posterior=batchnorm model.posterior_gamma=0.7 \
         objective.free_bits=none train.init_parts=encoder,posterior.projection ;;
     cand-longer)
-      while [ ! -f $AE/.finished ]; do sleep 120; done
-      [ -d runs/ptb-cand-longer-ae ] || { cp -r $AE runs/ptb-cand-longer-ae && rm runs/ptb-cand-longer-ae/.finished; }
+      # a copy of the shared autoencoder when it exists; without one, the same config and seed
+      # from the start (its first 100 epochs are the shared stage's, whose 100th is its cap)
+      [ -d runs/ptb-cand-longer-ae ] || [ ! -f $AE/.finished ] \
+        || { cp -r $AE runs/ptb-cand-longer-ae && rm runs/ptb-cand-longer-ae/.finished; }
       run --method seqvae-best-sgd --earlier-stages --resume run.dir=runs/ptb-cand-longer train.epochs=200 \
         && touch runs/ptb-cand-longer-ae/.finished && candidate longer runs/ptb-cand-longer-ae ;;
     aggressive) run --method aggressive --resume --eval both --results recipes/ptb/results/aggressive.json \
