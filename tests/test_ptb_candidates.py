@@ -3,6 +3,7 @@ trained, applied to constructed run directories."""
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -86,6 +87,7 @@ def test_by_default_it_reads_the_protocols_candidates_and_not_the_logs_beside_th
     for name in ("floor-0.2", "iaf-fb"):  # queue.sh writes runs/ptb-JOB.log for job cand-NAME
         (runs / f"ptb-cand-{name}.log").write_text("epoch 1/100: ...\n")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(candidates, "RECORD", tmp_path / "no-record.json")  # no candidate recorded
     assert candidates.main([]) == 0
     out = capsys.readouterr().out
     assert "`floor-0.2` | 40 | 110.00" in out and "`iaf-fb` | 40 | 110.50" in out
@@ -100,13 +102,67 @@ def test_by_default_it_reads_the_protocols_candidates_and_not_the_logs_beside_th
     assert "the choice: not yet: waiting for longer, bn-vae" in capsys.readouterr().out
 
 
+def test_settled_candidates_are_recorded_and_read_back_once_their_run_directories_are_lost(candidates, tmp_path, monkeypatch, capsys):
+    """--record keeps each settled candidate (stopped, or evaluated at K = 500) and not one still
+    training; with its run directory gone, the default reading takes it from the record, marked,
+    and the rule's verdicts and the choice are what they were."""
+    runs = tmp_path / "runs"
+    _run(runs, "floor-0.2", {40: 110.0, 41: 109.5}, {"nll_iw": 99.0, "kl": 7.6})
+    _run(runs, "iaf-fb", {40: 110.2, 41: 109.9}, {"nll_iw": 99.5})
+    _run(runs, "bn-vae", {40: 111.5})  # stopped by the rule
+    _run(runs, "longer", {12: 130.0})  # still training: not recorded
+    record = tmp_path / "candidates.json"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(candidates, "RECORD", record)
+    assert candidates.main(["--record"]) == 0
+    before = capsys.readouterr().out
+    assert f"{record}: floor-0.2, iaf-fb, bn-vae recorded" in before
+    assert set(json.loads(record.read_text())) == {"floor-0.2", "iaf-fb", "bn-vae"}
+    for name in ("floor-0.2", "iaf-fb", "bn-vae"):
+        shutil.rmtree(runs / f"ptb-cand-{name}")
+    assert candidates.main(["--record"]) == 0  # the record is kept, not emptied
+    after = capsys.readouterr().out
+    assert f"{record}: nothing new recorded" in after
+    assert "| `iaf-fb` | 41 | 110.20 | 109.90 (41) | evaluated (recorded) | 99.50 |" in after
+    assert "| `bn-vae` | 40 | 111.50 | 111.50 (40) | stopped at epoch 40 (recorded) |" in after
+    assert "| `longer` | 12 |" in after and "waiting for longer" in after
+    shutil.rmtree(runs / "ptb-cand-longer")
+    _run(runs, "longer", {40: 110.4}, {"nll_iw": 99.2})
+    assert candidates.main([]) == 0
+    assert "the choice: longer: the lowest validation IW-NLL (99.20)" in capsys.readouterr().out
+    record.write_text('{"iaf-fb": {"epochs": 100}}')
+    with pytest.raises(SystemExit, match=r"candidates.json: not a record of candidates \(KeyError"):
+        candidates.main([])
+
+
+def test_the_committed_record_is_the_table_in_results_md(candidates):
+    """recipes/ptb/candidates.json holds what RESULTS.md's "Where the candidates stand" table gives
+    for each candidate whose run directory was lost, and the rule applied to it stops `bn-vae`."""
+    records = candidates.read_records(candidates.RECORD)
+    assert set(records) == {"floor-0.2", "iaf-fb", "bn-vae"}
+    text = (REPO / "recipes" / "ptb" / "RESULTS.md").read_text()
+    start = text.index("**Where the candidates stand")
+    section = text[start:text.index("\n## ", start)]
+    for name, candidate in records.items():
+        (row,) = [line for line in section.splitlines() if line.startswith(f"| `{name}` |")]
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        value, epoch = candidate.best
+        assert cells[1] == f"{candidate.elbo[40]:.2f}" and cells[2] == f"{value:.2f} ({epoch})", name
+        valid = candidate.valid or {}
+        for cell, key in zip(cells[4:9], ("nll_iw", "ppl_iw", "kl", "mi", "active_units")):
+            expected = "stopped" if key == "nll_iw" and not valid else "-" if not valid else (
+                str(valid[key]) if key == "active_units" else f"{valid[key]:.2f}")
+            assert cell == expected, (name, key)
+    stops = candidates.stopped(list(records.values()))
+    assert stops == {"bn-vae"}
+
+
 def test_the_queue_never_evaluates_a_candidate_on_test_and_starts_candidates_from_a_finished_autoencoder(tmp_path):
     """recipes/ptb/queue.sh, run with a stand-in python that records its arguments: each
     candidate's command is the protocol's base command (--from the shared autoencoder, --eval
     valid, the SGD setting) with its own additions, and no candidate is evaluated on test; a row's
     command evaluates both splits and writes its results file."""
     import os
-    import shutil
     import subprocess
 
     root = tmp_path / "repo"
@@ -150,7 +206,6 @@ def test_the_longer_candidate_trains_its_own_autoencoder_when_there_is_no_shared
     trains its autoencoder from the seed to 200 epochs, then its second stage from that; and
     THREADS=2 gives the lane's commands two threads."""
     import os
-    import shutil
     import subprocess
 
     root = tmp_path / "repo"

@@ -4,6 +4,7 @@ wrote down before any candidate trained ("The fourth setting: how it will be cho
     python recipes/ptb/candidates.py                  # the protocol's candidates, from runs/ptb-cand-*
     python recipes/ptb/candidates.py RUN_DIR ...      # the named run directories
     python recipes/ptb/candidates.py --markdown       # the table as RESULTS.md gives it
+    python recipes/ptb/candidates.py --record         # keep the settled candidates' figures in RECORD
 
 For each candidate: the epochs it has trained, its validation -ELBO at CHECK_EPOCH (the
 per-epoch validation of metrics.jsonl), its best validation -ELBO, and, once the recipe's
@@ -16,6 +17,10 @@ rule's verdicts:
 - **the choice**: once every candidate is stopped or evaluated, the evaluated candidate with the
   lowest validation IW-NLL among those that meet the goal's KL, MI and AU on validation. Only
   that one is evaluated on test.
+
+Run directories have been lost with their machines, so a settled candidate's figures (stopped,
+or evaluated at K = 500) are kept in RECORD, committed beside this file: by default a candidate
+with no run directory is read from there, and the table marks it "recorded".
 
 Nothing here reads a test figure.
 """
@@ -38,6 +43,10 @@ PROTOCOL = ("floor-0.2", "longer", "iaf-fb", "bn-vae")
 """The candidates RESULTS.md names (by run directory, runs/ptb-cand-NAME): by default the choice
 waits for each of them, started or not."""
 K = 500
+RECORD = Path(__file__).with_name("candidates.json")
+"""The settled candidates' figures: per candidate its epochs, its per-epoch validation -ELBO (all
+epochs when written by --record; epoch 40 and the best where copied from RESULTS.md's table) and
+its K = 500 validation figures."""
 
 
 @dataclass
@@ -47,10 +56,17 @@ class Candidate:
     """Validation -ELBO of each finished epoch."""
     valid: dict | None = None
     """The final validation figures at K = 500 (eval/valid-best.json), once evaluated."""
+    trained: int | None = None
+    """The epochs trained, where the -ELBO of each is not all known (a record); else the last one's."""
+    recorded: bool = False
+    """Read from RECORD, its run directory gone."""
 
     @property
     def epochs(self) -> int:
-        return max(self.elbo, default=0)
+        return self.trained if self.trained is not None else max(self.elbo, default=0)
+
+    def settled(self, stops: set[str]) -> bool:
+        return self.name in stops or self.valid is not None
 
     @property
     def best(self) -> tuple[float, int] | None:
@@ -77,11 +93,47 @@ def read_candidate(run_dir: Path) -> Candidate:
             candidate.elbo[int(record["epoch"])] = float(record["elbo"])
     path = run_dir / VALID_FILE
     if path.is_file():
-        figures = json.loads(path.read_text(encoding="utf-8"))["metrics"]
-        if figures.get("iw_samples") != K:
-            raise SystemExit(f"candidates.py: {path}: K = {figures.get('iw_samples')}, the rule compares K = {K}")
-        candidate.valid = figures
+        candidate.valid = _valid_figures(json.loads(path.read_text(encoding="utf-8"))["metrics"], path)
     return candidate
+
+
+def _valid_figures(figures: dict, where: Path) -> dict:
+    if figures.get("iw_samples") != K:
+        raise SystemExit(f"candidates.py: {where}: K = {figures.get('iw_samples')}, the rule compares K = {K}")
+    return figures
+
+
+def read_records(path: Path) -> dict[str, Candidate]:
+    """The settled candidates kept in ``path`` (none when it does not exist)."""
+    if not path.is_file():
+        return {}
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+        return {
+            name: Candidate(name, {int(epoch): float(value) for epoch, value in record["elbo"].items()},
+                            None if record["valid"] is None else _valid_figures(record["valid"], path),
+                            trained=int(record["epochs"]), recorded=True)
+            for name, record in records.items()
+        }
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
+        raise SystemExit(f"candidates.py: {path}: not a record of candidates ({type(error).__name__}: {error})") from None
+
+
+def write_records(candidates: list[Candidate], stops: set[str], path: Path) -> list[str]:
+    """Add to ``path`` every settled candidate read from its run directory (a recorded one is
+    kept as it is); the names written."""
+    records = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    written = []
+    for candidate in candidates:
+        if candidate.recorded or not candidate.settled(stops):
+            continue
+        records[candidate.name] = {"epochs": candidate.epochs,
+                                   "elbo": {str(epoch): value for epoch, value in sorted(candidate.elbo.items())},
+                                   "valid": candidate.valid}
+        written.append(candidate.name)
+    if written:
+        path.write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
+    return written
 
 
 def stopped(candidates: list[Candidate], *, epoch: int = CHECK_EPOCH, margin: float = MARGIN) -> set[str]:
@@ -126,6 +178,8 @@ def table(candidates: list[Candidate], stops: set[str]) -> str:
             verdict = "not started"
         else:
             verdict = "training"
+        if candidate.recorded:
+            verdict += " (recorded)"
         lines.append(
             f"| `{candidate.name}` | {candidate.epochs} | {_cell(candidate.elbo.get(CHECK_EPOCH))} | "
             f"{'-' if best is None else f'{best[0]:.2f} ({best[1]})'} | {verdict} | {_cell(valid.get('nll_iw'))} | "
@@ -139,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="*", type=Path, help="candidate run directories (default: the four candidates of RESULTS.md, from runs/ptb-cand-*)")
     parser.add_argument("--markdown", action="store_true", help="print only the table")
+    parser.add_argument("--record", action="store_true",
+                        help=f"keep the settled candidates' figures (stopped, or evaluated at K = {K}) in {RECORD.name}, for when their run directories are lost")
     args = parser.parse_args(argv)
     if args.run_dirs:  # the named run directories, and only those
         # An autoencoder stage (runs/ptb-cand-longer-ae) is no candidate.
@@ -152,17 +208,24 @@ def main(argv: list[str] | None = None) -> int:
     else:
         # Every candidate of the protocol and any other runs/ptb-cand-* directory, but not the logs
         # queue.sh writes beside them (runs/ptb-cand-NAME.log) nor the longer candidate's
-        # autoencoder; one not started yet (no directory, or no epoch logged) still holds the choice.
+        # autoencoder; one not started yet (no directory, or no epoch logged) still holds the choice,
+        # unless RECORD keeps its figures from a run directory lost since.
         found = {path.name.removeprefix("ptb-cand-"): path for path in sorted(Path("runs").glob("ptb-cand-*"))
                  if path.is_dir() and not path.name.endswith("-ae")}
         names = list(PROTOCOL) + [name for name in found if name not in PROTOCOL]
         started = {name for name, path in found.items() if (path / "metrics.jsonl").is_file()}
-        candidates = [read_candidate(found[name]) if name in started else Candidate(name) for name in names]
+        records = read_records(RECORD)
+        names += [name for name in records if name not in names]
+        candidates = [read_candidate(found[name]) if name in started else records.get(name, Candidate(name))
+                      for name in names]
     stops = stopped(candidates)
     print(table(candidates, stops))
     if not args.markdown:
         _, why = choice(candidates, stops)
         print(f"\nthe choice: {why}")
+    if args.record:
+        written = write_records(candidates, stops, RECORD)
+        print(f"{RECORD}: {', '.join(written) if written else 'nothing new'} recorded", file=sys.stderr if args.markdown else sys.stdout)
     return 0
 
 
