@@ -191,7 +191,7 @@ def table(candidates: list[Candidate], stops: set[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", nargs="*", type=Path, help="candidate run directories (default: the four candidates of RESULTS.md, from runs/ptb-cand-*)")
+    parser.add_argument("run_dirs", nargs="*", type=Path, help=f"candidate run directories (default: the four candidates of RESULTS.md, from runs/ptb-cand-*, or from {RECORD.name} where a run directory is gone)")
     parser.add_argument("--markdown", action="store_true", help="print only the table")
     parser.add_argument("--record", action="store_true",
                         help=f"keep the settled candidates' figures (stopped, or evaluated at K = {K}) in {RECORD.name}, for when their run directories are lost")
