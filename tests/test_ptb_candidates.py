@@ -133,6 +133,9 @@ def test_settled_candidates_are_recorded_and_read_back_once_their_run_directorie
     record.write_text('{"iaf-fb": {"epochs": 100}}')
     with pytest.raises(SystemExit, match=r"candidates.json: not a record of candidates \(KeyError"):
         candidates.main([])
+    with pytest.raises(SystemExit, match=r"candidates.json: not a record"):  # named, and left as it was
+        candidates.main(["--record", str(runs / "ptb-cand-longer")])
+    assert record.read_text() == '{"iaf-fb": {"epochs": 100}}'
 
 
 def test_the_committed_record_is_the_table_in_results_md(candidates):

@@ -122,6 +122,7 @@ def read_records(path: Path) -> dict[str, Candidate]:
 def write_records(candidates: list[Candidate], stops: set[str], path: Path) -> list[str]:
     """Add to ``path`` every settled candidate read from its run directory (a recorded one is
     kept as it is); the names written."""
+    read_records(path)  # a record that cannot be read is named, not overwritten
     records = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     written = []
     for candidate in candidates:

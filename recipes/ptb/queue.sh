@@ -40,7 +40,8 @@ for job in "$@"; do
         objective.free_bits=none train.init_parts=encoder,posterior.projection ;;
     cand-longer)
       # a copy of the shared autoencoder when it exists; without one, the same config and seed
-      # from the start (its first 100 epochs are the shared stage's, whose 100th is its cap)
+      # from the start (its first 100 epochs are the shared stage's, whose 100th is its cap); a
+      # shared one still training is not waited for
       [ -d runs/ptb-cand-longer-ae ] || [ ! -f $AE/.finished ] \
         || { cp -r $AE runs/ptb-cand-longer-ae && rm runs/ptb-cand-longer-ae/.finished; }
       run --method seqvae-best-sgd --earlier-stages --resume run.dir=runs/ptb-cand-longer train.epochs=200 \
