@@ -3,7 +3,9 @@ trained, applied to constructed run directories."""
 
 import importlib.util
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -160,26 +162,30 @@ def test_the_committed_record_is_the_table_in_results_md(candidates):
     assert stops == {"bn-vae"}
 
 
+def _queue(tmp_path: Path, jobs: list[str], stand_in: str, **env: str) -> dict[str, list[str]]:
+    """recipes/ptb/queue.sh run in a copy of the repository under tmp_path with ``stand_in`` (a bash
+    script) for python; each job's log, line by line."""
+    root = tmp_path / "repo"
+    (root / "recipes" / "ptb").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "recipes" / "ptb" / "queue.sh", root / "recipes" / "ptb" / "queue.sh")
+    python = tmp_path / "bin" / "python"
+    python.parent.mkdir()
+    python.write_text("#!/bin/bash\n" + stand_in)
+    python.chmod(0o755)
+    env = {**os.environ, "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}", **env}
+    subprocess.run(["bash", str(root / "recipes" / "ptb" / "queue.sh"), *jobs], cwd=tmp_path, env=env, check=True, timeout=60)
+    return {job: (root / "runs" / f"ptb-{job}.log").read_text().splitlines() for job in jobs}
+
+
 def test_the_queue_never_evaluates_a_candidate_on_test_and_starts_candidates_from_a_finished_autoencoder(tmp_path):
     """recipes/ptb/queue.sh, run with a stand-in python that records its arguments: each
     candidate's command is the protocol's base command (--from the shared autoencoder, --eval
     valid, the SGD setting) with its own additions, and no candidate is evaluated on test; a row's
     command evaluates both splits and writes its results file."""
-    import os
-    import subprocess
-
     root = tmp_path / "repo"
-    (root / "recipes" / "ptb").mkdir(parents=True)
     (root / "runs" / "ptb-ae-fb-softmax-ae").mkdir(parents=True)  # what the autoencoder's run would make
-    shutil.copy(REPO / "recipes" / "ptb" / "queue.sh", root / "recipes" / "ptb" / "queue.sh")
-    stand_in = tmp_path / "bin" / "python"
-    stand_in.parent.mkdir()
-    stand_in.write_text('#!/bin/bash\necho "$@"\n')
-    stand_in.chmod(0o755)
     jobs = ["ae", "cand-floor-0.2", "cand-iaf-fb", "cand-bn-vae", "cand-longer", "iaf"]
-    env = {**os.environ, "PATH": f"{stand_in.parent}{os.pathsep}{os.environ['PATH']}"}
-    subprocess.run(["bash", str(root / "recipes" / "ptb" / "queue.sh"), *jobs], cwd=tmp_path, env=env, check=True, timeout=60)
-    logs = {job: (root / "runs" / f"ptb-{job}.log").read_text().splitlines() for job in jobs}
+    logs = _queue(tmp_path, jobs, 'echo "$@"\n')
     assert (root / "runs" / "ptb-ae-fb-softmax-ae" / ".finished").is_file()  # what the candidates waited for
     base = ["--method", "ae-fb", "--resume", "--eval", "valid", "model.output_layer=softmax", "model.init=uniform",
             "train.optimizer=sgd", "train.learning_rate=0.5", "train.lr_patience=5", "run.threads=1", "train.precision=fp32"]
@@ -208,22 +214,10 @@ def test_the_longer_candidate_trains_its_own_autoencoder_when_there_is_no_shared
     """With no shared autoencoder (its machine lost), `cand-longer` does not wait for one: it
     trains its autoencoder from the seed to 200 epochs, then its second stage from that; and
     THREADS=2 gives the lane's commands two threads."""
-    import os
-    import subprocess
-
     root = tmp_path / "repo"
-    (root / "recipes" / "ptb").mkdir(parents=True)
-    shutil.copy(REPO / "recipes" / "ptb" / "queue.sh", root / "recipes" / "ptb" / "queue.sh")
-    stand_in = tmp_path / "bin" / "python"
-    stand_in.parent.mkdir()
     # the autoencoder stage's run makes its directory
-    stand_in.write_text('#!/bin/bash\n[[ "$*" == *--earlier-stages* ]] && mkdir -p runs/ptb-cand-longer-ae\n'
-                        'echo "$@ OMP=$OMP_NUM_THREADS"\n')
-    stand_in.chmod(0o755)
-    env = {**os.environ, "PATH": f"{stand_in.parent}{os.pathsep}{os.environ['PATH']}", "THREADS": "2"}
-    subprocess.run(["bash", str(root / "recipes" / "ptb" / "queue.sh"), "cand-longer"], cwd=tmp_path, env=env,
-                   check=True, timeout=60)
-    longer_ae, longer = (root / "runs" / "ptb-cand-longer.log").read_text().splitlines()
+    stand_in = '[[ "$*" == *--earlier-stages* ]] && mkdir -p runs/ptb-cand-longer-ae\necho "$@ OMP=$OMP_NUM_THREADS"\n'
+    longer_ae, longer = _queue(tmp_path, ["cand-longer"], stand_in, THREADS="2")["cand-longer"]
     assert not (root / "runs" / "ptb-ae-fb-softmax-ae").exists()  # nothing was waited for or copied
     assert "--earlier-stages" in longer_ae.split() and "train.epochs=200" in longer_ae.split()
     assert "run.dir=runs/ptb-cand-longer" in longer_ae.split()
