@@ -116,7 +116,9 @@ def test_a_one_stage_goal_measures_its_speed_as_it_goes_and_takes_the_rest_of_it
     assert len(paused) == 2 and all(f"its first {at:,} steps ran at" in out for at in paused)
     run = load_run(run_dir / "model")
     assert run.config.train.max_steps == stage["steps"] and f"train.max_steps={stage['steps']}" in stage["overrides"]
-    assert paused[0] < paused[1] < run.checkpoint.step <= stage["steps"]
+    # the steps it reached are the last checkpoint's (the best one may come before the second pause)
+    last = load_run(run_dir / "model", checkpoint="last").checkpoint
+    assert paused[0] < paused[1] < last.step <= stage["steps"]
     # lengthened to the real speed, and the summary handed back shows the plan as it was carried out
     planned = int(out.split("stage 1, vae: ")[1].split()[0].replace(",", ""))
     assert stage["steps"] > 1.5 * planned
