@@ -254,9 +254,19 @@ def test_readers_beside_a_training_do_not_take_its_lock(run, capsys):
     assert "another training" not in capsys.readouterr().err
 
 
+@pytest.fixture
+def sigint_raises():
+    """SIGINT as a terminal delivers it: a shell that starts a job in the background without job
+    control (`nohup ... &`, as a background CI run is started) leaves the job ignoring SIGINT, and
+    Python then raises no KeyboardInterrupt. The tests below are about the commands, not that."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("moment", ["working", "writing"])
 @pytest.mark.parametrize("command", ["sample", "encode"])
-def test_an_interrupt_while_writing_an_output_leaves_no_file(run, tmp_path, capsys, monkeypatch, command, moment):
+def test_an_interrupt_while_writing_an_output_leaves_no_file(run, tmp_path, capsys, monkeypatch, sigint_raises, command, moment):
     """A real SIGINT (sent to this process and taken by the command's own handler) in the middle of
     a sample or encode, or half-way through writing its output: exit 130, and no output file (nor a
     temporary one) that could pass for a complete one. The signal is sent from inside the work or
