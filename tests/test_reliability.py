@@ -258,7 +258,7 @@ def test_readers_beside_a_training_do_not_take_its_lock(run, capsys):
 def sigint_raises():
     """SIGINT as a terminal delivers it: a shell that starts a job in the background without job
     control (`nohup ... &`, as a background CI run is started) leaves the job ignoring SIGINT, and
-    Python then raises no KeyboardInterrupt. The tests below are about the commands, not that."""
+    Python then raises no KeyboardInterrupt. The test below is about the commands, not that."""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
