@@ -44,11 +44,18 @@ def busy_cpus(interval: float = 0.1) -> float:
     return (1.0 - (idle_after - idle_before) / total) * (os.cpu_count() or 1) if total > 0 else 0.0
 
 
-def automatic_threads() -> int:
+def automatic_choice() -> tuple[int, str]:
     """The CPUs this process may use less those other work keeps busy, at least 1, at most
-    torch's own default (one per physical core)."""
+    torch's own default (one per physical core); with the reason, for a user to read."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(DEFAULT, cpus - int(busy_cpus() + 0.5)))
+    busy = busy_cpus()
+    count = max(1, min(DEFAULT, cpus - int(busy + 0.5)))
+    return count, f"{cpus} CPUs for this process, {busy:.1f} kept busy by other work when it started"
+
+
+def automatic_threads() -> int:
+    """:func:`automatic_choice`'s count."""
+    return automatic_choice()[0]
 
 
 DEFAULT = torch.get_num_threads()

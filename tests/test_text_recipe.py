@@ -189,3 +189,52 @@ def test_a_later_sitting_caps_a_stage_at_the_step_time_measured_not_the_probe_s(
     # a machine faster than the probe still caps at the probe's step time
     faster = replan_last_stage(plan, elapsed_seconds=60.0 + plan.stages[0].steps * 0.03, step_seconds=0.03)
     assert faster.cap_step_seconds == 0.054
+
+
+def test_the_thread_count_is_decided_before_anything_is_timed_and_kept_by_every_stage(tiny_corpus, tmp_path, capsys):
+    # 2026-12-05, beside a two-thread training on two cores: the probes ran at torch's default of
+    # two threads and timed a step at 643 ms that then trained at 89 ms on the automatic one
+    import argparse
+    import time
+
+    import torch
+
+    from seqvae.training.probe import Probe
+
+    recipe = _recipe()
+    seen = {}
+
+    def fake_precision(*args, **kwargs):
+        seen["precision"] = torch.get_num_threads()
+        return "fp32", "faked in this test"
+
+    def fake_probe(*args, **kwargs):
+        seen["probe"] = torch.get_num_threads()
+        return Probe(step_seconds=0.01, steps_per_epoch=10, validation_seconds=0.1, eval_fixed_seconds=1.0,
+                     eval_seconds_per_sample=0.01)
+
+    recipe.automatic_choice = lambda: (1, "faked: 2 CPUs, 1.0 busy")
+    recipe.choose_precision, recipe.probe = fake_precision, fake_probe
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        args = argparse.Namespace(train=str(tiny_corpus["train"]), valid=str(tiny_corpus["valid"]), test=None, hub=None,
+                                  hub_config="", text_column="text", minutes=5.0, goal="balanced", run_dir=str(tmp_path / "out"),
+                                  seed=0, resume=False, overwrite=False, overrides=["train.precision=auto"])
+        run_dir, plan, decisions, splits = recipe.new_plan(args, [], time.perf_counter(), print)
+        assert seen == {"precision": 1, "probe": 1}
+        (threads,) = [decision for decision in decisions if decision.what == "threads"]
+        assert threads.overrides == ("run.threads=1",) and "threads: 1. Why: faked: 2 CPUs, 1.0 busy" in capsys.readouterr().out
+        saved = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+        assert saved["threads"] == 1 and {"what": "threads", "value": "1", "overrides": ["run.threads=1"],
+                                          "why": threads.why} in saved["decisions"]
+        stages = recipe.Stages(run_dir, plan, recipe.base_overrides(run_dir, decisions, splits, 0), [])
+        assert all(stages.config(index).run.threads == 1 for index in range(len(plan.stages)))
+        # a count the user sets is used as it is, with no decision of the recipe's
+        torch.set_num_threads(2)
+        args.overrides, args.overwrite = [f"run.threads={THREADS}", "train.precision=auto"], True
+        _, _, decisions, _ = recipe.new_plan(args, [], time.perf_counter(), print)
+        assert seen == {"precision": THREADS, "probe": THREADS}
+        assert not [decision for decision in decisions if decision.what == "threads"]
+    finally:
+        torch.set_num_threads(before)
