@@ -19,6 +19,12 @@ class TrainingInterrupted(SeqVAEError):
 
     exit_code = 130
 
+    def __init__(self, stopped: str, resume: str) -> None:
+        super().__init__(f"{stopped}; continue with: {resume}")
+        self.stopped = stopped
+        """What stopped and where it was saved, without the command that continues it (a recipe
+        that runs several trainings names its own)."""
+
 
 class ReportedByRankZero(SeqVAEError):
     """Under torchrun: an error that rank 0 met and reports; the other ranks raise this to stop

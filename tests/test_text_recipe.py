@@ -238,3 +238,30 @@ def test_the_thread_count_is_decided_before_anything_is_timed_and_kept_by_every_
         assert not [decision for decision in decisions if decision.what == "threads"]
     finally:
         torch.set_num_threads(before)
+
+
+def test_an_interrupted_plan_names_the_recipe_s_resume_only(tiny_corpus, tmp_path, capsys, monkeypatch):
+    # the stage's own hint (seqvae train DIR/config.toml --resume) would finish that stage and skip
+    # the rest of the plan and the hand-back; the recipe printed both until 2026-12-06
+    import os
+    import signal
+    import time
+
+    from seqvae.training.trainer import Trainer
+
+    recipe = _recipe()
+    recipe.choose_precision = lambda *args, **kwargs: ("fp32", "faked in this test")
+
+    def signalled(trainer, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the training's handler runs here and stops the validation
+        raise AssertionError("the signal did not stop the validation")
+
+    monkeypatch.setattr(Trainer, "measure_validation", signalled)
+    run_dir = tmp_path / "out"
+    args = ["--train", str(tiny_corpus["train"]), "--minutes", "0.2", "--run-dir", str(run_dir), *TINY]
+    assert recipe.main(args) == 130
+    said = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("text:")]
+    assert len(said) == 1 and said[0].startswith("text: SIGINT: training stopped at step ") and "seqvae train" not in said[0]
+    assert said[0].endswith(f"; continue the plan with: python recipes/text/run.py --resume --run-dir {run_dir}")
+    assert (run_dir / "model" / "checkpoints" / "last.pt").is_file()

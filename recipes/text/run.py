@@ -450,7 +450,9 @@ def main(argv: list[str] | None = None) -> int:
         hand_back(run_dir, model_dir, plan, splits, say)
         say(f"\n{(time.perf_counter() - started) / 60:.1f} min in this sitting (budget {args.minutes:g} min)")
     except TrainingInterrupted as error:
-        print(f"text: {error}; continue with: python recipes/text/run.py --resume --run-dir {run_dir}", file=sys.stderr)
+        # the plan's own command, not the stage's seqvae train --resume, which would skip the rest of the plan
+        print(f"text: {error.stopped}; continue the plan with: python recipes/text/run.py --resume --run-dir {run_dir}",
+              file=sys.stderr)
         return error.exit_code
     except SeqVAEError as error:
         print(f"text: error: {error}", file=sys.stderr)

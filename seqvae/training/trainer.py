@@ -214,13 +214,12 @@ class Trainer:
             return
         self.save(self.last_path)
         where = f", during its {during} (the resumed run does it again)," if during else ""
-        message = (
+        interrupted = TrainingInterrupted(
             f"{signal_name}: training stopped at step {self.state.step} (epoch {self.state.epoch + 1}){where} and saved to "
-            f"{self.last_path}; continue with: seqvae train {self.run_dir / CONFIG_FILE} --resume"
-        )
+            f"{self.last_path}", f"seqvae train {self.run_dir / CONFIG_FILE} --resume")
         if not self.world.main:
-            raise ReportedByRankZero(message, exit_code=TrainingInterrupted.exit_code)
-        raise TrainingInterrupted(message)
+            raise ReportedByRankZero(str(interrupted), exit_code=TrainingInterrupted.exit_code)
+        raise interrupted
 
     def budget_spent(self) -> bool:
         return self.stops.budget_spent(self.state.step, self.state.seconds())
