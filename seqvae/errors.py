@@ -24,6 +24,10 @@ class TrainingInterrupted(SeqVAEError):
         self.stopped = stopped
         """What stopped and where it was saved, without the command that continues it (a recipe
         that runs several trainings names its own)."""
+        self.resume = resume
+
+    def __reduce__(self):  # pickled whole (between processes), not from the joined message alone
+        return type(self), (self.stopped, self.resume)
 
 
 class ReportedByRankZero(SeqVAEError):

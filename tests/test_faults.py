@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -111,8 +112,11 @@ def test_an_interrupt_in_a_validation_stops_it_at_once_and_the_resumed_run_valid
     parts = tiny_config(tiny_corpus, tmp_path / "parts", **settings)
     # Python's own handler, or SIG_IGN when the suite was started in the background by a shell
     before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(TrainingInterrupted, match=r"SIGINT: training stopped at step \d+ \(epoch 2\), during its validation \(the resumed run does it again\), and saved"):
+    with pytest.raises(TrainingInterrupted, match=r"SIGINT: training stopped at step \d+ \(epoch 2\), during its validation \(the resumed run does it again\), and saved") as caught:
         train(parts, progress=False)
+    # whole across processes, the command that continues it kept apart for a recipe to replace
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert str(copy) == str(caught.value) and copy.stopped == caught.value.stopped and "--resume" not in copy.stopped
     monkeypatch.undo()
     assert signal.getsignal(signal.SIGINT) is before  # the handlers were put back
     assert len(steps) == 2 and _weights(tmp_path / "parts")["step"] == steps[1]  # the step it was validating

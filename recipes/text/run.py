@@ -57,8 +57,8 @@ from seqvae.generation import Decoding
 from seqvae.planning import (GOALS, Plan, decide_dropout, measured_step_seconds, measured_steps, plan_budget,
                              replan_last_stage, resize_first_stage)
 from seqvae.precision import choose_precision
-from seqvae.threads import automatic_choice, use_threads
 from seqvae.report import save_evaluation, write_report
+from seqvae.threads import automatic_choice, use_threads
 from seqvae.training.probe import probe
 
 SPLIT_FILES = ("train", "valid", "test")
