@@ -3,17 +3,24 @@ ready to use, its plan continued by --resume, and bad input refused in one line.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib.util
 import json
+import os
 import shutil
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from seqvae import load_run
 from seqvae.generation import Decoding
+from seqvae.training.probe import Probe
+from seqvae.training.trainer import Trainer
 
 from conftest import THREADS
 
@@ -194,13 +201,6 @@ def test_a_later_sitting_caps_a_stage_at_the_step_time_measured_not_the_probe_s(
 def test_the_thread_count_is_decided_before_anything_is_timed_and_kept_by_every_stage(tiny_corpus, tmp_path, capsys):
     # 2026-12-05, beside a two-thread training on two cores: the probes ran at torch's default of
     # two threads and timed a step at 643 ms that then trained at 89 ms on the automatic one
-    import argparse
-    import time
-
-    import torch
-
-    from seqvae.training.probe import Probe
-
     recipe = _recipe()
     seen = {}
 
@@ -243,12 +243,6 @@ def test_the_thread_count_is_decided_before_anything_is_timed_and_kept_by_every_
 def test_an_interrupted_plan_names_the_recipe_s_resume_only(tiny_corpus, tmp_path, capsys, monkeypatch):
     # the stage's own hint (seqvae train DIR/config.toml --resume) would finish that stage and skip
     # the rest of the plan and the hand-back; the recipe printed both until 2026-12-06
-    import os
-    import signal
-    import time
-
-    from seqvae.training.trainer import Trainer
-
     recipe = _recipe()
     recipe.choose_precision = lambda *args, **kwargs: ("fp32", "faked in this test")
 

@@ -152,21 +152,28 @@ def handback_seconds(train_sentences: int) -> float:
     return 5.0 + 1e-3 * train_sentences
 
 
+def decide_threads(requested: int) -> Decision | None:
+    """Set torch's threads to the count every stage will train at, so that the probes time a step
+    at it: ``requested`` (a user's ``run.threads``: no decision), or the automatic choice, returned
+    as a decision. At torch's default of one thread a core, beside a two-thread training on two
+    cores, the probes timed a step at 643 ms that then trained at 89 ms on the automatic one."""
+    if requested:
+        use_threads(requested)
+        return None
+    threads, why = automatic_choice()
+    use_threads(threads)
+    return Decision("threads", str(threads), (f"run.threads={threads}",),
+                    f"{why}; the step is timed and every stage trains at this count")
+
+
 def make_plan(run_dir: Path, args, decisions, splits, started: float, say) -> Plan:
     """Probe the first stage's config on this machine and lay the plan out in the budget."""
     overrides = base_overrides(run_dir, decisions, splits, args.seed) + args.overrides
     config = load_layered_config([], overrides)
-    # before anything is timed: the probes below must run at the count every stage trains at (at
-    # torch's default of one thread a core, beside a two-thread training on two cores, they timed
-    # a step at 643 ms that then trained at 89 ms at the automatic one thread)
-    if config.run.threads:
-        use_threads(config.run.threads)
-    else:
-        threads, why = automatic_choice()
-        use_threads(threads)
-        decisions.append(Decision("threads", str(threads), (f"run.threads={threads}",),
-                                  f"{why}; the step is timed and every stage trains at this count"))
-        say(f"  {decisions[-1].line()}")
+    threads = decide_threads(config.run.threads)  # before anything is timed
+    if threads is not None:
+        decisions.append(threads)
+        say(f"  {threads.line()}")
     tokenizer = build_tokenizer(config.tokenizer, splits["train"])
     data = prepare_data(config, Corpus(splits=dict(splits)), tokenizer)
     eval_splits = ("valid", "test") if "test" in splits else ("valid",)
