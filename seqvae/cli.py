@@ -114,10 +114,12 @@ def _command_eval(args: argparse.Namespace) -> int:
     }
     from seqvae.files import StorageError
 
-    try:
-        saved, unsaved = save_evaluation(args.run_dir, args.split, args.checkpoint, metrics, {**settings, **loaded}), None
-    except StorageError as error:  # a read-only or full run directory: the figures are shown all the same
-        saved, unsaved = None, error
+    saved = unsaved = None
+    if not args.no_save:
+        try:
+            saved = save_evaluation(args.run_dir, args.split, args.checkpoint, metrics, {**settings, **loaded})
+        except StorageError as error:  # a read-only or full run directory: the figures are shown all the same
+            unsaved = error
     if args.json:
         print(json.dumps({"split": args.split, **loaded, **metrics}))
     else:
@@ -468,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=("train", "valid", "test"))
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the z samples")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--no-save", action="store_true",
+                          help="print the figures only: write nothing into the run (or exported folder), not even RUN/eval/")
     evaluate.add_argument("--iw-samples", type=int, default=500, help="K of the importance-weighted bound (0 skips it)")
     evaluate.add_argument(
         "--prior-samples", type=int, default=100, help="prior samples for distinct-n, self-BLEU, log p(x|z) (0 skips)"
