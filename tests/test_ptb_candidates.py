@@ -142,9 +142,9 @@ def test_settled_candidates_are_recorded_and_read_back_once_their_run_directorie
 
 def test_the_committed_record_is_the_table_in_results_md(candidates):
     """recipes/ptb/candidates.json holds what RESULTS.md's "Where the candidates stand" table gives
-    for each candidate whose run directory was lost, and the rule applied to it stops `bn-vae`."""
+    for each candidate, and the rule applied to it stops `bn-vae` and `longer` and chooses none."""
     records = candidates.read_records(candidates.RECORD)
-    assert set(records) == {"floor-0.2", "iaf-fb", "bn-vae"}
+    assert set(records) == set(candidates.PROTOCOL)
     text = (REPO / "recipes" / "ptb" / "RESULTS.md").read_text()
     start = text.index("**Where the candidates stand")
     section = text[start:text.index("\n## ", start)]
@@ -159,7 +159,10 @@ def test_the_committed_record_is_the_table_in_results_md(candidates):
                 str(valid[key]) if key == "active_units" else f"{valid[key]:.2f}")
             assert cell == expected, (name, key)
     stops = candidates.stopped(list(records.values()))
-    assert stops == {"bn-vae"}
+    assert stops == {"bn-vae", "longer"}
+    chosen, why = candidates.choice(list(records.values()), stops)
+    assert chosen is None and why.startswith("none: no evaluated candidate meets")
+    assert "**Where the candidates stand (2026-12-06): all four settled, none chosen.**" in section
 
 
 def _queue(tmp_path: Path, jobs: list[str], stand_in: str, **env: str) -> dict[str, list[str]]:
