@@ -63,8 +63,9 @@ def _load_run(args: argparse.Namespace):
     return run
 
 
-def _command_eval(args: argparse.Namespace) -> int:
-    run = _load_run(args)
+def _eval_judge(args: argparse.Namespace):
+    """eval's numeric options checked, and the language model that judges generated text with its
+    options (None, None without --lm)."""
     if args.iw_samples < 0:
         raise SeqVAEError(f"--iw-samples {args.iw_samples}: use 0 to skip the bound, or a positive K")
     from seqvae.fitted_prior import check_temperature
@@ -72,16 +73,42 @@ def _command_eval(args: argparse.Namespace) -> int:
     check_temperature(args.prior_temperature, "--prior-temperature")
     if args.prior_samples == 1 or args.prior_samples < 0:
         raise SeqVAEError(f"--prior-samples {args.prior_samples}: use 0 to skip, or at least 2 (self-BLEU compares samples)")
-    judge, judge_options = None, None
-    if args.lm is not None:
-        if args.lm_samples < 1 or args.reverse_samples < 0 or args.reverse_epochs < 1:
-            raise SeqVAEError("--lm-samples and --reverse-epochs must be at least 1, --reverse-samples at least 0")
-        if args.reverse_samples and args.reverse_samples < 20:
-            raise SeqVAEError(f"--reverse-samples {args.reverse_samples}: train the reverse LM on at least 20 samples, or 0 to skip it")
-        from seqvae.judge import load_judge
+    if args.lm is None:
+        return None, None
+    if args.lm_samples < 1 or args.reverse_samples < 0 or args.reverse_epochs < 1:
+        raise SeqVAEError("--lm-samples and --reverse-epochs must be at least 1, --reverse-samples at least 0")
+    if args.reverse_samples and args.reverse_samples < 20:
+        raise SeqVAEError(f"--reverse-samples {args.reverse_samples}: train the reverse LM on at least 20 samples, or 0 to skip it")
+    from seqvae.judge import load_judge
 
-        judge = load_judge(args.lm, device=args.device)
-        judge_options = {"samples": args.lm_samples, "reverse_samples": args.reverse_samples, "reverse_epochs": args.reverse_epochs}
+    judge = load_judge(args.lm, device=args.device)
+    return judge, {"samples": args.lm_samples, "reverse_samples": args.reverse_samples, "reverse_epochs": args.reverse_epochs}
+
+
+def _keep_evaluation(args: argparse.Namespace, judge, judge_options, metrics: dict, loaded: dict):
+    """eval's figures saved with the settings that produced them to RUN/eval/ (nothing with
+    --no-save): (the file or None, the StorageError of a read-only or full run directory or None)."""
+    if args.no_save:
+        return None, None
+    from seqvae.files import StorageError
+    from seqvae.report import save_evaluation
+
+    settings = {"iw_samples": args.iw_samples, "prior_samples": args.prior_samples, "seed": args.seed}
+    if args.mi_group_size:
+        settings["mi_group_size"] = args.mi_group_size
+    if args.prior_temperature != 1:
+        settings["prior_temperature"] = args.prior_temperature
+    if judge is not None:
+        settings.update(lm=str(judge.run_dir), **{f"lm_{key}": value for key, value in judge_options.items()})
+    try:
+        return save_evaluation(args.run_dir, args.split, args.checkpoint, metrics, {**settings, **loaded}), None
+    except StorageError as error:  # the figures are shown all the same
+        return None, error
+
+
+def _command_eval(args: argparse.Namespace) -> int:
+    run = _load_run(args)
+    judge, judge_options = _eval_judge(args)
     import torch
 
     started = time.perf_counter()
@@ -96,15 +123,6 @@ def _command_eval(args: argparse.Namespace) -> int:
         judge_options=judge_options,
         prior_temperature=args.prior_temperature,
     )
-    from seqvae.report import save_evaluation
-
-    settings = {"iw_samples": args.iw_samples, "prior_samples": args.prior_samples, "seed": args.seed}
-    if args.mi_group_size:
-        settings["mi_group_size"] = args.mi_group_size
-    if args.prior_temperature != 1:
-        settings["prior_temperature"] = args.prior_temperature
-    if judge is not None:
-        settings.update(lm=str(judge.run_dir), **{f"lm_{key}": value for key, value in judge_options.items()})
     loaded = {
         "checkpoint_file": str(run.checkpoint.path),
         "checkpoint_step": run.checkpoint.step,
@@ -112,14 +130,7 @@ def _command_eval(args: argparse.Namespace) -> int:
         "eval_seconds": round(time.perf_counter() - started, 1),
         "threads": torch.get_num_threads(),
     }
-    from seqvae.files import StorageError
-
-    saved = unsaved = None
-    if not args.no_save:
-        try:
-            saved = save_evaluation(args.run_dir, args.split, args.checkpoint, metrics, {**settings, **loaded})
-        except StorageError as error:  # a read-only or full run directory: the figures are shown all the same
-            unsaved = error
+    saved, unsaved = _keep_evaluation(args, judge, judge_options, metrics, loaded)
     if args.json:
         print(json.dumps({"split": args.split, **loaded, **metrics}))
     else:

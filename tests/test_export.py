@@ -51,12 +51,15 @@ def test_an_exported_folder_loads_without_unpickling_and_decodes_as_the_run(run,
 def test_eval_no_save_prints_the_figures_and_leaves_a_shared_folder_as_it_was(run, tmp_path, capsys):
     out = tmp_path / "shared"
     assert main(["export", str(run), str(out)]) == 0
-    before = {path.relative_to(out): (path.stat().st_size, path.stat().st_mtime_ns) for path in out.rglob("*")}
+    def files():
+        return {path.relative_to(out): (path.stat().st_size, path.stat().st_mtime_ns) for path in out.rglob("*")}
+
+    before = files()
     capsys.readouterr()
     assert main(["eval", str(out), "--split", "valid", "--iw-samples", "3", "--prior-samples", "0", "--no-save"]) == 0
     printed = capsys.readouterr().out
     assert "nll_iw" in printed and "saved to" not in printed
-    assert {path.relative_to(out): (path.stat().st_size, path.stat().st_mtime_ns) for path in out.rglob("*")} == before
+    assert files() == before
     assert main(["eval", str(out), "--split", "valid", "--iw-samples", "3", "--prior-samples", "0"]) == 0  # without it, kept
     assert "saved to" in capsys.readouterr().out and (out / "eval" / "valid-best.json").is_file()
 
